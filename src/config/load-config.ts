@@ -1,0 +1,231 @@
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { ConfigError } from './config-error.ts';
+import { defaultConfig, LOG_FORMATS, SNAPSHOT_STORES, type Config } from './config.ts';
+
+type Rule = (value: unknown) => string | undefined;
+
+const isFiniteNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const positive: Rule = (v) => (isFiniteNumber(v) && v > 0 ? undefined : 'a number greater than 0');
+const nonNegative: Rule = (v) => (isFiniteNumber(v) && v >= 0 ? undefined : 'a number >= 0');
+const integer =
+  (inner: Rule): Rule =>
+  (v) =>
+    typeof v === 'number' && !Number.isSafeInteger(v) ? 'a whole number' : inner(v);
+const validPort = (port: string): boolean => Number(port) <= 65535;
+const oneOf =
+  (values: readonly string[]): Rule =>
+  (v) =>
+    values.includes(v as string) ? undefined : `one of ${values.map((x) => `"${x}"`).join(', ')}`;
+/** "host:port", "[ipv6]:port" or ":port" (all interfaces). */
+const hostPort: Rule = (v) => {
+  const m = typeof v === 'string' ? /^(?:\[[^\]]+\]|[^:[\]\s]*):(\d{1,5})$/.exec(v) : null;
+  return m?.[1] !== undefined && validPort(m[1]) ? undefined : 'an address "host:port" or ":port"';
+};
+const optionalHostPort: Rule = (v) => (v === '' ? undefined : hostPort(v));
+const prefix: Rule = (v) =>
+  typeof v === 'string' && /^[A-Za-z0-9_-]+$/.test(v)
+    ? undefined
+    : 'a non-empty name of letters, digits, "-" and "_" (it names NATS streams and subjects)';
+
+/** Constraints beyond the type implied by the default value. */
+const RULES: Record<string, Rule> = {
+  node_id: integer(nonNegative),
+  scan_max_changes: integer(positive),
+  cleanup_interval: integer(positive),
+  sleep_timeout: integer(nonNegative),
+  polling_interval: integer(nonNegative),
+  busy_timeout: integer(nonNegative),
+  wal_checkpoint_bytes: integer(positive),
+  schema_retry_interval: integer(positive),
+  'replication_log.shards': integer(positive),
+  'replication_log.max_entries': integer(positive),
+  'replication_log.replicas': integer((v) =>
+    typeof v === 'number' && v >= 1 && v <= 5 ? undefined : '1 to 5',
+  ),
+  'replication_log.max_batch_changes': integer(positive),
+  'replication_log.max_batch_bytes': integer(nonNegative),
+  'replication_log.duplicate_window': integer(positive),
+  'nats.subject_prefix': prefix,
+  'nats.stream_prefix': prefix,
+  'nats.connect_retries': integer(nonNegative),
+  'nats.reconnect_wait_seconds': positive,
+  'nats.bind_address': optionalHostPort,
+  'nats.publish_timeout': integer(positive),
+  'snapshot.interval': integer(nonNegative),
+  'snapshot.store': oneOf(SNAPSHOT_STORES),
+  'snapshot.keep': integer(positive),
+  'snapshot.nats.replicas': integer((v) =>
+    typeof v === 'number' && v >= 1 && v <= 5 ? undefined : '1 to 5',
+  ),
+  'logging.format': oneOf(LOG_FORMATS),
+  'prometheus.bind': hostPort,
+  'health_check.bind': hostPort,
+  'health_check.path': (v) =>
+    typeof v === 'string' && v.startsWith('/') ? undefined : 'a path starting with "/"',
+};
+
+function typeName(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (v === null) return 'null';
+  if (v instanceof Date) return 'a date';
+  if (typeof v === 'object') return 'a table';
+  if (typeof v === 'number') return 'a number';
+  if (typeof v === 'string') return 'a string';
+  if (typeof v === 'boolean') return 'a boolean';
+  return typeof v;
+}
+
+/** The type of `v`, with its value when it is short enough to quote. */
+function describe(v: unknown): string {
+  const type = typeName(v);
+  if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') {
+    const text = JSON.stringify(v);
+    if (text !== undefined && text.length <= 60) return `${type} (${text})`;
+  }
+  return type;
+}
+
+/** Checks `input` against the shape of `defaults`, key by key, into `target`. */
+function merge(
+  target: Record<string, unknown>,
+  defaults: Record<string, unknown>,
+  input: unknown,
+  path: string,
+): void {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new ConfigError(`config key "${path}" must be a table, got ${describe(input)}`);
+  }
+  for (const [key, value] of Object.entries(input as Record<string, unknown>)) {
+    const full = path === '' ? key : `${path}.${key}`;
+    // hasOwn, not `in`: keys such as "constructor" or "__proto__" are unknown too.
+    if (!Object.hasOwn(defaults, key)) {
+      throw new ConfigError(`unknown config key "${full}"`, {
+        hint: 'check the spelling against config.example.toml',
+      });
+    }
+    const def = defaults[key];
+    if (typeof def === 'object' && def !== null && !Array.isArray(def)) {
+      merge(target[key] as Record<string, unknown>, def as Record<string, unknown>, value, full);
+      continue;
+    }
+    let v = value;
+    // TOML integers may be given where we keep floats and vice versa; both are numbers here.
+    if (typeof v === 'bigint') v = Number(v);
+    if (Array.isArray(def)) {
+      if (!Array.isArray(v)) {
+        throw new ConfigError(`config key "${full}" must be an array of strings, got ${describe(v)}`);
+      }
+      const bad = (v as unknown[]).findIndex((x) => typeof x !== 'string');
+      if (bad >= 0) {
+        throw new ConfigError(
+          `config key "${full}" must be an array of strings, got ${describe((v as unknown[])[bad])} at index ${bad}`,
+        );
+      }
+    } else if (typeof v !== typeof def) {
+      throw new ConfigError(`config key "${full}" must be ${typeName(def)}, got ${describe(v)}`);
+    }
+    const rule = RULES[full];
+    const expected = rule?.(v);
+    if (expected !== undefined) {
+      throw new ConfigError(`config key "${full}" must be ${expected}, got ${JSON.stringify(v)}`);
+    }
+    target[key] = v;
+  }
+}
+
+/** Parses TOML text into a validated Config. Relative paths resolve against `baseDir`. */
+export function parseConfig(text: string, baseDir: string, source = 'config'): Config {
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (err) {
+    const where = err instanceof TomlError ? ` (line ${err.line}, column ${err.column})` : '';
+    const first = String((err as Error).message).split('\n')[0];
+    throw new ConfigError(`cannot parse ${source}${where}: ${first}`, { cause: err });
+  }
+  const config = defaultConfig();
+  merge(
+    config as unknown as Record<string, unknown>,
+    defaultConfig() as unknown as Record<string, unknown>,
+    raw,
+    '',
+  );
+  for (const key of ['db_path', 'seq_map_path'] as const) {
+    if (config[key] !== '' && !isAbsolute(config[key])) config[key] = resolve(baseDir, config[key]);
+  }
+  const n = config.nats;
+  for (const key of [
+    'server_config',
+    'seed_file',
+    'creds_file',
+    'ca_file',
+    'cert_file',
+    'key_file',
+    'store_dir',
+  ] as const) {
+    if (n[key] !== '' && !isAbsolute(n[key])) n[key] = resolve(baseDir, n[key]);
+  }
+  // A bare command name is looked up in PATH; only a path with a "/" is relative to the file.
+  if (n.server_binary.includes('/') && !isAbsolute(n.server_binary)) {
+    n.server_binary = resolve(baseDir, n.server_binary);
+  }
+  const s = config.snapshot;
+  if (s.temp_dir !== '' && !isAbsolute(s.temp_dir)) s.temp_dir = resolve(baseDir, s.temp_dir);
+  if (s.local.path !== '' && !isAbsolute(s.local.path)) s.local.path = resolve(baseDir, s.local.path);
+  for (const key of ['known_hosts', 'private_key'] as const) {
+    if (s.sftp[key] !== '' && !isAbsolute(s.sftp[key])) s.sftp[key] = resolve(baseDir, s.sftp[key]);
+  }
+  if ((n.cert_file === '') !== (n.key_file === '')) {
+    throw new ConfigError('config keys "nats.cert_file" and "nats.key_file" must be given together');
+  }
+  return config;
+}
+
+/** Reads and validates a config file; a missing file is an error (HarmonyLite silently used defaults). */
+export function loadConfig(path: string): Config {
+  const abs = resolve(path);
+  let text: string;
+  try {
+    if (statSync(abs).isDirectory()) {
+      throw new ConfigError(`config file ${abs} is a directory, expected a TOML file`, {
+        hint: 'pass the file itself: -config DIR/config.toml',
+      });
+    }
+    text = readFileSync(abs, 'utf8');
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new ConfigError(`config file ${abs} does not exist`, {
+        hint: 'copy config.example.toml and pass it with -config FILE',
+        cause: err,
+      });
+    }
+    throw new ConfigError(`cannot read config file ${abs}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseConfig(text, dirname(abs), abs);
+}
+
+/** Checks what a running node needs beyond a well-formed file: a database to replicate. */
+export function requireDatabase(config: Config): void {
+  if (config.db_path === '') {
+    throw new ConfigError('config key "db_path" is required', {
+      hint: 'set db_path = "/path/to/app.db" in the config file',
+    });
+  }
+  try {
+    if (!statSync(config.db_path).isFile()) {
+      throw new ConfigError(`config key "db_path" must name a file, ${config.db_path} is not one`, {
+        hint: 'set db_path to the SQLite database file itself',
+      });
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(`database ${config.db_path} does not exist`, {
+      hint: `create it first (for example: sqlite3 ${config.db_path} "VACUUM") or fix db_path`,
+      cause: err,
+    });
+  }
+}
