@@ -1,0 +1,186 @@
+import type { Database } from 'better-sqlite3';
+import { INTERNAL_TABLES_SQL } from './internal-tables.ts';
+import {
+  CAPTURED_TABLES,
+  changeLogTable,
+  GLOBAL_LOG,
+  INTERNAL_TABLES,
+  quoteIdent as q,
+  quoteString,
+  TRIGGER_KINDS,
+  triggerName,
+  valueColumn,
+} from './names.ts';
+import type { TableFilter } from './table-filter.ts';
+import { listCapturableTables, type SkippedTable, type TableSchema } from './table-schema.ts';
+import { capturedColumns, createChangeLogSql, triggerSql } from './trigger-sql.ts';
+
+export interface CaptureState {
+  readonly tables: readonly TableSchema[];
+  readonly skipped: readonly SkippedTable[];
+  /** Tables whose capture was created, upgraded or removed by this call. */
+  readonly changed: readonly string[];
+  /** Rows logged for tables that appeared while capture was installed (created while running or while down). */
+  readonly backfilled: number;
+}
+
+export interface InstallOptions {
+  /** false on a read replica (`publish = false`): no triggers, so nothing accumulates unpublished. */
+  readonly captureWrites: boolean;
+}
+
+/**
+ * Installs or brings up to date change capture, idempotently, in one
+ * transaction: internal tables, one change log and three triggers per table.
+ * Run at start and whenever the schema changes; it rewrites nothing that is
+ * already right, so it does not change the schema (and wake itself) again.
+ */
+export function installCapture(db: Database, filter: TableFilter, options: InstallOptions): CaptureState {
+  return db.transaction(() => installInTransaction(db, filter, options)).immediate();
+}
+
+function installInTransaction(db: Database, filter: TableFilter, options: InstallOptions): CaptureState {
+  const hadRegistry =
+    db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").get(CAPTURED_TABLES) !==
+    undefined;
+  for (const sql of INTERNAL_TABLES_SQL) db.exec(sql);
+  const registry = new Map(
+    (
+      db.prepare(`SELECT name, schema FROM ${q(CAPTURED_TABLES)}`).all() as { name: string; schema: string }[]
+    ).map((r) => [r.name, JSON.parse(r.schema) as TableSchema]),
+  );
+  const existingTriggers = new Map(
+    (
+      db.prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger'").all() as {
+        name: string;
+        sql: string;
+      }[]
+    ).map((r) => [r.name, r.sql]),
+  );
+  const { tables, skipped } = listCapturableTables(db, filter);
+  const changed: string[] = [];
+  let backfilled = 0;
+  const current = new Set<string>();
+
+  for (const schema of tables) {
+    current.add(schema.name);
+    const previous = registry.get(schema.name);
+    const log = changeLogTable(schema.name);
+    let touched = false;
+    const logExisted =
+      db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").get(log) !== undefined;
+    if (!logExisted) {
+      db.exec(createChangeLogSql(schema));
+      touched = true;
+    } else {
+      const have = new Set(
+        (db.prepare(`PRAGMA table_info(${q(log)})`).all() as { name: string }[]).map((c) => c.name),
+      );
+      for (const col of capturedColumns(schema)) {
+        if (have.has(valueColumn(col))) continue;
+        db.exec(`ALTER TABLE ${q(log)} ADD COLUMN ${q(valueColumn(col))}`);
+        touched = true;
+        if (previous !== undefined) fillPendingColumn(db, schema, col);
+      }
+    }
+    const wanted = options.captureWrites ? triggerSql(schema) : undefined;
+    for (const kind of TRIGGER_KINDS) {
+      const name = triggerName(schema.name, kind);
+      const want = wanted?.[kind];
+      if (existingTriggers.get(name) === want) continue;
+      if (existingTriggers.has(name)) db.exec(`DROP TRIGGER ${q(name)}`);
+      if (want !== undefined) db.exec(want);
+      touched = true;
+    }
+    if (previous === undefined && hadRegistry && options.captureWrites) {
+      backfilled += backfill(db, schema);
+    }
+    const json = JSON.stringify(schema);
+    if (previous === undefined || JSON.stringify(previous) !== json) {
+      db.prepare(
+        `INSERT INTO ${q(CAPTURED_TABLES)} (name, schema) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET schema = excluded.schema`,
+      ).run(schema.name, json);
+      touched = true;
+    }
+    if (touched) changed.push(schema.name);
+  }
+
+  // Tables dropped, or now excluded: remove their triggers; keep a change log that still holds pending rows.
+  for (const name of registry.keys()) {
+    if (current.has(name)) continue;
+    for (const kind of TRIGGER_KINDS) db.exec(`DROP TRIGGER IF EXISTS ${q(triggerName(name, kind))}`);
+    const log = changeLogTable(name);
+    const pending = db.prepare(`SELECT 1 FROM ${q(GLOBAL_LOG)} WHERE table_name = ? LIMIT 1`).get(name);
+    if (pending === undefined) db.exec(`DROP TABLE IF EXISTS ${q(log)}`);
+    db.prepare(`DELETE FROM ${q(CAPTURED_TABLES)} WHERE name = ?`).run(name);
+    changed.push(name);
+  }
+  return { tables, skipped, changed, backfilled };
+}
+
+/**
+ * A column added while capture ran: pending changes logged before the triggers
+ * knew it get the row's current value, so replicas do not receive a default in
+ * its place. Later changes of the same row carry their own values, so the
+ * final state is exact.
+ */
+function fillPendingColumn(db: Database, schema: TableSchema, column: string): void {
+  const log = q(changeLogTable(schema.name));
+  const match = schema.keyColumns.map((k) => `t.${q(k)} IS ${log}.${q(valueColumn(k))}`).join(' AND ');
+  db.exec(
+    `UPDATE ${log} SET ${q(valueColumn(column))} = (SELECT t.${q(column)} FROM ${q(schema.name)} AS t WHERE ${match}) ` +
+      `WHERE state = 0 AND type <> 'delete'`,
+  );
+}
+
+/** Logs every row of a table that appeared after capture was first installed, so no write made before its triggers existed is lost. */
+function backfill(db: Database, schema: TableSchema): number {
+  const log = changeLogTable(schema.name);
+  const cols = capturedColumns(schema);
+  const before = (db.prepare(`SELECT coalesce(max(id), 0) AS m FROM ${q(log)}`).get() as { m: number }).m;
+  const target = cols.map((c) => q(valueColumn(c))).join(', ');
+  const source = cols.map((c) => q(c)).join(', ');
+  const order = schema.keyColumns.map((c) => q(c)).join(', ');
+  const inserted = db
+    .prepare(
+      `INSERT INTO ${q(log)} (${target}, type, created_at, state) ` +
+        `SELECT ${source}, 'insert', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), 0 FROM ${q(schema.name)} ORDER BY ${order}`,
+    )
+    .run().changes;
+  db.prepare(
+    `INSERT INTO ${q(GLOBAL_LOG)} (change_table_id, table_name) SELECT id, ${quoteString(schema.name)} FROM ${q(log)} WHERE id > ? ORDER BY id`,
+  ).run(before);
+  return inserted;
+}
+
+/**
+ * `-cleanup`: drops every trigger and table of ours and nothing else. GLOB, not
+ * LIKE: `_` is literal, so `xxharmonylitexx_data` is never touched.
+ */
+export function removeCapture(db: Database): { triggers: number; tables: number } {
+  return db
+    .transaction(() => {
+      const triggers = db
+        .prepare(
+          "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name GLOB '__harmonylite__*_change_log_on_*'",
+        )
+        .pluck()
+        .all() as string[];
+      for (const t of triggers) db.exec(`DROP TRIGGER IF EXISTS ${q(t)}`);
+      const logs = db
+        .prepare(
+          "SELECT name FROM sqlite_schema WHERE type = 'table' AND name GLOB '__harmonylite__*_change_log'",
+        )
+        .pluck()
+        .all() as string[];
+      const internal = new Set<string>(INTERNAL_TABLES);
+      const present = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").pluck();
+      const tables = [
+        ...logs.filter((n) => !internal.has(n)),
+        ...INTERNAL_TABLES.filter((n) => present.get(n) !== undefined),
+      ];
+      for (const t of tables) db.exec(`DROP TABLE ${q(t)}`);
+      return { triggers: triggers.length, tables: tables.length };
+    })
+    .immediate();
+}

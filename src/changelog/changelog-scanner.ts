@@ -1,0 +1,133 @@
+import type { Database, Statement } from 'better-sqlite3';
+import type { ChangeType } from '../codec/change-record.ts';
+import type { SqlValue } from '../codec/sql-value.ts';
+import { CAPTURED_TABLES, changeLogTable, GLOBAL_LOG, quoteIdent as q, valueColumn } from '../cdc/names.ts';
+import type { TableSchema } from '../cdc/table-schema.ts';
+import { capturedColumns } from '../cdc/trigger-sql.ts';
+
+/** One captured change, read from the change logs in global (commit) order. */
+export interface PendingChange {
+  readonly globalId: number;
+  readonly table: string;
+  readonly changeId: number;
+  readonly type: ChangeType;
+  readonly createdAt: number;
+  /** Column name to value; integers as bigint (exact beyond 2^53), REAL as number. */
+  readonly row: Record<string, SqlValue>;
+  /** Primary-key values in key order (the rowid for tables keyed by it). */
+  readonly key: readonly SqlValue[];
+}
+
+export interface ScanResult {
+  readonly changes: PendingChange[];
+  /** Global-log ids of changes whose table is no longer captured (dropped or excluded): nothing to publish. */
+  readonly orphans: number[];
+  /** The last global id read, to continue from. */
+  readonly lastGlobalId: number;
+}
+
+interface TableReader {
+  readonly columns: readonly string[];
+  readonly keyIndexes: readonly number[];
+  readonly range: Statement;
+}
+
+/**
+ * Reads pending changes in global-log order on a read-only connection. Rows of
+ * one table are fetched with one range query per pass, not one query per row.
+ * Values are read with safe integers, so 64-bit integers stay exact.
+ */
+export class ChangelogScanner {
+  readonly #db: Database;
+  readonly #global: Statement;
+  readonly #count: Statement;
+  readonly #registry: Statement;
+  #readers = new Map<string, TableReader | null>();
+
+  constructor(db: Database) {
+    this.#db = db;
+    this.#global = db
+      .prepare(
+        `SELECT id, change_table_id, table_name FROM ${q(GLOBAL_LOG)} WHERE id > ? ORDER BY id LIMIT ?`,
+      )
+      .raw(true);
+    this.#count = db.prepare(`SELECT count(*) FROM ${q(GLOBAL_LOG)}`).pluck();
+    this.#registry = db.prepare(`SELECT schema FROM ${q(CAPTURED_TABLES)} WHERE name = ?`).pluck();
+  }
+
+  /** Forget cached table layouts (after a schema change). */
+  invalidate(): void {
+    this.#readers = new Map();
+  }
+
+  /** Changes still to publish. */
+  countPending(): number {
+    return this.#count.get() as number;
+  }
+
+  #reader(table: string): TableReader | null {
+    let r = this.#readers.get(table);
+    if (r !== undefined) return r;
+    const json = this.#registry.get(table) as string | undefined;
+    if (json === undefined) {
+      r = null;
+    } else {
+      const schema = JSON.parse(json) as TableSchema;
+      const columns = capturedColumns(schema);
+      const select = ['id', 'type', 'created_at', ...columns.map((c) => q(valueColumn(c)))].join(', ');
+      const range = this.#db
+        .prepare(`SELECT ${select} FROM ${q(changeLogTable(table))} WHERE id BETWEEN ? AND ? ORDER BY id`)
+        .raw(true)
+        .safeIntegers(true);
+      r = { columns, keyIndexes: schema.keyColumns.map((k) => columns.indexOf(k)), range };
+    }
+    this.#readers.set(table, r);
+    return r;
+  }
+
+  /** Up to `limit` changes with a global id greater than `afterGlobalId`, in global order. */
+  scan(afterGlobalId: number, limit: number): ScanResult {
+    const globals = this.#global.all(afterGlobalId, limit) as [number, number, string][];
+    if (globals.length === 0) return { changes: [], orphans: [], lastGlobalId: afterGlobalId };
+    const byTable = new Map<string, { min: number; max: number }>();
+    for (const [, changeId, table] of globals) {
+      const b = byTable.get(table);
+      if (b === undefined) byTable.set(table, { min: changeId, max: changeId });
+      else {
+        if (changeId < b.min) b.min = changeId;
+        if (changeId > b.max) b.max = changeId;
+      }
+    }
+    const rowsByTable = new Map<string, Map<number, unknown[]>>();
+    for (const [table, { min, max }] of byTable) {
+      const reader = this.#reader(table);
+      if (reader === null) continue;
+      const rows = new Map<number, unknown[]>();
+      for (const row of reader.range.all(min, max) as unknown[][]) rows.set(Number(row[0] as bigint), row);
+      rowsByTable.set(table, rows);
+    }
+    const changes: PendingChange[] = [];
+    const orphans: number[] = [];
+    for (const [globalId, changeId, table] of globals) {
+      const reader = this.#readers.get(table);
+      const raw = rowsByTable.get(table)?.get(changeId);
+      if (reader == null || raw === undefined) {
+        orphans.push(globalId);
+        continue;
+      }
+      const row: Record<string, SqlValue> = {};
+      const cols = reader.columns;
+      for (let i = 0; i < cols.length; i++) row[cols[i]!] = raw[i + 3] as SqlValue;
+      changes.push({
+        globalId,
+        table,
+        changeId,
+        type: raw[1] as ChangeType,
+        createdAt: Number(raw[2] as bigint),
+        row,
+        key: reader.keyIndexes.map((i) => raw[i + 3] as SqlValue),
+      });
+    }
+    return { changes, orphans, lastGlobalId: globals[globals.length - 1]![0] };
+  }
+}
