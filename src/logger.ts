@@ -17,7 +17,14 @@ const REDACT = [
   '*.session_token',
 ];
 
-const LEVEL_NAMES: Record<number, string> = { 10: 'TRC', 20: 'DBG', 30: 'INF', 40: 'WRN', 50: 'ERR', 60: 'FTL' };
+const LEVEL_NAMES: Record<number, string> = {
+  10: 'TRC',
+  20: 'DBG',
+  30: 'INF',
+  40: 'WRN',
+  50: 'ERR',
+  60: 'FTL',
+};
 const OMIT = new Set(['level', 'time', 'msg', 'pid', 'hostname']);
 
 /** A human line per record: "12:00:00.000 INF message key=value ...". Cheap enough for the console. */
@@ -35,7 +42,9 @@ function consoleStream(out: NodeJS.WritableStream): DestinationStream {
       const parts = [time, LEVEL_NAMES[rec.level as number] ?? String(rec.level), String(rec.msg ?? '')];
       for (const [k, v] of Object.entries(rec)) {
         if (OMIT.has(k)) continue;
-        parts.push(`${k}=${typeof v === 'string' ? (/\s/.test(v) ? JSON.stringify(v) : v) : JSON.stringify(v)}`);
+        parts.push(
+          `${k}=${typeof v === 'string' ? (/\s/.test(v) ? JSON.stringify(v) : v) : JSON.stringify(v)}`,
+        );
       }
       out.write(parts.join(' ') + '\n');
     },

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+/**
+ * The `harmonylite` command. Usage and config errors print `Error: …` and
+ * `Try: …` and exit 2; runtime failures exit 1. The first SIGINT/SIGTERM stops
+ * gracefully (the current step finishes); a second one exits at once.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../config/config-error.ts';
+import { loadConfig } from '../config/load-config.ts';
+import { createLogger } from '../logger.ts';
+import { parseArgs, USAGE } from './parse-args.ts';
+import { runCleanup } from './run-cleanup.ts';
+import { runNode } from './run-node.ts';
+import { runDeadLetterStuck } from './run-dead-letter-stuck.ts';
+
+/** The package version: package.json is two levels up from src/cli, three from dist/src/cli. */
+function version(): string {
+  for (const rel of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'harmonylite' && pkg.version !== undefined) return pkg.version;
+    } catch {
+      // not at this level
+    }
+  }
+  return 'unknown';
+}
+
+/** Errors the user can fix carry a hint; print it as "Try: …". */
+function report(err: unknown): number {
+  const e = err as Error & { hint?: string; code?: string };
+  process.stderr.write(`Error: ${e.message ?? String(err)}\n`);
+  if (e.hint !== undefined) process.stderr.write(`Try: ${e.hint}\n`);
+  return err instanceof ConfigError ? 2 : 1;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs(argv);
+  } catch (err) {
+    return report(err);
+  }
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (args.version) {
+    process.stdout.write(`harmonylite ${version()}\n`);
+    return 0;
+  }
+  try {
+    const config = loadConfig(args.config);
+    if (args.nodeId !== undefined) config.node_id = args.nodeId;
+    const logger = createLogger({
+      ...config.logging,
+      ...(config.node_id !== 0 ? { nodeId: config.node_id } : {}),
+    });
+    if (args.cleanup) return runCleanup(config, logger);
+    if (args.deadLetterStuck !== undefined)
+      return await runDeadLetterStuck(config, args.deadLetterStuck, logger);
+    if (args.saveSnapshot || args.status || args.bench) {
+      throw new ConfigError('this command is not available in this build yet', {
+        hint: 'run harmonylite -help',
+      });
+    }
+    return await runNode(config, args, logger);
+  } catch (err) {
+    return report(err);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.exitCode = report(err);
+  },
+);

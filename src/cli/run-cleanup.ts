@@ -1,0 +1,21 @@
+import { removeCapture } from '../cdc/capture-installer.ts';
+import type { Config } from '../config/config.ts';
+import { requireDatabase } from '../config/load-config.ts';
+import type { Logger } from '../logger.ts';
+import { openDatabase } from '../node/open-database.ts';
+
+/** `-cleanup`: drops every trigger and table of ours, nothing else. */
+export function runCleanup(config: Config, logger: Logger): number {
+  requireDatabase(config);
+  const db = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });
+  try {
+    const removed = removeCapture(db);
+    logger.info(
+      { db: config.db_path, triggers: removed.triggers, tables: removed.tables },
+      'removed HarmonyLite triggers and tables',
+    );
+    return 0;
+  } finally {
+    db.close();
+  }
+}

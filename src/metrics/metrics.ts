@@ -1,0 +1,259 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export interface MetricsOptions {
+  readonly namespace: string;
+  readonly subsystem: string;
+  /** Process metrics (memory, CPU, event-loop lag). */
+  readonly processMetrics?: boolean;
+}
+
+/** Latencies in seconds, 50 µs to 10 s (HarmonyLite put microseconds in second-sized buckets). */
+const LATENCY_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10,
+];
+const SIZE_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/**
+ * Every metric of the node, declared in one place on an injected registry.
+ * Labels are low-cardinality: `shard` only, never table or key.
+ */
+export class Metrics {
+  readonly registry: Registry;
+  // The seed's four, same names and meaning.
+  readonly published: Counter;
+  readonly pendingPublish: Gauge;
+  readonly countChanges: Histogram;
+  readonly scanChanges: Histogram;
+  // Publish path.
+  readonly publishLatency: Histogram<'shard'>;
+  readonly publishBatchSize: Histogram<'shard'>;
+  readonly publishRetries: Counter<'shard'>;
+  readonly publishFailures: Counter<'shard'>;
+  readonly publishRefused: Counter<'shard'>;
+  // Replay path.
+  readonly applied: Counter<'shard'>;
+  readonly applyBatchSize: Histogram<'shard'>;
+  readonly applyLatency: Histogram<'shard'>;
+  readonly duplicatesSkipped: Counter<'shard'>;
+  readonly deadLetters: Counter<'shard'>;
+  readonly uniqueDisplaced: Counter<'shard'>;
+  readonly shardWaiting: Gauge<'shard'>;
+  readonly shardBehind: Gauge<'shard'>;
+  readonly lagMessages: Gauge<'shard'>;
+  readonly lagSeconds: Gauge<'shard'>;
+  readonly appliedPosition: Gauge<'shard'>;
+  // NATS.
+  readonly natsConnected: Gauge;
+  readonly natsReconnects: Counter;
+  // Database and workers.
+  readonly writerWait: Histogram;
+  readonly writerQueueDepth: Gauge;
+  readonly sqliteBusy: Counter;
+  readonly poolUtilization: Gauge;
+  readonly walBytes: Gauge;
+  readonly cleanedUp: Counter;
+  // Snapshots.
+  readonly snapshotAge: Gauge;
+  readonly snapshotDuration: Histogram<'operation'>;
+  readonly snapshotSize: Gauge;
+  readonly snapshotFailures: Counter<'operation'>;
+
+  constructor(options: MetricsOptions, registry = new Registry()) {
+    this.registry = registry;
+    const prefix = [options.namespace, options.subsystem].filter((s) => s !== '').join('_');
+    const name = (n: string) => (prefix === '' ? n : `${prefix}_${n}`);
+    const registers = [registry];
+    const shard = ['shard'] as const;
+
+    this.published = new Counter({
+      name: name('published'),
+      help: 'Change records published (acknowledged by JetStream)',
+      registers,
+    });
+    this.pendingPublish = new Gauge({
+      name: name('pending_publish'),
+      help: 'Change records awaiting publication',
+      registers,
+    });
+    this.countChanges = new Histogram({
+      name: name('count_changes'),
+      help: 'Latency of counting pending changes, seconds',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.scanChanges = new Histogram({
+      name: name('scan_changes'),
+      help: 'Latency of scanning change rows, seconds',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+
+    this.publishLatency = new Histogram({
+      name: name('publish_latency_seconds'),
+      help: 'Time from publishing a batch to its PubAck',
+      labelNames: shard,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.publishBatchSize = new Histogram({
+      name: name('publish_batch_changes'),
+      help: 'Changes per published message',
+      labelNames: shard,
+      buckets: SIZE_BUCKETS,
+      registers,
+    });
+    this.publishRetries = new Counter({
+      name: name('publish_retries_total'),
+      help: 'Publish attempts retried',
+      labelNames: shard,
+      registers,
+    });
+    this.publishFailures = new Counter({
+      name: name('publish_failures_total'),
+      help: 'Publish attempts that failed (each is retried)',
+      labelNames: shard,
+      registers,
+    });
+    this.publishRefused = new Counter({
+      name: name('publish_refused_total'),
+      help: 'Changes too large for any message, kept in the change log with state 2',
+      labelNames: shard,
+      registers,
+    });
+
+    this.applied = new Counter({
+      name: name('changes_applied_total'),
+      help: 'Changes applied from the streams',
+      labelNames: shard,
+      registers,
+    });
+    this.applyBatchSize = new Histogram({
+      name: name('apply_batch_messages'),
+      help: 'Messages per apply transaction',
+      labelNames: shard,
+      buckets: SIZE_BUCKETS,
+      registers,
+    });
+    this.applyLatency = new Histogram({
+      name: name('apply_latency_seconds'),
+      help: 'Duration of one apply transaction',
+      labelNames: shard,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.duplicatesSkipped = new Counter({
+      name: name('duplicates_skipped_total'),
+      help: 'Messages skipped as already applied',
+      labelNames: shard,
+      registers,
+    });
+    this.deadLetters = new Counter({
+      name: name('dead_letters_total'),
+      help: 'Messages moved to the dead-letter table',
+      labelNames: shard,
+      registers,
+    });
+    this.uniqueDisplaced = new Counter({
+      name: name('unique_displaced_total'),
+      help: 'Rows removed because another row took their UNIQUE value',
+      labelNames: shard,
+      registers,
+    });
+    this.shardWaiting = new Gauge({
+      name: name('shard_waiting_for_schema'),
+      help: '1 while a shard holds a message this node cannot apply until its schema catches up',
+      labelNames: shard,
+      registers,
+    });
+    this.shardBehind = new Gauge({
+      name: name('shard_behind_stream'),
+      help: '1 when the stream discarded messages this node has not applied (a snapshot restore is needed)',
+      labelNames: shard,
+      registers,
+    });
+    this.lagMessages = new Gauge({
+      name: name('replication_lag_messages'),
+      help: 'Stream last sequence minus the applied position',
+      labelNames: shard,
+      registers,
+    });
+    this.lagSeconds = new Gauge({
+      name: name('replication_lag_seconds'),
+      help: 'Age of the newest applied change when it was applied',
+      labelNames: shard,
+      registers,
+    });
+    this.appliedPosition = new Gauge({
+      name: name('applied_position'),
+      help: 'Stream sequence applied',
+      labelNames: shard,
+      registers,
+    });
+
+    this.natsConnected = new Gauge({
+      name: name('nats_connected'),
+      help: '1 when connected to NATS',
+      registers,
+    });
+    this.natsReconnects = new Counter({
+      name: name('nats_reconnects_total'),
+      help: 'NATS reconnections',
+      registers,
+    });
+
+    this.writerWait = new Histogram({
+      name: name('writer_queue_wait_seconds'),
+      help: 'Time a write job waited for the writer queue',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.writerQueueDepth = new Gauge({
+      name: name('writer_queue_depth'),
+      help: 'Write jobs queued or running',
+      registers,
+    });
+    this.sqliteBusy = new Counter({
+      name: name('sqlite_busy_total'),
+      help: 'Write jobs that hit SQLITE_BUSY and were retried',
+      registers,
+    });
+    this.poolUtilization = new Gauge({
+      name: name('worker_pool_utilization'),
+      help: 'Busy fraction of the shard workers',
+      registers,
+    });
+    this.walBytes = new Gauge({ name: name('wal_bytes'), help: 'Size of the -wal file', registers });
+    this.cleanedUp = new Counter({
+      name: name('changes_cleaned_up_total'),
+      help: 'Published change-log rows deleted',
+      registers,
+    });
+
+    this.snapshotAge = new Gauge({
+      name: name('snapshot_age_seconds'),
+      help: 'Age of the newest snapshot in the store',
+      registers,
+    });
+    this.snapshotDuration = new Histogram({
+      name: name('snapshot_duration_seconds'),
+      help: 'Duration of snapshot save and restore',
+      labelNames: ['operation'] as const,
+      buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+      registers,
+    });
+    this.snapshotSize = new Gauge({
+      name: name('snapshot_size_bytes'),
+      help: 'Size of the last snapshot saved or restored',
+      registers,
+    });
+    this.snapshotFailures = new Counter({
+      name: name('snapshot_failures_total'),
+      help: 'Snapshot saves or restores that failed',
+      labelNames: ['operation'] as const,
+      registers,
+    });
+
+    if (options.processMetrics !== false)
+      collectDefaultMetrics({ register: registry, prefix: prefix === '' ? '' : `${prefix}_` });
+  }
+}

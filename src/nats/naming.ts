@@ -1,0 +1,32 @@
+/**
+ * Names of streams, subjects and buckets, all derived from the configured
+ * prefixes so several clusters can share one NATS account (HarmonyLite's fixed
+ * KV names collided). Shards are numbered from 1 in every name. Pure.
+ */
+export function streamName(streamPrefix: string, shard: number): string {
+  return `${streamPrefix}-${shard}`;
+}
+
+export function subjectName(subjectPrefix: string, shard: number): string {
+  return `${subjectPrefix}-${shard}`;
+}
+
+/** Object-store bucket of snapshots: `[snapshot.nats] bucket`, else `<stream_prefix>-snapshot-store`. */
+export function snapshotBucket(streamPrefix: string, configured: string): string {
+  return configured !== '' ? configured : `${streamPrefix}-snapshot-store`;
+}
+
+/** KV bucket holding the snapshot leader lease. */
+export function leaseBucket(streamPrefix: string): string {
+  return `${streamPrefix}-snapshot-lease`;
+}
+
+/** KV bucket where each node reports its positions for `-status`. */
+export function statusBucket(streamPrefix: string): string {
+  return `${streamPrefix}-node-status`;
+}
+
+/** Shard numbers 1..shards. */
+export function shardNumbers(shards: number): number[] {
+  return Array.from({ length: shards }, (_, i) => i + 1);
+}

@@ -1,0 +1,414 @@
+import { statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import Database from 'better-sqlite3';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { installCapture, type CaptureState } from '../cdc/capture-installer.ts';
+import { TableFilter } from '../cdc/table-filter.ts';
+import { ChangeDetector } from '../changelog/change-detector.ts';
+import { cleanupChangeLogs } from '../changelog/changelog-cleaner.ts';
+import { ChangelogScanner } from '../changelog/changelog-scanner.ts';
+import type { Config } from '../config/config.ts';
+import { requireDatabase } from '../config/load-config.ts';
+import type { Logger } from '../logger.ts';
+import { Metrics } from '../metrics/metrics.ts';
+import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
+import { streamName, shardNumbers } from '../nats/naming.ts';
+import { connectNats } from '../nats/nats-connection.ts';
+import { ensureStreams } from '../nats/stream-manager.ts';
+import { OutboxStore } from '../replication/outbox-store.ts';
+import { Publisher } from '../replication/publisher.ts';
+import { ShardConsumer } from '../replication/shard-consumer.ts';
+import { createShardHasher } from '../replication/shard-hasher.ts';
+import { ShardPool } from '../replication/shard-pool.ts';
+import { WriterQueue } from '../replication/writer-queue.ts';
+import { openDatabase } from './open-database.ts';
+import { deriveNodeId } from './node-id.ts';
+
+export interface NodeOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly metrics?: Metrics;
+  /** `-cluster-addr`: route listen address of the embedded nats-server. */
+  readonly clusterAddress?: string;
+  /** `-cluster-peers`: route URLs of the other embedded servers. */
+  readonly clusterPeers?: readonly string[];
+  /** `-leaf-servers`: leafnode remotes of the embedded server. */
+  readonly leafServers?: readonly string[];
+}
+
+export interface NodeStatus {
+  readonly nodeId: number;
+  readonly tables: readonly string[];
+  readonly pending: number;
+  readonly natsConnected: boolean;
+  readonly lastPublishAt: number;
+  readonly shards: readonly {
+    shard: number;
+    position: number;
+    state: ShardConsumer['state'];
+    lastApplyAt: number;
+  }[];
+}
+
+/**
+ * One HarmonyLite node: capture on the application's database, a publisher and
+ * one consumer per shard over NATS JetStream, and the housekeeping timers.
+ * `open()` starts everything in order; `close()` stops it in reverse.
+ */
+export class HarmonyLiteNode {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly nodeId: number;
+  readonly #options: NodeOptions;
+  readonly #filter: TableFilter;
+  readonly #abort = new AbortController();
+  #writeDb: Database.Database | undefined;
+  #readDb: Database.Database | undefined;
+  #server: EmbeddedNatsServer | undefined;
+  #nc: NatsConnection | undefined;
+  #js: JetStreamClient | undefined;
+  #jsm: JetStreamManager | undefined;
+  #pool: ShardPool | undefined;
+  #detector: ChangeDetector | undefined;
+  #scanner: ChangelogScanner | undefined;
+  #publisher: Publisher | undefined;
+  #consumers: ShardConsumer[] = [];
+  #timers: NodeJS.Timeout[] = [];
+  #capture: CaptureState | undefined;
+  #schemaCheck: Promise<void> | undefined;
+  #schemaCheckAgain = false;
+  #natsUp = false;
+  readonly writer = new WriterQueue();
+
+  constructor(options: NodeOptions) {
+    this.#options = options;
+    this.config = options.config;
+    this.logger = options.logger;
+    requireDatabase(this.config);
+    this.nodeId = this.config.node_id !== 0 ? this.config.node_id : deriveNodeId(this.config.db_path);
+    this.metrics =
+      options.metrics ??
+      new Metrics({
+        namespace: this.config.prometheus.namespace,
+        subsystem: this.config.prometheus.subsystem,
+        processMetrics: false,
+      });
+    this.#filter = new TableFilter(this.config.include_tables, this.config.exclude_tables);
+    this.writer.onWait = (ms) => this.metrics.writerWait.observe(ms / 1000);
+  }
+
+  get natsConnection(): NatsConnection | undefined {
+    return this.#nc;
+  }
+
+  get embeddedServer(): EmbeddedNatsServer | undefined {
+    return this.#server;
+  }
+
+  get consumers(): readonly ShardConsumer[] {
+    return this.#consumers;
+  }
+
+  /** Tables under capture, after the last install. */
+  get tables(): readonly string[] {
+    return this.#capture?.tables.map((t) => t.name) ?? [];
+  }
+
+  async open(): Promise<void> {
+    const { config, logger } = this;
+    const rl = config.replication_log;
+    this.#writeDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });
+    this.#capture = installCapture(this.#writeDb, this.#filter, { captureWrites: config.publish });
+    this.#logCapture(this.#capture, true);
+    this.#readDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: true });
+
+    let servers = config.nats.urls;
+    if (servers.length === 0) {
+      const storeDir =
+        config.nats.store_dir !== ''
+          ? config.nats.store_dir
+          : join(dirname(config.db_path), `${basename(config.db_path)}-nats`);
+      this.#server = new EmbeddedNatsServer({
+        binary: config.nats.server_binary,
+        storeDir,
+        bindAddress: config.nats.bind_address,
+        serverName: `harmonylite-${this.nodeId}`,
+        ...(this.#options.clusterAddress !== undefined
+          ? { clusterAddress: this.#options.clusterAddress }
+          : {}),
+        ...(this.#options.clusterPeers !== undefined ? { clusterPeers: this.#options.clusterPeers } : {}),
+        ...(this.#options.leafServers !== undefined ? { leafServers: this.#options.leafServers } : {}),
+        ...(config.nats.server_config !== '' ? { configFile: config.nats.server_config } : {}),
+        logger: logger.child({ component: 'nats-server' }),
+        // A clustered node's JetStream waits for its peers; the client connection retries until then.
+        waitForJetStream: (this.#options.clusterPeers?.length ?? 0) === 0,
+      });
+      await this.#server.open();
+      servers = [this.#server.clientUrl];
+      logger.info({ url: this.#server.clientUrl, store: storeDir }, 'embedded nats-server started');
+    }
+    this.#nc = await connectNats(
+      config.nats,
+      servers,
+      `harmonylite-${this.nodeId}`,
+      logger,
+      this.#abort.signal,
+    );
+    this.#setNatsUp(true);
+    void this.#watchNats(this.#nc);
+    this.#jsm = await this.#withJetStream(() => jetstreamManager(this.#nc!));
+    this.#js = jetstream(this.#nc);
+    await this.#withJetStream(() =>
+      ensureStreams(
+        this.#jsm!,
+        {
+          streamPrefix: config.nats.stream_prefix,
+          subjectPrefix: config.nats.subject_prefix,
+          shards: rl.shards,
+          maxEntries: rl.max_entries,
+          replicas: rl.replicas,
+          duplicateWindowMs: rl.duplicate_window,
+          updateExisting: rl.update_existing,
+        },
+        logger,
+      ),
+    );
+
+    this.#pool = new ShardPool(rl.shards, {
+      dbPath: config.db_path,
+      busyTimeoutMs: config.busy_timeout,
+      includeTables: config.include_tables,
+      excludeTables: config.exclude_tables,
+    });
+    this.#detector = new ChangeDetector({
+      dbPath: config.db_path,
+      db: this.#readDb,
+      safetyPollMs: 100,
+      pollingIntervalMs: config.polling_interval,
+    });
+    this.#detector.schemaChanged(); // baseline: capture was just installed
+    this.#scanner = new ChangelogScanner(this.#readDb);
+
+    if (config.publish) {
+      const maxPayload = this.#nc.info?.max_payload ?? 1024 * 1024;
+      this.#publisher = new Publisher(
+        {
+          scanner: this.#scanner,
+          outbox: new OutboxStore(this.#writeDb),
+          writer: this.writer,
+          pool: this.#pool,
+          js: this.#js,
+          hasher: await createShardHasher(rl.shards),
+          logger: logger.child({ component: 'publisher' }),
+          metrics: this.metrics,
+        },
+        {
+          nodeId: this.nodeId,
+          shards: rl.shards,
+          subjectPrefix: config.nats.subject_prefix,
+          compress: rl.compress,
+          scanMaxChanges: config.scan_max_changes,
+          maxBatchChanges: rl.max_batch_changes,
+          // Headroom under max_payload for headers and the (rare) zstd expansion of incompressible data.
+          maxBatchBytes:
+            rl.max_batch_bytes > 0
+              ? Math.min(rl.max_batch_bytes, maxPayload - 4096)
+              : Math.floor(maxPayload / 2),
+          publishTimeoutMs: config.nats.publish_timeout,
+        },
+      );
+      await this.#publisher.open();
+    }
+    if (config.replicate) {
+      for (const shard of shardNumbers(rl.shards)) {
+        const c = new ShardConsumer(
+          {
+            js: this.#js,
+            pool: this.#pool,
+            writer: this.writer,
+            logger: logger.child({ component: 'consumer' }),
+            metrics: this.metrics,
+          },
+          {
+            shard,
+            stream: streamName(config.nats.stream_prefix, shard),
+            maxBatchMessages: 500,
+            schemaRetryMs: config.schema_retry_interval,
+          },
+        );
+        await c.open();
+        this.#consumers.push(c);
+      }
+    }
+
+    this.#detector.onChange(() => {
+      this.#publisher?.wake();
+      this.#checkSchema();
+    });
+    this.#detector.open();
+    this.#timers.push(setInterval(() => void this.#cleanup(), config.cleanup_interval).unref());
+    this.#timers.push(setInterval(() => void this.#housekeeping(), 1000).unref());
+    logger.info(
+      {
+        node_id: this.nodeId,
+        db: config.db_path,
+        shards: rl.shards,
+        publish: config.publish,
+        replicate: config.replicate,
+        nats: servers,
+      },
+      'HarmonyLite node started',
+    );
+  }
+
+  /** JetStream may need a moment after the server starts (cluster meta-leader election). */
+  async #withJetStream<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (err) {
+        const msg = String((err as Error).message ?? err);
+        if (
+          Date.now() > deadline ||
+          this.#abort.signal.aborted ||
+          !/unavailable|timeout|no responders|leader/i.test(msg)
+        )
+          throw err;
+        this.logger.debug({ err: msg }, 'JetStream not ready yet; retrying');
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  }
+
+  async #watchNats(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') this.#setNatsUp(false);
+      else if (s.type === 'reconnect') {
+        this.#setNatsUp(true);
+        this.metrics.natsReconnects.inc();
+        this.#publisher?.wake();
+      }
+    }
+  }
+
+  #setNatsUp(up: boolean): void {
+    this.#natsUp = up;
+    this.metrics.natsConnected.set(up ? 1 : 0);
+  }
+
+  #logCapture(state: CaptureState, initial: boolean): void {
+    for (const s of state.skipped) this.logger.info({ table: s.name, reason: s.reason }, 'table skipped');
+    if (initial) {
+      this.logger.info({ tables: state.tables.map((t) => t.name) }, `watching ${state.tables.length} tables`);
+    } else if (state.changed.length > 0) {
+      this.logger.info(
+        { tables: state.changed, backfilled: state.backfilled },
+        'capture brought up to date after a schema change',
+      );
+    }
+  }
+
+  /** Re-installs capture when the schema changed (coalesced: at most one run at a time, one queued). */
+  #checkSchema(): void {
+    if (this.#schemaCheck !== undefined) {
+      this.#schemaCheckAgain = true;
+      return;
+    }
+    this.#schemaCheck = (async () => {
+      do {
+        this.#schemaCheckAgain = false;
+        try {
+          if (!this.#detector?.schemaChanged()) continue;
+          const state = await this.writer.run(() =>
+            installCapture(this.#writeDb!, this.#filter, { captureWrites: this.config.publish }),
+          );
+          this.#capture = state;
+          this.#logCapture(state, false);
+          this.#scanner?.invalidate();
+          this.#pool?.schemaChanged();
+          for (const c of this.#consumers) c.schemaChanged();
+          this.#publisher?.wake();
+        } catch (err) {
+          this.logger.error({ err }, 'updating capture after a schema change failed; will retry');
+        }
+      } while (this.#schemaCheckAgain && !this.#abort.signal.aborted);
+      this.#schemaCheck = undefined;
+    })();
+  }
+
+  async #cleanup(): Promise<void> {
+    try {
+      const n = await this.writer.run(() => cleanupChangeLogs(this.#writeDb!, this.config.cleanup_interval));
+      this.metrics.cleanedUp.inc(n);
+      if (n > 0) this.logger.info({ rows: n }, 'Cleaned up DB change logs');
+    } catch (err) {
+      this.logger.warn(
+        { err: String((err as Error).message ?? err) },
+        'cleanup of change logs failed; will retry',
+      );
+    }
+  }
+
+  async #housekeeping(): Promise<void> {
+    this.metrics.writerQueueDepth.set(this.writer.depth);
+    if (this.#pool) this.metrics.poolUtilization.set(this.#pool.utilization());
+    let walBytes = 0;
+    try {
+      walBytes = statSync(`${this.config.db_path}-wal`).size;
+    } catch {
+      return;
+    }
+    this.metrics.walBytes.set(walBytes);
+    if (walBytes < this.config.wal_checkpoint_bytes) return;
+    // PASSIVE never waits for readers or writers; TRUNCATE once the WAL is far too big.
+    const mode = walBytes > 4 * this.config.wal_checkpoint_bytes ? 'TRUNCATE' : 'PASSIVE';
+    try {
+      await this.writer.run(() => this.#writeDb!.pragma(`wal_checkpoint(${mode})`));
+    } catch (err) {
+      this.logger.debug({ err: String(err) }, 'checkpoint skipped');
+    }
+  }
+
+  status(): NodeStatus {
+    return {
+      nodeId: this.nodeId,
+      tables: this.tables,
+      pending: this.#scanner?.countPending() ?? 0,
+      natsConnected: this.#natsUp,
+      lastPublishAt: this.#publisher?.lastPublishAt ?? 0,
+      shards: this.#consumers.map((c) => ({
+        shard: c.options.shard,
+        position: c.position,
+        state: c.state,
+        lastApplyAt: c.lastApplyAt,
+      })),
+    };
+  }
+
+  /** Graceful stop: finishes the current step of every loop, then closes in reverse order of open. */
+  async close(): Promise<void> {
+    this.#abort.abort();
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    this.#detector?.close();
+    await this.#publisher?.close();
+    await Promise.all(this.#consumers.map((c) => c.close()));
+    this.#consumers = [];
+    await this.#schemaCheck;
+    await this.writer.drain();
+    await this.#pool?.close();
+    await this.#nc?.drain().catch(() => undefined);
+    this.#setNatsUp(false);
+    await this.#server?.close();
+    this.#readDb?.close();
+    this.#writeDb?.close();
+    this.logger.info('HarmonyLite node stopped');
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,309 @@
+import type { JetStreamClient } from '@nats-io/jetstream';
+import type { ChangelogScanner, PendingChange } from '../changelog/changelog-scanner.ts';
+import { Wakeup } from '../changelog/wakeup.ts';
+import { encodeRecords } from '../codec/change-batch-codec.ts';
+import type { ChangeRecord } from '../codec/change-record.ts';
+import { toWire, type WireValue } from '../codec/sql-value.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+import { shardNumbers, subjectName } from '../nats/naming.ts';
+import { formatMsgId } from './msg-id.ts';
+import type { OutboxEntry, OutboxStore } from './outbox-store.ts';
+import type { ShardHasher } from './shard-hasher.ts';
+import type { ShardPool } from './shard-pool.ts';
+import type { WriterQueue } from './writer-queue.ts';
+
+export interface PublisherOptions {
+  readonly nodeId: number;
+  readonly shards: number;
+  readonly subjectPrefix: string;
+  readonly compress: boolean;
+  readonly scanMaxChanges: number;
+  readonly maxBatchChanges: number;
+  /** Max CBOR bytes of one message (already resolved against the server's max_payload). */
+  readonly maxBatchBytes: number;
+  readonly publishTimeoutMs: number;
+}
+
+export interface PublisherDeps {
+  readonly scanner: ChangelogScanner;
+  readonly outbox: OutboxStore;
+  readonly writer: WriterQueue;
+  readonly pool: ShardPool;
+  readonly js: JetStreamClient;
+  readonly hasher: ShardHasher;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
+
+interface InFlight {
+  readonly entry: OutboxEntry;
+  readonly changes: PendingChange[];
+  readonly msgId: string;
+}
+
+interface ShardState {
+  readonly shard: number;
+  readonly queue: PendingChange[];
+  readonly wakeup: Wakeup;
+  lastSeq: number;
+  inFlight: InFlight | undefined;
+}
+
+/** How many scanned-but-unpublished changes may wait in memory before scanning pauses. */
+const HIGH_WATER = 50_000;
+const MAX_BACKOFF_MS = 5000;
+
+/**
+ * Publishes pending changes: scans the change logs in global (commit) order,
+ * routes each change to its shard, and per shard keeps at most one batch in
+ * flight. A batch is persisted in the outbox before it is published and
+ * retried byte-identically under the same Nats-Msg-Id until JetStream
+ * acknowledges it; only then are its rows marked published (invariants 1, 2).
+ * A NATS outage never stops the node: changes stay pending and publishing
+ * resumes on reconnect.
+ */
+export class Publisher {
+  readonly #deps: PublisherDeps;
+  readonly #options: PublisherOptions;
+  readonly #shards: Map<number, ShardState>;
+  readonly #scanWakeup = new Wakeup();
+  readonly #space = new Wakeup();
+  #queued = 0;
+  /** Resolves once batches in flight at the last stop have their changes back (shard loops wait for it). */
+  #recovered: Promise<void> = Promise.resolve();
+  #abort = new AbortController();
+  #loops: Promise<void>[] = [];
+  /** Time of the last PubAck, ms since the epoch (0 = none yet). */
+  lastPublishAt = 0;
+
+  constructor(deps: PublisherDeps, options: PublisherOptions) {
+    this.#deps = deps;
+    this.#options = options;
+    this.#shards = new Map(
+      shardNumbers(options.shards).map((shard) => [
+        shard,
+        { shard, queue: [], wakeup: new Wakeup(), lastSeq: 0, inFlight: undefined },
+      ]),
+    );
+  }
+
+  /** Something may have changed in the change logs. */
+  wake(): void {
+    this.#scanWakeup.notify();
+  }
+
+  /** Changes scanned and not yet acknowledged. */
+  get inMemory(): number {
+    return this.#queued;
+  }
+
+  async open(): Promise<void> {
+    const { lastSeq, inFlight } = await this.#deps.writer.run(() => this.#deps.outbox.load());
+    for (const [shard, seq] of lastSeq) {
+      const s = this.#shards.get(shard);
+      if (s !== undefined) s.lastSeq = seq;
+    }
+    // Batches in flight when the node stopped: collect their changes by scanning up to their last global id.
+    const recovering = new Map<number, InFlight>();
+    for (const entry of inFlight) {
+      const s = this.#shards.get(entry.shard);
+      if (s === undefined) continue; // shard count lowered: the changes are re-routed below
+      const f = {
+        entry,
+        changes: [],
+        msgId: formatMsgId({ origin: this.#options.nodeId, shard: entry.shard, seq: entry.seq }),
+      };
+      s.inFlight = f;
+      recovering.set(entry.shard, f);
+    }
+    const signal = this.#abort.signal;
+    let recovered!: () => void;
+    this.#recovered = new Promise<void>((r) => (recovered = r));
+    this.#loops = [
+      this.#scanLoop(signal, recovering, recovered),
+      ...[...this.#shards.values()].map((s) => this.#shardLoop(s, signal)),
+    ];
+  }
+
+  async close(): Promise<void> {
+    this.#abort.abort();
+    await Promise.allSettled(this.#loops);
+    this.#loops = [];
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #scanLoop(
+    signal: AbortSignal,
+    recovering: Map<number, InFlight>,
+    recovered: () => void,
+  ): Promise<void> {
+    const { scanner, hasher, logger, metrics, writer, outbox } = this.#deps;
+    let cursor = 0;
+    let recoverUpTo = Math.max(0, ...[...recovering.values()].map((f) => f.entry.lastGlobalId));
+    if (recoverUpTo === 0) recovered();
+    while (!signal.aborted) {
+      try {
+        if (this.#queued >= HIGH_WATER) {
+          await this.#space.wait(signal);
+          continue;
+        }
+        const t0 = performance.now();
+        const res = scanner.scan(cursor, this.#options.scanMaxChanges);
+        metrics.scanChanges.observe((performance.now() - t0) / 1000);
+        if (res.orphans.length > 0) {
+          logger.warn({ count: res.orphans.length }, 'dropping pending changes of tables no longer captured');
+          await writer.run(() => outbox.dropOrphans(res.orphans));
+        }
+        for (const change of res.changes) {
+          const shard = hasher(change.table, change.key) + 1;
+          const s = this.#shards.get(shard)!;
+          if (
+            s.inFlight !== undefined &&
+            recovering.has(shard) &&
+            change.globalId <= s.inFlight.entry.lastGlobalId
+          ) {
+            s.inFlight.changes.push(change);
+          } else {
+            s.queue.push(change);
+          }
+          this.#queued++;
+        }
+        cursor = res.lastGlobalId;
+        if (recoverUpTo > 0 && (cursor >= recoverUpTo || res.changes.length + res.orphans.length === 0)) {
+          recoverUpTo = 0;
+          recovering.clear();
+          recovered();
+        }
+        for (const s of this.#shards.values())
+          if (s.queue.length > 0 || s.inFlight !== undefined) s.wakeup.notify();
+        if (res.changes.length + res.orphans.length < this.#options.scanMaxChanges && recoverUpTo === 0) {
+          const t1 = performance.now();
+          metrics.pendingPublish.set(scanner.countPending());
+          metrics.countChanges.observe((performance.now() - t1) / 1000);
+          await this.#scanWakeup.wait(signal);
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        logger.error({ err }, 'scanning change logs failed; retrying');
+        await this.#scanWakeup.waitFor(1000, signal);
+      }
+    }
+  }
+
+  #toRecord(c: PendingChange): ChangeRecord {
+    const row: Record<string, WireValue> = {};
+    for (const k in c.row) row[k] = toWire(c.row[k]!);
+    return {
+      FromNodeId: this.#options.nodeId,
+      Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: row, CreatedAt: c.createdAt },
+    };
+  }
+
+  /** Takes the next batch off the shard queue: as many changes as fit in one message, in order. */
+  async #nextBatch(s: ShardState): Promise<InFlight | undefined> {
+    const { pool, logger, metrics, writer, outbox } = this.#deps;
+    let count = Math.min(s.queue.length, this.#options.maxBatchChanges);
+    while (count > 0) {
+      const changes = s.queue.slice(0, count);
+      const cbor = encodeRecords(changes.map((c) => this.#toRecord(c)));
+      if (cbor.length > this.#options.maxBatchBytes) {
+        if (count > 1) {
+          count = Math.ceil(count / 2);
+          continue;
+        }
+        const c = changes[0]!;
+        logger.error(
+          {
+            table: c.table,
+            key: c.key.map(String),
+            bytes: cbor.length,
+            limit: this.#options.maxBatchBytes,
+            change_id: c.changeId,
+          },
+          'Unable to publish: change is larger than the largest NATS message; kept in the change log with state 2',
+        );
+        await writer.run(() => outbox.refuse(c));
+        metrics.publishRefused.inc({ shard: s.shard });
+        s.queue.shift();
+        this.#queued--;
+        count = Math.min(s.queue.length, this.#options.maxBatchChanges);
+        continue;
+      }
+      s.queue.splice(0, count);
+      const payload = this.#options.compress ? await pool.compress(s.shard, cbor, 3) : cbor;
+      const seq = s.lastSeq + 1;
+      const entry: OutboxEntry = {
+        shard: s.shard,
+        seq,
+        lastGlobalId: changes[changes.length - 1]!.globalId,
+        payload,
+      };
+      await writer.run(() => outbox.persist(entry));
+      s.lastSeq = seq;
+      return { entry, changes, msgId: formatMsgId({ origin: this.#options.nodeId, shard: s.shard, seq }) };
+    }
+    return undefined;
+  }
+
+  async #shardLoop(s: ShardState, signal: AbortSignal): Promise<void> {
+    const { js, logger, metrics, writer, outbox } = this.#deps;
+    const subject = subjectName(this.#options.subjectPrefix, s.shard);
+    let backoffMs = 100;
+    await Promise.race([
+      this.#recovered,
+      new Promise((r) => signal.addEventListener('abort', r, { once: true })),
+    ]);
+    while (!signal.aborted) {
+      try {
+        if (s.inFlight === undefined) {
+          s.inFlight = await this.#nextBatch(s);
+          if (s.inFlight === undefined) {
+            await s.wakeup.wait(signal);
+            continue;
+          }
+        }
+        const f = s.inFlight;
+        const t0 = performance.now();
+        try {
+          await js.publish(subject, f.entry.payload, {
+            msgID: f.msgId,
+            timeout: this.#options.publishTimeoutMs,
+          });
+        } catch (err) {
+          if (signal.aborted) return;
+          metrics.publishFailures.inc({ shard: s.shard });
+          metrics.publishRetries.inc({ shard: s.shard });
+          logger.warn(
+            {
+              shard: s.shard,
+              msg_id: f.msgId,
+              changes: f.changes.length,
+              err: String((err as Error).message ?? err),
+            },
+            'Unable to publish',
+          );
+          await s.wakeup.waitFor(backoffMs, signal);
+          backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+          continue;
+        }
+        backoffMs = 100;
+        metrics.publishLatency.observe({ shard: s.shard }, (performance.now() - t0) / 1000);
+        metrics.publishBatchSize.observe({ shard: s.shard }, f.changes.length);
+        await writer.run(() => outbox.markPublished(s.shard, f.changes));
+        metrics.published.inc(f.changes.length);
+        this.lastPublishAt = Date.now();
+        s.inFlight = undefined;
+        this.#queued -= f.changes.length;
+        this.#space.notify();
+      } catch (err) {
+        if (signal.aborted) return;
+        logger.error({ shard: s.shard, err }, 'publisher step failed; retrying');
+        await s.wakeup.waitFor(1000, signal);
+      }
+    }
+  }
+}

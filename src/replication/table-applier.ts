@@ -1,0 +1,138 @@
+import type { Database, Statement } from 'better-sqlite3';
+import { quoteIdent as q } from '../cdc/names.ts';
+import type { TableSchema } from '../cdc/table-schema.ts';
+import { fromWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
+
+/** A change that cannot apply until this node's schema catches up: its shard waits, in order (invariant 5). */
+export class SchemaLagError extends Error {
+  override readonly name = 'SchemaLagError';
+  readonly code = 'ERR_SCHEMA_LAG';
+}
+
+/** SQLite errors that mean "this node's schema is behind the sender's". */
+function isSchemaLag(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  const msg = (err as Error).message ?? '';
+  return (
+    code === 'SQLITE_CONSTRAINT_NOTNULL' ||
+    code === 'SQLITE_CONSTRAINT_CHECK' ||
+    code === 'SQLITE_CONSTRAINT_DATATYPE' ||
+    code === 'SQLITE_CONSTRAINT_TRIGGER' ||
+    code === 'SQLITE_MISMATCH' ||
+    (code === 'SQLITE_ERROR' && /no such (table|column)|has no column named/.test(msg))
+  );
+}
+
+export interface ApplyOutcome {
+  /** Rows of other keys removed because they held a UNIQUE value this change takes. */
+  readonly displaced: number;
+}
+
+/**
+ * Applies changes to one table. Upsert on the key (`ON CONFLICT (key) DO
+ * UPDATE` keeps the row in place, unlike HarmonyLite's INSERT OR REPLACE);
+ * a row holding the same value of another UNIQUE constraint is removed first,
+ * as INSERT OR REPLACE would, so every node reaches the same state given the
+ * same order. Statements are prepared once per column set.
+ */
+export class TableApplier {
+  readonly #db: Database;
+  readonly schema: TableSchema;
+  readonly #columns: Set<string>;
+  readonly #upserts = new Map<string, Statement>();
+  readonly #delete: Statement;
+  readonly #displace: { columns: readonly string[]; stmt: Statement }[];
+  readonly #keyWhere: string;
+
+  constructor(db: Database, schema: TableSchema) {
+    this.#db = db;
+    this.schema = schema;
+    this.#columns = new Set([
+      ...schema.columns,
+      ...(schema.rowidAlias === undefined ? [] : [schema.rowidAlias]),
+    ]);
+    this.#keyWhere = schema.keyColumns.map((k) => `${q(k)} = ?`).join(' AND ');
+    this.#delete = db.prepare(`DELETE FROM ${q(schema.name)} WHERE ${this.#keyWhere}`);
+    this.#displace = schema.uniqueIndexes.map((u) => ({
+      columns: u.columns,
+      stmt: db.prepare(
+        `DELETE FROM ${q(schema.name)} WHERE ${u.columns.map((c) => `${q(c)} = ?`).join(' AND ')} AND NOT (${schema.keyColumns
+          .map((k) => `${q(k)} IS ?`)
+          .join(' AND ')})`,
+      ),
+    }));
+  }
+
+  #key(row: Record<string, WireValue>): SqlValue[] {
+    return this.schema.keyColumns.map((k) => {
+      if (!(k in row))
+        throw new SchemaLagError(`table ${this.schema.name}: change has no value for key column ${k}`);
+      return fromWire(row[k]);
+    });
+  }
+
+  #upsert(cols: readonly string[]): Statement {
+    const sig = cols.join('\u0000');
+    let stmt = this.#upserts.get(sig);
+    if (stmt === undefined) {
+      const keys = new Set(this.schema.keyColumns);
+      const updates = cols.filter((c) => !keys.has(c)).map((c) => `${q(c)} = excluded.${q(c)}`);
+      const conflict =
+        `ON CONFLICT (${this.schema.keyColumns.map(q).join(', ')}) ` +
+        (updates.length ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING');
+      // A rowid-keyed table has no conflict target other than the rowid itself.
+      const sql =
+        this.schema.rowidAlias === undefined
+          ? `INSERT INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ${conflict}`
+          : `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`;
+      try {
+        stmt = this.#db.prepare(sql);
+      } catch (err) {
+        if (isSchemaLag(err))
+          throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
+        throw err;
+      }
+      this.#upserts.set(sig, stmt);
+    }
+    return stmt;
+  }
+
+  /** Applies one change; SchemaLagError when this node's schema cannot take it yet. */
+  apply(type: 'insert' | 'update' | 'delete', row: Record<string, WireValue>): ApplyOutcome {
+    try {
+      if (type === 'delete') {
+        this.#delete.run(this.#key(row));
+        return { displaced: 0 };
+      }
+      const cols = Object.keys(row);
+      for (const c of cols) {
+        if (!this.#columns.has(c))
+          throw new SchemaLagError(`table ${this.schema.name} has no column ${JSON.stringify(c)}`);
+      }
+      const values = cols.map((c) => fromWire(row[c]));
+      const stmt = this.#upsert(cols);
+      try {
+        stmt.run(values);
+        return { displaced: 0 };
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw err;
+      }
+      const displaced = this.#displaceHolders(row);
+      stmt.run(values);
+      return { displaced };
+    } catch (err) {
+      if (err instanceof SchemaLagError || !isSchemaLag(err)) throw err;
+      throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  #displaceHolders(row: Record<string, WireValue>): number {
+    const key = this.#key(row);
+    let removed = 0;
+    for (const { columns, stmt } of this.#displace) {
+      if (!columns.every((c) => c in row)) continue;
+      removed += stmt.run([...columns.map((c) => fromWire(row[c])), ...key]).changes;
+    }
+    return removed;
+  }
+}

@@ -1,0 +1,213 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import {
+  SnapshotStoreError,
+  type SnapshotObjectInfo,
+  type SnapshotStore,
+  type SnapshotTransferOptions,
+} from '../snapshot-store.ts';
+import { downloadStreamToFile, fsyncPath } from './download-to-file.ts';
+import { assertObjectName, isListableName, temporaryName } from './object-name.ts';
+import { progressCounter } from './progress-counter.ts';
+import { DEFAULT_STORE_RETRY } from './retry.ts';
+import { runStoreOperation, type ErrorVerdict } from './store-operation.ts';
+import { classifySystemError, systemErrorCode } from './system-error.ts';
+
+export interface LocalSnapshotStoreOptions {
+  /** Directory holding the objects, one file each; created when missing. */
+  readonly path: string;
+}
+
+const BACKEND = 'local';
+
+/**
+ * Snapshot objects as files in one local directory (or a mounted network
+ * share): the reference implementation of the `SnapshotStore` contract.
+ * Atomic replace is "write `.<name>.<random>.partial` in the same directory,
+ * fsync, rename, fsync the directory": a crash leaves at most a temporary file,
+ * which `list()` skips.
+ */
+export class LocalSnapshotStore implements SnapshotStore {
+  readonly description: string;
+  readonly #dir: string;
+  #closed = false;
+
+  constructor(options: LocalSnapshotStoreOptions) {
+    if (options.path === '') {
+      throw new SnapshotStoreError({
+        code: 'ERR_SNAPSHOT_STORE_CONFIG',
+        backend: BACKEND,
+        operation: 'configure',
+        detail: 'path is empty',
+      });
+    }
+    this.#dir = resolve(options.path);
+    this.description = `local directory ${this.#dir}`;
+  }
+
+  async open(signal?: AbortSignal): Promise<void> {
+    await this.#run('open', signal, async () => {
+      await mkdir(this.#dir, { recursive: true });
+    });
+  }
+
+  async putFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
+    const { signal, onProgress } = options;
+    await this.#run(
+      `put ${name}`,
+      signal,
+      async () => {
+        await this.#writeAtomically(name, async (tempPath) => {
+          await pipeline(
+            createReadStream(localPath),
+            progressCounter(onProgress),
+            createWriteStream(tempPath, { flags: 'wx' }),
+            signal ? { signal } : {},
+          );
+        });
+      },
+      name,
+    );
+  }
+
+  async getFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
+    await this.#run(
+      `get ${name}`,
+      options.signal,
+      async () => {
+        // Opened before the download starts, so ENOENT means "no such object",
+        // never "the destination directory is missing".
+        const source = await open(join(this.#dir, name), 'r').catch((err: unknown) => {
+          throw systemErrorCode(err) === 'ENOENT' ? notFound(name) : err;
+        });
+        await downloadStreamToFile(localPath, source.createReadStream(), options);
+      },
+      name,
+    );
+  }
+
+  async putBytes(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    await this.#run(
+      `put ${name}`,
+      signal,
+      async () => {
+        await this.#writeAtomically(name, async (tempPath) => {
+          await writeFile(tempPath, data, signal ? { flag: 'wx', signal } : { flag: 'wx' });
+        });
+      },
+      name,
+    );
+  }
+
+  async getBytes(name: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    return this.#run(
+      `get ${name}`,
+      signal,
+      async () => {
+        try {
+          return new Uint8Array(await readFile(join(this.#dir, name), signal ? { signal } : {}));
+        } catch (err) {
+          if (systemErrorCode(err) === 'ENOENT') return undefined;
+          throw err;
+        }
+      },
+      name,
+    );
+  }
+
+  async list(signal?: AbortSignal): Promise<SnapshotObjectInfo[]> {
+    return this.#run('list', signal, async () => {
+      const entries = await readdir(this.#dir, { withFileTypes: true });
+      const infos: SnapshotObjectInfo[] = [];
+      for (const entry of entries) {
+        if (!entry.isFile() || !isListableName(entry.name)) continue;
+        signal?.throwIfAborted();
+        try {
+          const st = await stat(join(this.#dir, entry.name));
+          infos.push({ name: entry.name, size: st.size, modified: st.mtime });
+        } catch (err) {
+          if (systemErrorCode(err) !== 'ENOENT') throw err; // deleted since readdir: not listed
+        }
+      }
+      return infos.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    });
+  }
+
+  async delete(name: string, signal?: AbortSignal): Promise<void> {
+    await this.#run(
+      `delete ${name}`,
+      signal,
+      async () => {
+        try {
+          await unlink(join(this.#dir, name));
+        } catch (err) {
+          if (systemErrorCode(err) !== 'ENOENT') throw err;
+        }
+      },
+      name,
+    );
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Fills a fresh temporary file through `fill`, flushes it, renames it to `name`, flushes the directory. */
+  async #writeAtomically(name: string, fill: (tempPath: string) => Promise<void>): Promise<void> {
+    const tempPath = join(this.#dir, temporaryName(name));
+    try {
+      await fill(tempPath);
+      await fsyncPath(tempPath, 'r+');
+      await rename(tempPath, join(this.#dir, name));
+    } catch (err) {
+      await rm(tempPath, { force: true }).catch(() => {});
+      throw err;
+    }
+    // Makes the rename itself durable; some file systems refuse fsync on a directory.
+    await fsyncPath(this.#dir, 'r').catch(() => {});
+  }
+
+  async #run<T>(
+    operation: string,
+    signal: AbortSignal | undefined,
+    fn: () => Promise<T>,
+    name?: string,
+  ): Promise<T> {
+    if (name !== undefined) assertObjectName(BACKEND, operation, name);
+    const op = {
+      backend: BACKEND,
+      operation,
+      signal,
+      retry: { ...DEFAULT_STORE_RETRY, attempts: 1 }, // a local file system has no transient failures worth waiting for
+      classify: (err: unknown) => this.#classify(err),
+      secrets: [],
+    };
+    return runStoreOperation(op, async () => {
+      if (this.#closed) throw new Error('store is closed');
+      signal?.throwIfAborted();
+      return fn();
+    });
+  }
+
+  #classify(err: unknown): ErrorVerdict {
+    const system = classifySystemError(err, this.#dir);
+    if (system) return system;
+    const message = err instanceof Error ? err.message : String(err);
+    return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: false };
+  }
+}
+
+function notFound(name: string): SnapshotStoreError {
+  return new SnapshotStoreError({
+    code: 'ERR_SNAPSHOT_NOT_FOUND',
+    backend: BACKEND,
+    operation: `get ${name}`,
+    detail: 'no such object',
+  });
+}

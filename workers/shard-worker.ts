@@ -1,0 +1,58 @@
+/**
+ * One shard's worker thread (piscina): zstd compression of outgoing batches and
+ * replay of incoming ones against the worker's own SQLite connection. Thin: it
+ * imports exact pure modules and the applier, never NATS or the AWS SDK.
+ */
+import { workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { compressBody } from '../src/codec/change-batch-codec.ts';
+import { BatchApplier, type ApplyResult, type InboundMessage } from '../src/replication/batch-applier.ts';
+import type { ShardWorkerData } from '../src/replication/shard-pool.ts';
+
+const config = workerData as ShardWorkerData;
+let db: Database.Database | undefined;
+let applier: BatchApplier | undefined;
+let schemaEpoch = -1;
+
+function open(): BatchApplier {
+  if (applier === undefined) {
+    db = new Database(config.dbPath, { timeout: config.busyTimeoutMs });
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    // Replicas mirror states the origin already checked; parents and children may travel on different shards.
+    db.pragma('foreign_keys = OFF');
+    db.pragma('recursive_triggers = OFF');
+    applier = new BatchApplier(db, {
+      includeTables: config.includeTables,
+      excludeTables: config.excludeTables,
+    });
+  }
+  return applier;
+}
+
+export function compress(task: { cbor: Uint8Array; level: number }): Uint8Array {
+  return compressBody(task.cbor, task.level);
+}
+
+export function apply(task: { shard: number; messages: InboundMessage[]; schemaEpoch: number }): ApplyResult {
+  const a = open();
+  if (task.schemaEpoch !== schemaEpoch) {
+    a.invalidateSchema();
+    schemaEpoch = task.schemaEpoch;
+  }
+  return a.apply(task.shard, task.messages);
+}
+
+export function position(task: { shard: number }): number {
+  return open().position(task.shard);
+}
+
+export function deadLetter(task: { shard: number; message: InboundMessage; reason: string }): void {
+  open().deadLetter(task.shard, task.message, task.reason);
+}
+
+export function close(): void {
+  db?.close();
+  db = undefined;
+  applier = undefined;
+}
