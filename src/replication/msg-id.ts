@@ -17,7 +17,8 @@ export function formatMsgId(id: BatchId): string {
 /** undefined for ids not made by us (a hand-published message is still applied or dead-lettered on its content). */
 export function parseMsgId(msgId: string | undefined): BatchId | undefined {
   if (msgId === undefined) return undefined;
-  const m = /^(\d{1,15})-(\d{1,6})-(\d{1,15})$/.exec(msgId);
+  const m = /^(\d{1,16})-(\d{1,6})-(\d{1,16})$/.exec(msgId);
   if (m === null) return undefined;
-  return { origin: Number(m[1]), shard: Number(m[2]), seq: Number(m[3]) };
+  const id = { origin: Number(m[1]), shard: Number(m[2]), seq: Number(m[3]) };
+  return Number.isSafeInteger(id.origin) && Number.isSafeInteger(id.seq) ? id : undefined;
 }

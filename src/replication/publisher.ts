@@ -235,7 +235,10 @@ export class Publisher {
       }
       s.queue.splice(0, count);
       const payload = this.#options.compress ? await pool.compress(s.shard, cbor, 3) : cbor;
-      const seq = s.lastSeq + 1;
+      // Receivers drop batches at or below the highest seq they applied from this node and shard.
+      // Microseconds since the epoch keep seqs increasing even when this node's own record of
+      // them is gone (-cleanup, a restored snapshot, a new database file).
+      const seq = Math.max(s.lastSeq + 1, Date.now() * 1000);
       const entry: OutboxEntry = {
         shard: s.shard,
         seq,
