@@ -119,10 +119,10 @@ export async function commitToVisibleLatency(
   const writer = new Database(cluster.nodes[0]!.dbPath, { timeout: 10_000 });
   const reader = new Database(cluster.nodes[1]!.dbPath, { readonly: true, timeout: 10_000 });
   const insert = writer.prepare('INSERT INTO probes (sent_at) VALUES (?)');
-  const poll = reader.prepare('SELECT id FROM probes WHERE id > ? ORDER BY id').pluck();
+  // Rows of different shards arrive in any order: poll from the oldest probe still outstanding.
+  const poll = reader.prepare('SELECT id FROM probes WHERE id >= ? ORDER BY id').pluck();
   const sentAt = new Map<number, number>();
   const latencies: number[] = [];
-  let lastSeen = (reader.prepare('SELECT coalesce(max(id), 0) FROM probes').pluck().get() as number) ?? 0;
   const total = Math.round(options.rowsPerSecond * options.seconds);
   const intervalMs = 1000 / options.rowsPerSecond;
   const start = performance.now();
@@ -137,13 +137,15 @@ export async function commitToVisibleLatency(
         sentAt.set(id, t);
         sent++;
       }
-      for (const id of poll.all(lastSeen) as number[]) {
-        const t = sentAt.get(id);
-        if (t !== undefined) {
-          latencies.push(performance.now() - t);
-          sentAt.delete(id);
+      const oldest = sentAt.keys().next();
+      if (!oldest.done) {
+        for (const id of poll.all(oldest.value) as number[]) {
+          const t = sentAt.get(id);
+          if (t !== undefined) {
+            latencies.push(performance.now() - t);
+            sentAt.delete(id);
+          }
         }
-        lastSeen = id;
       }
       if (performance.now() - start > (options.seconds + 30) * 1000)
         throw new Error(`${sentAt.size} probes never arrived`);
