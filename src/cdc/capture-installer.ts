@@ -5,6 +5,7 @@ import {
   changeLogTable,
   GLOBAL_LOG,
   INTERNAL_TABLES,
+  PREFIX,
   quoteIdent as q,
   quoteString,
   TRIGGER_KINDS,
@@ -105,15 +106,23 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
     if (touched) changed.push(schema.name);
   }
 
-  // Tables dropped, or now excluded: remove their triggers; keep a change log that still holds pending rows.
+  // Tables dropped, or now excluded: remove their triggers and registry entry (nothing is applied to them either).
   for (const name of registry.keys()) {
     if (current.has(name)) continue;
     for (const kind of TRIGGER_KINDS) db.exec(`DROP TRIGGER IF EXISTS ${q(triggerName(name, kind))}`);
-    const log = changeLogTable(name);
-    const pending = db.prepare(`SELECT 1 FROM ${q(GLOBAL_LOG)} WHERE table_name = ? LIMIT 1`).get(name);
-    if (pending === undefined) db.exec(`DROP TABLE IF EXISTS ${q(log)}`);
     db.prepare(`DELETE FROM ${q(CAPTURED_TABLES)} WHERE name = ?`).run(name);
     changed.push(name);
+  }
+  // Change logs of tables no longer captured: kept while the global log still points into them (a batch
+  // in flight marks its rows published there), dropped by the first install after that. Sweeping by
+  // name, not by registry entry, so a log kept once is not left behind forever; only tables shaped
+  // like a change log, so a start never drops a user's table that merely sits in our namespace.
+  const pendingOf = db.prepare(`SELECT 1 FROM ${q(GLOBAL_LOG)} WHERE table_name = ? LIMIT 1`);
+  for (const log of listChangeLogs(db)) {
+    const name = log.slice(PREFIX.length, -CHANGE_LOG_SUFFIX.length);
+    if (current.has(name) || pendingOf.get(name) !== undefined || !isChangeLogShaped(db, log)) continue;
+    db.exec(`DROP TABLE ${q(log)}`);
+    if (!changed.includes(name)) changed.push(name);
   }
   return { tables, skipped, changed, backfilled };
 }
@@ -153,6 +162,32 @@ function backfill(db: Database, schema: TableSchema): number {
   return inserted;
 }
 
+const CHANGE_LOG_SUFFIX = '_change_log';
+
+/**
+ * Per-table change logs present in the database (`__harmonylite__<table>_change_log`),
+ * our internal tables excluded. GLOB, not LIKE: `_` is literal, so only our
+ * namespace matches (`xxharmonylitexx_change_log` is a user table).
+ */
+function listChangeLogs(db: Database): string[] {
+  const internal = new Set<string>(INTERNAL_TABLES);
+  return (
+    db
+      .prepare(
+        `SELECT name FROM sqlite_schema WHERE type = 'table' AND name GLOB '${PREFIX}*${CHANGE_LOG_SUFFIX}'`,
+      )
+      .pluck()
+      .all() as string[]
+  ).filter((n) => !internal.has(n));
+}
+
+function isChangeLogShaped(db: Database, table: string): boolean {
+  const cols = new Set(
+    (db.prepare(`PRAGMA table_info(${q(table)})`).all() as { name: string }[]).map((c) => c.name),
+  );
+  return ['id', 'type', 'created_at', 'state'].every((c) => cols.has(c));
+}
+
 /**
  * `-cleanup`: drops every trigger and table of ours and nothing else. GLOB, not
  * LIKE: `_` is literal, so `xxharmonylitexx_data` is never touched.
@@ -167,18 +202,9 @@ export function removeCapture(db: Database): { triggers: number; tables: number 
         .pluck()
         .all() as string[];
       for (const t of triggers) db.exec(`DROP TRIGGER IF EXISTS ${q(t)}`);
-      const logs = db
-        .prepare(
-          "SELECT name FROM sqlite_schema WHERE type = 'table' AND name GLOB '__harmonylite__*_change_log'",
-        )
-        .pluck()
-        .all() as string[];
-      const internal = new Set<string>(INTERNAL_TABLES);
+      const logs = listChangeLogs(db);
       const present = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").pluck();
-      const tables = [
-        ...logs.filter((n) => !internal.has(n)),
-        ...INTERNAL_TABLES.filter((n) => present.get(n) !== undefined),
-      ];
+      const tables = [...logs, ...INTERNAL_TABLES.filter((n) => present.get(n) !== undefined)];
       for (const t of tables) db.exec(`DROP TABLE ${q(t)}`);
       return { triggers: triggers.length, tables: tables.length };
     })

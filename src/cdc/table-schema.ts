@@ -1,5 +1,5 @@
 import type { Database } from 'better-sqlite3';
-import { isInternalName, isSqliteName, quoteIdent } from './names.ts';
+import { changeLogTable, INTERNAL_TABLES, isInternalName, isSqliteName, quoteIdent } from './names.ts';
 import type { TableFilter } from './table-filter.ts';
 
 /** What capture and apply need to know about one user table. */
@@ -77,6 +77,17 @@ export function readTableSchema(db: Database, table: string): TableSchema | unde
   };
 }
 
+/** Whether this connection has the module of virtual table `vtab` (module names are case-insensitive). */
+function hasModule(db: Database, vtab: string): boolean {
+  const sql = db.prepare('SELECT sql FROM sqlite_schema WHERE name = ?').pluck().get(vtab) as
+    string | undefined;
+  const module = /\bUSING\s+(["'`[]?)([^\s("'`\]]+)/i.exec(sql ?? '')?.[2];
+  if (module === undefined) return false;
+  return (
+    db.prepare('SELECT 1 FROM pragma_module_list WHERE name = ? COLLATE NOCASE').get(module) !== undefined
+  );
+}
+
 /**
  * Lists the tables to capture: ordinary tables of the main schema, except SQLite's and
  * ours, virtual tables and their shadow tables (reported as skipped), and those the
@@ -89,6 +100,13 @@ export function listCapturableTables(
   const rows = db.prepare('PRAGMA table_list').all() as TableListRow[];
   const tables: TableSchema[] = [];
   const skipped: SkippedTable[] = [];
+  // SQLite reports shadow tables only for modules this connection has. For a virtual table of an
+  // extension that only the application loads (sqlite-vec, spellfix1, ...), tables named
+  // `<vtab>_...` are taken for its shadow tables: replicating them row by row, across shards,
+  // would corrupt the virtual table on replicas.
+  const foreignVtabs = rows
+    .filter((r) => r.schema === 'main' && r.type === 'virtual' && !hasModule(db, r.name))
+    .map((r) => r.name);
   for (const row of rows) {
     if (row.schema !== 'main' || isSqliteName(row.name) || isInternalName(row.name)) continue;
     if (row.type === 'virtual') {
@@ -99,7 +117,22 @@ export function listCapturableTables(
       skipped.push({ name: row.name, reason: 'shadow table of a virtual table' });
       continue;
     }
-    if (row.type !== 'table' || !filter.accepts(row.name)) continue;
+    if (row.type !== 'table') continue; // views
+    const owner = foreignVtabs.find((v) => row.name.startsWith(`${v}_`));
+    if (owner !== undefined) {
+      skipped.push({
+        name: row.name,
+        reason: `taken for a shadow table of virtual table ${owner}, whose module is not loaded here`,
+      });
+      continue;
+    }
+    if (!filter.accepts(row.name)) continue;
+    // A user table named `_global` would get `__harmonylite___global_change_log`, the global log
+    // itself, as its change log: its triggers would fail every write the application makes.
+    if ((INTERNAL_TABLES as readonly string[]).includes(changeLogTable(row.name))) {
+      skipped.push({ name: row.name, reason: `its change log would be ${changeLogTable(row.name)}, ours` });
+      continue;
+    }
     const schema = readTableSchema(db, row.name);
     if (schema === undefined) {
       skipped.push({ name: row.name, reason: 'no primary key and no free rowid alias' });

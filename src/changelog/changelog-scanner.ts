@@ -29,13 +29,17 @@ export interface ScanResult {
 interface TableReader {
   readonly columns: readonly string[];
   readonly keyIndexes: readonly number[];
-  readonly range: Statement;
+  /** (firstGlobalId, lastGlobalId, table): the change-log rows the global log points at in that window. */
+  readonly window: Statement;
 }
 
 /**
  * Reads pending changes in global-log order on a read-only connection. Rows of
- * one table are fetched with one range query per pass, not one query per row.
- * Values are read with safe integers, so 64-bit integers stay exact.
+ * one table are fetched with one query per pass, not one query per row, and
+ * exactly the rows the global log points at: a range over change-log ids would
+ * also read the published rows between two pending ones (other shards publish
+ * ahead of a stuck one), up to seconds per pass. Values are read with safe
+ * integers, so 64-bit integers stay exact.
  */
 export class ChangelogScanner {
   readonly #db: Database;
@@ -74,12 +78,17 @@ export class ChangelogScanner {
     } else {
       const schema = JSON.parse(json) as TableSchema;
       const columns = capturedColumns(schema);
-      const select = ['id', 'type', 'created_at', ...columns.map((c) => q(valueColumn(c)))].join(', ');
-      const range = this.#db
-        .prepare(`SELECT ${select} FROM ${q(changeLogTable(table))} WHERE id BETWEEN ? AND ? ORDER BY id`)
+      const select = ['c.id', 'c.type', 'c.created_at', ...columns.map((c) => `c.${q(valueColumn(c))}`)].join(
+        ', ',
+      );
+      const window = this.#db
+        .prepare(
+          `SELECT ${select} FROM ${q(GLOBAL_LOG)} AS g JOIN ${q(changeLogTable(table))} AS c ON c.id = g.change_table_id ` +
+            `WHERE g.id BETWEEN ? AND ? AND g.table_name = ?`,
+        )
         .raw(true)
         .safeIntegers(true);
-      r = { columns, keyIndexes: schema.keyColumns.map((k) => columns.indexOf(k)), range };
+      r = { columns, keyIndexes: schema.keyColumns.map((k) => columns.indexOf(k)), window };
     }
     this.#readers.set(table, r);
     return r;
@@ -89,21 +98,16 @@ export class ChangelogScanner {
   scan(afterGlobalId: number, limit: number): ScanResult {
     const globals = this.#global.all(afterGlobalId, limit) as [number, number, string][];
     if (globals.length === 0) return { changes: [], orphans: [], lastGlobalId: afterGlobalId };
-    const byTable = new Map<string, { min: number; max: number }>();
-    for (const [, changeId, table] of globals) {
-      const b = byTable.get(table);
-      if (b === undefined) byTable.set(table, { min: changeId, max: changeId });
-      else {
-        if (changeId < b.min) b.min = changeId;
-        if (changeId > b.max) b.max = changeId;
-      }
-    }
+    const first = globals[0]![0];
+    const last = globals[globals.length - 1]![0];
     const rowsByTable = new Map<string, Map<number, unknown[]>>();
-    for (const [table, { min, max }] of byTable) {
+    for (const [, , table] of globals) {
+      if (rowsByTable.has(table)) continue;
       const reader = this.#reader(table);
       if (reader === null) continue;
       const rows = new Map<number, unknown[]>();
-      for (const row of reader.range.all(min, max) as unknown[][]) rows.set(Number(row[0] as bigint), row);
+      for (const row of reader.window.all(first, last, table) as unknown[][])
+        rows.set(Number(row[0] as bigint), row);
       rowsByTable.set(table, rows);
     }
     const changes: PendingChange[] = [];
@@ -128,6 +132,6 @@ export class ChangelogScanner {
         key: reader.keyIndexes.map((i) => raw[i + 3] as SqlValue),
       });
     }
-    return { changes, orphans, lastGlobalId: globals[globals.length - 1]![0] };
+    return { changes, orphans, lastGlobalId: last };
   }
 }
