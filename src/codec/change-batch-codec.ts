@@ -4,8 +4,9 @@
  * CBOR array starts with, so nodes with different `compress` settings interoperate.
  * Pure (no I/O): workers import this file directly.
  */
+import { createRequire } from 'node:module';
 import { addExtension, Encoder } from 'cbor-x';
-import { compress, decompress } from 'zstd-napi';
+import { compress } from 'zstd-napi';
 import { MalformedMessageError, validateChangeBatch, type ChangeRecord } from './change-record.ts';
 import { SqlReal } from './sql-value.ts';
 
@@ -21,7 +22,47 @@ addExtension({
   },
 });
 
+/**
+ * Tags cbor-x decodes at a cost no message may impose (issue 8 fuzzing; invariant 5: a bad
+ * message never stops a node). Its bignums (tags 2, 3) decode in quadratic time: a 60 KB one
+ * took 3 s, a 1 MB one would hold a shard for minutes. SQLite integers fit in 64 bits, which
+ * CBOR carries untagged, so a bignum is accepted only up to 8 bytes. Its value-sharing tags
+ * (28, 29) build DAGs whose String() doubles per level: a 100-byte message took 12 s and a
+ * gigabyte of strings. Our encoder never writes them.
+ */
+const MAX_BIGNUM_BYTES = 8;
+/** cbor-x takes decode-only extensions (no Class, no encode); its typings do not say so. */
+const decodeOnly = (tag: number, decode: (v: unknown) => unknown): void =>
+  addExtension({ tag, decode } as unknown as Parameters<typeof addExtension>[0]);
+for (const tag of [2, 3]) {
+  decodeOnly(tag, (v) => {
+    if (!(v instanceof Uint8Array) || v.length > MAX_BIGNUM_BYTES) {
+      throw new MalformedMessageError(`CBOR bignum (tag ${tag}) longer than ${MAX_BIGNUM_BYTES} bytes`);
+    }
+    let n = 0n;
+    for (const byte of v) n = (n << 8n) | BigInt(byte);
+    return tag === 2 ? n : -1n - n;
+  });
+}
+for (const tag of [28, 29]) {
+  decodeOnly(tag, () => {
+    throw new MalformedMessageError(`CBOR value sharing (tag ${tag}) is not used by change batches`);
+  });
+}
+
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
+
+/** zstd-napi's low-level binding (a CommonJS native module; loaded by require, typed by its .d.ts). */
+const zstd = createRequire(import.meta.url)('zstd-napi/binding.js') as typeof import('zstd-napi/binding.js');
+let dctx: InstanceType<typeof zstd.DCtx> | undefined;
+function decompressionContext(): InstanceType<typeof zstd.DCtx> {
+  if (dctx === undefined) {
+    dctx = new zstd.DCtx();
+    dctx.setParameter(zstd.DParameter.windowLogMax, 26); // at most a 64 MiB window
+  }
+  return dctx;
+}
+const STREAM_CHUNK = 128 * 1024;
 
 const ZSTD_MAGIC = 0xfd2fb528;
 /** Refuse to inflate a message beyond this (decompression bombs). */
@@ -42,40 +83,73 @@ export function isCompressed(body: Uint8Array): boolean {
   );
 }
 
-/** The frame's declared content size, or undefined when the frame does not declare it. */
-function zstdContentSize(body: Uint8Array): number | undefined {
-  const fhd = body[4];
-  if (fhd === undefined) throw new MalformedMessageError('truncated zstd frame');
-  const fcsFlag = fhd >> 6;
-  const singleSegment = (fhd >> 5) & 1;
-  const dictFlag = fhd & 3;
-  let pos = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictFlag]!;
-  const size = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
-  if (size === 0) return undefined;
-  if (body.length < pos + size) throw new MalformedMessageError('truncated zstd frame header');
-  let v = 0;
-  for (let i = size - 1; i >= 0; i--) v = v * 256 + body[pos + i]!;
-  pos += size;
-  return size === 2 ? v + 256 : v;
+/**
+ * Decompresses a message body, never producing more than `max` bytes
+ * (decompression bombs, invariant 5: a bad message never stops a node).
+ * `zstd-napi`'s `decompress()` has no limit: it allocates the sum of every
+ * frame's declared size, and for frames that declare no size it streams
+ * without bound (a 31 KB frame inflated to 1 GB, 2 GB of RSS, before our
+ * size check could run). So: frames are walked first and their declared sizes
+ * summed; all declared and within the limit, one native call into an exact
+ * buffer; otherwise a streaming loop that stops one byte past the limit.
+ */
+function decompressBounded(body: Uint8Array, max: number): Uint8Array {
+  let declared: number | undefined = 0;
+  for (let rest = body; rest.length > 0;) {
+    let size: number | null;
+    let frameLength: number;
+    try {
+      size = zstd.getFrameContentSize(rest);
+      frameLength = zstd.findFrameCompressedSize(rest);
+    } catch (err) {
+      throw new MalformedMessageError(`invalid zstd frame: ${(err as Error).message}`, { cause: err });
+    }
+    if (size === null) {
+      declared = undefined; // streamed below, with the same limit
+      break;
+    }
+    declared += size;
+    if (declared > max) {
+      throw new MalformedMessageError(`zstd frames declare ${declared} bytes, more than ${max}`);
+    }
+    rest = rest.subarray(frameLength);
+  }
+  const ctx = decompressionContext();
+  ctx.reset(zstd.ResetDirective.sessionOnly); // a previous bad message may have left a frame open
+  try {
+    if (declared !== undefined) {
+      const out = Buffer.allocUnsafe(declared);
+      const produced = ctx.decompress(out, body);
+      if (produced !== declared) {
+        throw new MalformedMessageError(`zstd frames declare ${declared} bytes but hold ${produced}`);
+      }
+      return out;
+    }
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    let input = body;
+    let pending = 1;
+    while (input.length > 0 || pending !== 0) {
+      const room = max - total + 1; // one byte more than allowed reveals an overflow
+      const chunk = Buffer.allocUnsafe(Math.min(room, Math.max(STREAM_CHUNK, input.length * 4)));
+      const [hint, produced, consumed] = ctx.decompressStream(chunk, input);
+      if (produced === 0 && consumed === 0) throw new MalformedMessageError('truncated zstd frame');
+      total += produced;
+      if (total > max) throw new MalformedMessageError(`decompressed message larger than ${max} bytes`);
+      chunks.push(chunk.subarray(0, produced));
+      input = input.subarray(consumed);
+      pending = hint;
+    }
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+  } catch (err) {
+    if (err instanceof MalformedMessageError) throw err;
+    throw new MalformedMessageError(`cannot decompress: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** Decodes and validates a message body; anything that can never apply throws MalformedMessageError. */
 export function decodeBody(body: Uint8Array): ChangeRecord[] {
-  let cbor = body;
-  if (isCompressed(body)) {
-    const declared = zstdContentSize(body);
-    if (declared !== undefined && declared > MAX_DECODED_BYTES) {
-      throw new MalformedMessageError(
-        `zstd frame declares ${declared} bytes, more than ${MAX_DECODED_BYTES}`,
-      );
-    }
-    try {
-      cbor = decompress(body, { windowLogMax: 26 });
-    } catch (err) {
-      throw new MalformedMessageError(`cannot decompress: ${(err as Error).message}`, { cause: err });
-    }
-    if (cbor.length > MAX_DECODED_BYTES) throw new MalformedMessageError('decompressed message too large');
-  }
+  const cbor = isCompressed(body) ? decompressBounded(body, MAX_DECODED_BYTES) : body;
   let decoded: unknown;
   try {
     decoded = encoder.decode(cbor);

@@ -31,8 +31,9 @@ function fail(index: number, what: string): never {
   throw new MalformedMessageError(`change ${index}: ${what}`);
 }
 
+/** An unsigned integer (what the messages below say they require), as a number. */
 function num(v: unknown): number | undefined {
-  if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
   if (typeof v === 'bigint' && v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
   return undefined;
 }

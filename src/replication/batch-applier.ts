@@ -13,7 +13,7 @@ import { TableFilter } from '../cdc/table-filter.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
 import { decodeBody } from '../codec/change-batch-codec.ts';
 import { MalformedMessageError, type ChangeRecord } from '../codec/change-record.ts';
-import { parseMsgId } from './msg-id.ts';
+import { parseMsgId, type BatchId } from './msg-id.ts';
 import { SchemaLagError, TableApplier } from './table-applier.ts';
 
 /** A message of a shard stream, as handed to the applier. */
@@ -149,7 +149,14 @@ export class BatchApplier {
             : `no such table ${JSON.stringify(TableName.slice(0, 200))}`,
         );
       }
-      displaced += table.apply(Type, Row).displaced;
+      try {
+        displaced += table.apply(Type, Row).displaced;
+      } catch (err) {
+        // Re-read this table's layout on the next attempt: the periodic re-check then sees a
+        // registry brought up to date, even if the schema-change notice never reached this worker.
+        if (err instanceof SchemaLagError) this.#tables.delete(TableName);
+        throw err;
+      }
       changes++;
       if (CreatedAt > lastChangeAt) lastChangeAt = CreatedAt;
     }
@@ -184,7 +191,7 @@ export class BatchApplier {
         duplicates++;
         continue;
       }
-      const id = parseMsgId(m.msgId);
+      const id = batchId(m.msgId, shard);
       if (id !== undefined && id.seq <= originSeq(id.origin)) {
         duplicates++;
         position = m.seq;
@@ -197,6 +204,13 @@ export class BatchApplier {
         appliedChanges += r.changes;
         displaced += r.displaced;
         if (r.lastChangeAt > lastChangeAt) lastChangeAt = r.lastChangeAt;
+        // Only a batch that applied marks its origin sequence as done: a dead-lettered
+        // message's Msg-Id is unverified (it may be garbage claiming a high sequence, which
+        // would make every later batch of that origin look like a duplicate).
+        if (id !== undefined) {
+          originSeqs.set(id.origin, id.seq);
+          touchedOrigins.add(id.origin);
+        }
       } catch (err) {
         if (err instanceof SchemaLagError) {
           blocked = { seq: m.seq, reason: err.message };
@@ -206,10 +220,6 @@ export class BatchApplier {
         if (reason === undefined) throw err; // transient (disk full, I/O): the whole batch rolls back and is retried
         s.deadLetter.run(shard, m.seq, m.msgId ?? null, reason, m.data, now);
         deadLettered.push({ seq: m.seq, reason });
-      }
-      if (id !== undefined) {
-        originSeqs.set(id.origin, id.seq);
-        touchedOrigins.add(id.origin);
       }
       position = m.seq;
     }
@@ -249,6 +259,12 @@ export class BatchApplier {
       })
       .immediate();
   }
+}
+
+/** The batch id of a message of this shard; ids naming another shard are not ours (hand-made or misrouted). */
+function batchId(msgId: string | undefined, shard: number): BatchId | undefined {
+  const id = parseMsgId(msgId);
+  return id !== undefined && id.shard === shard ? id : undefined;
 }
 
 /** The dead-letter reason for an error that no retry can fix, or undefined for a transient one. */

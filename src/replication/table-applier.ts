@@ -31,15 +31,26 @@ export interface ApplyOutcome {
 /**
  * Applies changes to one table. Upsert on the key (`ON CONFLICT (key) DO
  * UPDATE` keeps the row in place, unlike HarmonyLite's INSERT OR REPLACE);
- * a row holding the same value of another UNIQUE constraint is removed first,
- * as INSERT OR REPLACE would, so every node reaches the same state given the
- * same order. Statements are prepared once per column set.
+ * when the upsert collides on another UNIQUE constraint, the row holding the
+ * value is removed and the upsert retried, as INSERT OR REPLACE would, so every
+ * node reaches the same state given the same order. Statements are prepared
+ * once per column set.
+ *
+ * Contract of a UNIQUE collision: exactly the rows SQLite reports in conflict
+ * go, nothing else. Full column indexes are matched by value (exact count,
+ * the key's row updated in place). Partial indexes (`... WHERE deleted = 0`)
+ * are not: matching by value would also remove rows outside the predicate,
+ * which never collide; nor can expression indexes (`lower(email)`) be. When a
+ * collision remains, SQLite's own REPLACE resolution removes the rows that
+ * really conflict (the key's row is then re-inserted, so columns the change
+ * does not carry take their defaults; such removals count as one).
  */
 export class TableApplier {
   readonly #db: Database;
   readonly schema: TableSchema;
   readonly #columns: Set<string>;
   readonly #upserts = new Map<string, Statement>();
+  readonly #replaces = new Map<string, Statement>();
   readonly #delete: Statement;
   readonly #displace: { columns: readonly string[]; stmt: Statement }[];
   readonly #keyWhere: string;
@@ -53,14 +64,26 @@ export class TableApplier {
     ]);
     this.#keyWhere = schema.keyColumns.map((k) => `${q(k)} = ?`).join(' AND ');
     this.#delete = db.prepare(`DELETE FROM ${q(schema.name)} WHERE ${this.#keyWhere}`);
-    this.#displace = schema.uniqueIndexes.map((u) => ({
-      columns: u.columns,
-      stmt: db.prepare(
-        `DELETE FROM ${q(schema.name)} WHERE ${u.columns.map((c) => `${q(c)} = ?`).join(' AND ')} AND NOT (${schema.keyColumns
-          .map((k) => `${q(k)} IS ?`)
-          .join(' AND ')})`,
-      ),
-    }));
+    const partial = new Set(
+      (
+        db.prepare(`PRAGMA index_list(${q(schema.name)})`).all() as {
+          name: string;
+          partial: number | bigint;
+        }[]
+      )
+        .filter((i) => Number(i.partial) === 1)
+        .map((i) => i.name),
+    );
+    this.#displace = schema.uniqueIndexes
+      .filter((u) => !partial.has(u.name))
+      .map((u) => ({
+        columns: u.columns,
+        stmt: db.prepare(
+          `DELETE FROM ${q(schema.name)} WHERE ${u.columns.map((c) => `${q(c)} = ?`).join(' AND ')} AND NOT (${schema.keyColumns
+            .map((k) => `${q(k)} IS ?`)
+            .join(' AND ')})`,
+        ),
+      }));
   }
 
   #key(row: Record<string, WireValue>): SqlValue[] {
@@ -69,6 +92,29 @@ export class TableApplier {
         throw new SchemaLagError(`table ${this.schema.name}: change has no value for key column ${k}`);
       return fromWire(row[k]);
     });
+  }
+
+  #prepare(sql: string): Statement {
+    try {
+      return this.#db.prepare(sql);
+    } catch (err) {
+      if (isSchemaLag(err))
+        throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
+      throw err;
+    }
+  }
+
+  /** INSERT OR REPLACE: SQLite removes every row in conflict, whatever the index. */
+  #replace(cols: readonly string[]): Statement {
+    const sig = cols.join('\u0000');
+    let stmt = this.#replaces.get(sig);
+    if (stmt === undefined) {
+      stmt = this.#prepare(
+        `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`,
+      );
+      this.#replaces.set(sig, stmt);
+    }
+    return stmt;
   }
 
   #upsert(cols: readonly string[]): Statement {
@@ -85,13 +131,7 @@ export class TableApplier {
         this.schema.rowidAlias === undefined
           ? `INSERT INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ${conflict}`
           : `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`;
-      try {
-        stmt = this.#db.prepare(sql);
-      } catch (err) {
-        if (isSchemaLag(err))
-          throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
-        throw err;
-      }
+      stmt = this.#prepare(sql);
       this.#upserts.set(sig, stmt);
     }
     return stmt;
@@ -118,8 +158,15 @@ export class TableApplier {
         if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw err;
       }
       const displaced = this.#displaceHolders(row);
-      stmt.run(values);
-      return { displaced };
+      try {
+        stmt.run(values);
+        return { displaced };
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw err;
+      }
+      // Still in conflict: on a partial or expression index, or one with its own collation.
+      this.#replace(cols).run(values);
+      return { displaced: displaced + 1 };
     } catch (err) {
       if (err instanceof SchemaLagError || !isSchemaLag(err)) throw err;
       throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
