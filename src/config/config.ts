@@ -23,6 +23,12 @@ export interface ReplicationLogConfig {
   max_batch_bytes: number;
   /** (ours) JetStream duplicate window, ms (Nats-Msg-Id deduplication). */
   duplicate_window: number;
+  /**
+   * (ours) Glob patterns of tables routed to one shard by table name alone instead of by
+   * key: tables with UNIQUE constraints besides the primary key, whose collisions only
+   * converge when all their rows travel on one stream. Must be the same on every node.
+   */
+  shard_by_table: string[];
 }
 
 export interface NatsConfig {
@@ -166,6 +172,7 @@ export function defaultConfig(): Config {
       max_batch_changes: 1000,
       max_batch_bytes: 0,
       duplicate_window: 120000,
+      shard_by_table: [],
     },
     nats: {
       urls: [],

@@ -146,6 +146,7 @@ function convergenceSuite(
   fixedSeeds: number[],
   opsPerSeed: number,
   expectDisplaced = false,
+  shardByTable: string[] = [],
 ) {
   describe(name, () => {
     const dir = tempDir('hl-converge-random-');
@@ -165,6 +166,7 @@ function convergenceSuite(
             schema: w.schema,
             configure: (c) => {
               c.replication_log.shards = shards;
+              c.replication_log.shard_by_table = shardByTable;
             },
           }),
         );
@@ -448,3 +450,15 @@ const unique: Workload = {
 };
 
 convergenceSuite('random workload with UNIQUE collisions, shards 1', unique, 1, [7, 99], 600, true);
+
+// The same workload on 4 shards converges when its tables are routed by name
+// ([replication_log] shard_by_table): all rows of one table then share a stream.
+convergenceSuite(
+  'random workload with UNIQUE collisions, shards 4, shard_by_table',
+  unique,
+  4,
+  [7, 99],
+  600,
+  true,
+  ['*'],
+);
