@@ -71,7 +71,11 @@ export interface SnapshotObjectInfo {
 
 export interface SnapshotTransferOptions {
   readonly signal?: AbortSignal;
-  /** Cumulative bytes transferred so far; called often, so keep it cheap. */
+  /**
+   * Cumulative bytes transferred so far, ending at the object's size (0 for an
+   * empty one); called often, so keep it cheap. When a transient failure makes
+   * the store retry, counting starts again from 0.
+   */
   readonly onProgress?: (bytes: number) => void;
 }
 

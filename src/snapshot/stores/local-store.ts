@@ -21,6 +21,8 @@ export interface LocalSnapshotStoreOptions {
 }
 
 const BACKEND = 'local';
+/** Read size of file copies: 1 MiB chunks copy several times faster than the 64 KiB default. */
+const COPY_CHUNK_BYTES = 1024 * 1024;
 
 /**
  * Snapshot objects as files in one local directory (or a mounted network
@@ -61,7 +63,7 @@ export class LocalSnapshotStore implements SnapshotStore {
       async () => {
         await this.#writeAtomically(name, async (tempPath) => {
           await pipeline(
-            createReadStream(localPath),
+            createReadStream(localPath, { highWaterMark: COPY_CHUNK_BYTES }),
             progressCounter(onProgress),
             createWriteStream(tempPath, { flags: 'wx' }),
             signal ? { signal } : {},
@@ -82,7 +84,11 @@ export class LocalSnapshotStore implements SnapshotStore {
         const source = await open(join(this.#dir, name), 'r').catch((err: unknown) => {
           throw systemErrorCode(err) === 'ENOENT' ? notFound(name) : err;
         });
-        await downloadStreamToFile(localPath, source.createReadStream(), options);
+        await downloadStreamToFile(
+          localPath,
+          source.createReadStream({ highWaterMark: COPY_CHUNK_BYTES }),
+          options,
+        );
       },
       name,
     );

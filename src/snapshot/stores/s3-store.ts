@@ -22,7 +22,7 @@ import { downloadStreamToFile } from './download-to-file.ts';
 import { assertObjectName, isListableName } from './object-name.ts';
 import { DEFAULT_STORE_RETRY } from './retry.ts';
 import { runStoreOperation, type ErrorVerdict } from './store-operation.ts';
-import { classifySystemError, systemErrorCode } from './system-error.ts';
+import { classifySystemError } from './system-error.ts';
 
 /** The `[snapshot.s3]` settings, plus tuning. Empty strings mean "not set". */
 export interface S3SnapshotStoreOptions {
@@ -149,7 +149,7 @@ export class S3SnapshotStore implements SnapshotStore {
   async open(signal?: AbortSignal): Promise<void> {
     await this.#run('open', signal, async () => {
       try {
-        await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal: signal });
+        await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), abortable(signal));
         return;
       } catch (err) {
         if (httpStatus(err) !== 404) throw err;
@@ -165,7 +165,7 @@ export class S3SnapshotStore implements SnapshotStore {
                   CreateBucketConfiguration: { LocationConstraint: this.#region as BucketLocationConstraint },
                 }),
           }),
-          { abortSignal: signal },
+          abortable(signal),
         );
       } catch (err) {
         // Created meanwhile by another node: fine.
@@ -210,9 +210,7 @@ export class S3SnapshotStore implements SnapshotStore {
       async () => {
         const response = await this.#client.send(
           new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
-          {
-            abortSignal: options.signal,
-          },
+          abortable(options.signal),
         );
         await downloadStreamToFile(localPath, response.Body as Readable, options);
       },
@@ -227,9 +225,7 @@ export class S3SnapshotStore implements SnapshotStore {
       async () => {
         await this.#client.send(
           new PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(name), Body: data }),
-          {
-            abortSignal: signal,
-          },
+          abortable(signal),
         );
       },
       name,
@@ -244,9 +240,7 @@ export class S3SnapshotStore implements SnapshotStore {
         try {
           const response = await this.#client.send(
             new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
-            {
-              abortSignal: signal,
-            },
+            abortable(signal),
           );
           return (await response.Body?.transformToByteArray()) ?? new Uint8Array(0);
         } catch (err) {
@@ -271,7 +265,7 @@ export class S3SnapshotStore implements SnapshotStore {
             Delimiter: '/', // objects of this prefix only, not of nested ones
             ...(continuationToken ? { ContinuationToken: continuationToken } : {}),
           }),
-          { abortSignal: signal },
+          abortable(signal),
         );
         for (const object of page.Contents ?? []) {
           const name = object.Key?.slice(keyPrefix.length) ?? '';
@@ -290,9 +284,10 @@ export class S3SnapshotStore implements SnapshotStore {
       signal,
       async () => {
         // S3 answers 204 whether or not the key existed: idempotent by itself.
-        await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }), {
-          abortSignal: signal,
-        });
+        await this.#client.send(
+          new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
+          abortable(signal),
+        );
       },
       name,
     );
@@ -373,7 +368,7 @@ export class S3SnapshotStore implements SnapshotStore {
         transient: false,
       };
     }
-    if (name === 'TimeoutError' || systemErrorCode(err) === 'ETIMEDOUT') {
+    if (name === 'TimeoutError') {
       return {
         code: 'ERR_SNAPSHOT_STORE_UNREACHABLE',
         detail: `timed out talking to ${this.#where}`,
@@ -394,6 +389,11 @@ const AUTH_ERRORS = new Set([
 ]);
 
 const NO_SPACE_ERRORS = new Set(['XMinioStorageFull', 'InsufficientStorage', 'QuotaExceeded', 'StorageFull']);
+
+/** SDK send options for an optional signal (exactOptionalPropertyTypes forbids `abortSignal: undefined`). */
+function abortable(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+  return signal ? { abortSignal: signal } : {};
+}
 
 function httpStatus(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
