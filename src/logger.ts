@@ -4,18 +4,38 @@ import type { LoggingConfig } from './config/config.ts';
 export type Logger = PinoLogger;
 
 /** Keys whose values never reach a log line (invariant of issue 6/8: secrets are never logged). */
-const REDACT = [
+const SECRET_KEYS = [
   'password',
   'user_password',
+  'pass',
   'secret',
   'token',
   'session_token',
-  '*.password',
-  '*.user_password',
-  '*.secret',
-  '*.token',
-  '*.session_token',
+  'seed',
+  'access_key',
 ];
+const URL_KEYS = ['url', 'urls', 'server', 'servers'];
+const deep = (keys: readonly string[]) => keys.flatMap((k) => [k, `*.${k}`, `*.*.${k}`, `*.*.*.${k}`]);
+const REDACT = [...deep(SECRET_KEYS), ...deep(URL_KEYS)];
+
+/**
+ * `nats://user:pass@host` → `nats://user:***@host`, `https://h/p?login=u&secret=p` →
+ * `…secret=***`: URLs are logged, the credentials in them never.
+ */
+export function redactUrl(url: string): string {
+  return url
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)([^:@/]*):([^@/]*)@/i, '$1$2:***@')
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)([^:@/]+)@/i, '$1***@')
+    .replace(/([?&](?:secret|password|pass|token)=)[^&#]*/gi, '$1***');
+}
+
+/** Secret keys become "[redacted]"; URL keys keep their URLs without credentials. */
+function censor(value: unknown, path: string[]): unknown {
+  if (!URL_KEYS.includes(path[path.length - 1] ?? '')) return '[redacted]';
+  if (typeof value === 'string') return redactUrl(value);
+  if (Array.isArray(value)) return value.map((v) => (typeof v === 'string' ? redactUrl(v) : v));
+  return value;
+}
 
 const LEVEL_NAMES: Record<number, string> = {
   10: 'TRC',
@@ -63,10 +83,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const stream: DestinationStream =
     options.format === 'json' ? { write: (s: string) => void out.write(s) } : consoleStream(out);
   const base = options.nodeId === undefined ? {} : { node_id: options.nodeId };
-  return pino(
-    { level: options.verbose ? 'debug' : 'info', base, redact: { paths: REDACT, censor: '[redacted]' } },
-    stream,
-  );
+  return pino({ level: options.verbose ? 'debug' : 'info', base, redact: { paths: REDACT, censor } }, stream);
 }
 
 /** A logger that discards everything, for tests and tools. */

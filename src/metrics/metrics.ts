@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type LabelValues } from 'prom-client';
 
 export interface MetricsOptions {
   readonly namespace: string;
@@ -12,6 +12,31 @@ const LATENCY_BUCKETS = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10,
 ];
 const SIZE_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/**
+ * A gauge of an age in seconds: `set(0)` when the thing happens (a snapshot is
+ * saved), `set(x)` when it happened x seconds ago; every scrape then reports
+ * the age at that moment instead of the value last set.
+ */
+class AgeGauge extends Gauge {
+  #since: number | undefined;
+
+  constructor(config: { name: string; help: string; registers: Registry[] }) {
+    super({
+      ...config,
+      collect(this: Gauge) {
+        const since = (this as AgeGauge).#since;
+        if (since !== undefined) Gauge.prototype.set.call(this, Math.max(0, (Date.now() - since) / 1000));
+      },
+    });
+  }
+
+  override set(...args: [number] | [LabelValues<string>, number]): void {
+    const value = args.length === 1 ? args[0] : args[1];
+    this.#since = Date.now() - value * 1000;
+    super.set(value);
+  }
+}
 
 /**
  * Every metric of the node, declared in one place on an injected registry.
@@ -57,6 +82,8 @@ export class Metrics {
   readonly snapshotDuration: Histogram<'operation'>;
   readonly snapshotSize: Gauge;
   readonly snapshotFailures: Counter<'operation'>;
+  readonly #processPrefix: string;
+  #processMetrics = false;
 
   constructor(options: MetricsOptions, registry = new Registry()) {
     this.registry = registry;
@@ -179,7 +206,7 @@ export class Metrics {
     });
     this.lagSeconds = new Gauge({
       name: name('replication_lag_seconds'),
-      help: 'Age of the newest applied change when it was applied',
+      help: 'End-to-end lag: the age of each change as it is applied; while messages wait, the age of the oldest unapplied one; 0 when caught up',
       labelNames: shard,
       registers,
     });
@@ -214,7 +241,7 @@ export class Metrics {
     });
     this.sqliteBusy = new Counter({
       name: name('sqlite_busy_total'),
-      help: 'Write jobs that hit SQLITE_BUSY and were retried',
+      help: 'Write jobs that failed with SQLITE_BUSY (database is locked) after the busy timeout; each is retried',
       registers,
     });
     this.poolUtilization = new Gauge({
@@ -229,9 +256,9 @@ export class Metrics {
       registers,
     });
 
-    this.snapshotAge = new Gauge({
+    this.snapshotAge = new AgeGauge({
       name: name('snapshot_age_seconds'),
-      help: 'Age of the newest snapshot in the store',
+      help: 'Age of the newest snapshot in the store (set(0) when one is saved; grows until the next)',
       registers,
     });
     this.snapshotDuration = new Histogram({
@@ -253,7 +280,18 @@ export class Metrics {
       registers,
     });
 
-    if (options.processMetrics !== false)
-      collectDefaultMetrics({ register: registry, prefix: prefix === '' ? '' : `${prefix}_` });
+    this.#processPrefix = prefix === '' ? '' : `${prefix}_`;
+    if (options.processMetrics !== false) this.enableProcessMetrics();
+  }
+
+  /**
+   * Adds prom-client's process metrics (memory, CPU, event-loop lag, GC) under the
+   * same prefix, e.g. `harmonylite_process_resident_memory_bytes`. Idempotent:
+   * the node calls it when it serves `/metrics`, whatever the constructor was told.
+   */
+  enableProcessMetrics(): void {
+    if (this.#processMetrics) return;
+    this.#processMetrics = true;
+    collectDefaultMetrics({ register: this.registry, prefix: this.#processPrefix });
   }
 }

@@ -1,0 +1,243 @@
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type Database from 'better-sqlite3';
+import {
+  CAPTURED_TABLES,
+  DEAD_LETTERS,
+  GLOBAL_LOG,
+  INTERNAL_TABLES,
+  POSITIONS,
+  quoteIdent as q,
+} from '../cdc/names.ts';
+import type { Config } from '../config/config.ts';
+import { requireDatabase } from '../config/load-config.ts';
+import type { Logger } from '../logger.ts';
+import { connectNats } from '../nats/nats-connection.ts';
+import { shardNumbers, statusBucket, streamName } from '../nats/naming.ts';
+import { deriveNodeId } from '../node/node-id.ts';
+import { parseNodeStatusRecord, type NodeStatusRecord } from '../node/node-status-reporter.ts';
+import { openDatabase } from '../node/open-database.ts';
+
+/** This node's state as its database holds it (no daemon needed). */
+interface LocalState {
+  readonly installed: boolean;
+  readonly tables: readonly string[];
+  readonly pending: number;
+  readonly shards: ReadonlyMap<number, { position: number; updatedAt: number }>;
+  readonly deadLetters: ReadonlyMap<number, number>;
+}
+
+interface StreamState {
+  readonly lastSeq: number;
+  readonly firstSeq: number;
+}
+
+function readLocalState(db: Database.Database): LocalState {
+  const names = new Set(
+    db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[],
+  );
+  if (!INTERNAL_TABLES.every((t) => names.has(t))) {
+    return { installed: false, tables: [], pending: 0, shards: new Map(), deadLetters: new Map() };
+  }
+  const num = (v: unknown) => Number(v ?? 0);
+  const tables = db
+    .prepare(`SELECT name FROM ${q(CAPTURED_TABLES)} ORDER BY name`)
+    .pluck()
+    .all() as string[];
+  const pending = num(
+    db
+      .prepare(`SELECT count(*) FROM ${q(GLOBAL_LOG)}`)
+      .pluck()
+      .get(),
+  );
+  const shards = new Map(
+    (
+      db.prepare(`SELECT shard, stream_seq, updated_at FROM ${q(POSITIONS)}`).all() as {
+        shard: number;
+        stream_seq: number;
+        updated_at: number;
+      }[]
+    ).map((r) => [num(r.shard), { position: num(r.stream_seq), updatedAt: num(r.updated_at) }]),
+  );
+  const deadLetters = new Map(
+    (
+      db.prepare(`SELECT shard, count(*) AS n FROM ${q(DEAD_LETTERS)} GROUP BY shard`).all() as {
+        shard: number;
+        n: number;
+      }[]
+    ).map((r) => [num(r.shard), num(r.n)]),
+  );
+  return { installed: true, tables, pending, shards, deadLetters };
+}
+
+async function readStreams(jsm: JetStreamManager, config: Config): Promise<Map<number, StreamState>> {
+  const out = new Map<number, StreamState>();
+  await Promise.all(
+    shardNumbers(config.replication_log.shards).map(async (shard) => {
+      const info = await jsm.streams.info(streamName(config.nats.stream_prefix, shard)).catch(() => null);
+      if (info !== null) out.set(shard, { lastSeq: info.state.last_seq, firstSeq: info.state.first_seq });
+    }),
+  );
+  return out;
+}
+
+/** Every node's entry in the status bucket; undefined when the bucket does not exist (no node reported). */
+async function readNodeStatuses(nc: NatsConnection, bucket: string): Promise<NodeStatusRecord[] | undefined> {
+  let kv;
+  try {
+    kv = await new Kvm(jetstream(nc)).open(bucket);
+  } catch {
+    return undefined;
+  }
+  const keys: string[] = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  const records: NodeStatusRecord[] = [];
+  for (const k of keys) {
+    const e = await kv.get(k);
+    const r = e?.operation === 'PUT' ? parseNodeStatusRecord(e.value) : undefined;
+    if (r !== undefined) records.push(r);
+  }
+  return records.sort((a, b) => a.node_id - b.node_id);
+}
+
+/** Columns padded to their widest cell, two spaces apart, indented. */
+function formatTable(header: readonly string[], rows: readonly (readonly string[])[], indent = '  '): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    indent +
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** "never", "4s ago", "3m ago", "2h ago", "5d ago". */
+function ago(ms: number, now: number): string {
+  if (ms <= 0) return 'never';
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  if (s < 120) return `${s}s ago`;
+  if (s < 7200) return `${Math.round(s / 60)}m ago`;
+  if (s < 172_800) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86_400)}d ago`;
+}
+
+function lagOf(position: number, stream: StreamState | undefined): string {
+  return stream === undefined ? '?' : String(Math.max(0, stream.lastSeq - position));
+}
+
+/**
+ * `harmonylite -config f -status`: prints this node's state from its database
+ * (tables, pending changes, position and dead letters per shard) and, from
+ * NATS, every node's position and lag per shard, as reported by running nodes
+ * into the status bucket (nodes silent for a minute drop out). Exit 0 when it
+ * printed everything it was configured to; 1 when NATS could not be read.
+ */
+export async function runStatus(
+  config: Config,
+  logger: Logger,
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
+  requireDatabase(config);
+  const nodeId = config.node_id !== 0 ? config.node_id : deriveNodeId(config.db_path);
+  const db = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: true });
+  let local: LocalState;
+  try {
+    local = readLocalState(db);
+  } finally {
+    db.close();
+  }
+
+  let streams = new Map<number, StreamState>();
+  let nodes: NodeStatusRecord[] | undefined;
+  let natsError: string | undefined;
+  const bucket = statusBucket(config.nats.stream_prefix);
+  if (config.nats.urls.length > 0) {
+    try {
+      // One attempt: a status command should answer now, not after the daemon's retry schedule.
+      const nc = await connectNats(
+        { ...config.nats, connect_retries: 0 },
+        config.nats.urls,
+        'harmonylite-status',
+        logger,
+      );
+      try {
+        streams = await readStreams(await jetstreamManager(nc), config);
+        nodes = await readNodeStatuses(nc, bucket);
+      } finally {
+        await nc.close();
+      }
+    } catch (err) {
+      natsError = String((err as Error).message ?? err);
+    }
+  }
+
+  const now = Date.now();
+  let text = `Node ${nodeId} (this node)  ${config.db_path}\n`;
+  if (!local.installed) {
+    text += '  capture is not installed in this database (the node has not run on it yet)\n';
+  } else {
+    const totalDead = [...local.deadLetters.values()].reduce((a, b) => a + b, 0);
+    text += `  tables watched: ${local.tables.length}${local.tables.length > 0 ? ` (${local.tables.join(', ')})` : ''}\n`;
+    text += `  pending changes: ${local.pending}\n`;
+    text += `  dead letters: ${totalDead}\n\n`;
+    text += formatTable(
+      ['SHARD', 'STREAM', 'LAST SEQ', 'POSITION', 'LAG', 'DEAD LETTERS', 'APPLIED'],
+      shardNumbers(config.replication_log.shards).map((shard) => {
+        const p = local.shards.get(shard) ?? { position: 0, updatedAt: 0 };
+        const s = streams.get(shard);
+        return [
+          String(shard),
+          streamName(config.nats.stream_prefix, shard),
+          s === undefined ? '?' : String(s.lastSeq),
+          String(p.position),
+          lagOf(p.position, s),
+          String(local.deadLetters.get(shard) ?? 0),
+          ago(p.updatedAt, now),
+        ];
+      }),
+    );
+  }
+
+  text += '\n';
+  if (config.nats.urls.length === 0) {
+    text += 'Cluster: not shown: [nats] urls is empty (the embedded server lives inside the running node).\n';
+    text +=
+      "  Set [nats] urls to its address (logged as 'embedded nats-server started') to see every node.\n";
+  } else if (natsError !== undefined) {
+    text += `Cluster: NATS could not be read: ${natsError}\n`;
+  } else if (nodes === undefined || nodes.length === 0) {
+    text += `Cluster: no node has reported its status (bucket ${bucket}) in the last minute.\n`;
+  } else {
+    text += `Cluster: ${nodes.length} node${nodes.length === 1 ? '' : 's'} reporting (bucket ${bucket})\n\n`;
+    const rows: string[][] = [];
+    for (const n of nodes) {
+      const name = n.node_id === nodeId ? `${n.node_id} *` : String(n.node_id);
+      const common = [
+        String(n.pending),
+        ago(n.last_publish_at, now),
+        n.nats_connected ? ago(n.updated_at, now) : `${ago(n.updated_at, now)} (NATS down)`,
+      ];
+      if (n.shards.length === 0)
+        rows.push([name, '-', '-', '-', n.replicate ? 'starting' : 'no replicate', ...common]);
+      for (const s of n.shards) {
+        rows.push([
+          name,
+          String(s.shard),
+          String(s.position),
+          lagOf(s.position, streams.get(s.shard)),
+          s.state,
+          ...common,
+        ]);
+      }
+    }
+    text += formatTable(
+      ['NODE', 'SHARD', 'POSITION', 'LAG', 'STATE', 'PENDING', 'LAST PUBLISH', 'REPORTED'],
+      rows,
+    );
+    text += '  (* this node; LAG = stream last sequence - position)\n';
+  }
+  out.write(text);
+  return natsError === undefined ? 0 : 1;
+}

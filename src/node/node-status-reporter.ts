@@ -1,0 +1,145 @@
+import type { JetStreamClient } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { Logger } from '../logger.ts';
+import { statusBucket } from '../nats/naming.ts';
+import type { NodeStatus } from './harmonylite-node.ts';
+
+/** One node's entry in the status bucket (key: the node id), as JSON. */
+export interface NodeStatusRecord {
+  readonly node_id: number;
+  readonly version: string;
+  /** When the node wrote this entry, ms since the epoch. */
+  readonly updated_at: number;
+  readonly started_at: number;
+  readonly publish: boolean;
+  readonly replicate: boolean;
+  readonly nats_connected: boolean;
+  readonly tables: number;
+  /** Changes captured on this node, not yet published. */
+  readonly pending: number;
+  /** 0 = nothing published since start. */
+  readonly last_publish_at: number;
+  readonly shards: readonly {
+    readonly shard: number;
+    /** Stream sequence applied. */
+    readonly position: number;
+    readonly state: string;
+    readonly last_apply_at: number;
+  }[];
+}
+
+/** Reads a status entry; undefined for anything that is not one (foreign or corrupt values). */
+export function parseNodeStatusRecord(bytes: Uint8Array): NodeStatusRecord | undefined {
+  try {
+    const v = JSON.parse(new TextDecoder().decode(bytes)) as Partial<NodeStatusRecord>;
+    if (typeof v.node_id !== 'number' || typeof v.updated_at !== 'number' || !Array.isArray(v.shards))
+      return undefined;
+    return v as NodeStatusRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface NodeStatusReporterDeps {
+  readonly js: JetStreamClient;
+  readonly status: () => NodeStatus;
+  readonly logger: Logger;
+}
+
+export interface NodeStatusReporterOptions {
+  readonly streamPrefix: string;
+  readonly version: string;
+  readonly publish: boolean;
+  readonly replicate: boolean;
+  /** How often the entry is rewritten. */
+  readonly intervalMs: number;
+  /** Entries older than this disappear (the bucket's max_age): a node gone that long is no longer listed. */
+  readonly maxAgeMs: number;
+  /** Replicas of the bucket's stream (as the change streams). */
+  readonly replicas: number;
+}
+
+/**
+ * Publishes this node's positions and pending count into the KV bucket
+ * `statusBucket(stream_prefix)` under its node id, at once and then every
+ * `intervalMs`, so `harmonylite -status` can show every node's position and
+ * lag. The bucket keeps one value per key and drops entries after `maxAgeMs`
+ * (stream max_age: nothing newer than nats-server 2.9 is used). Failures
+ * (NATS down, bucket not yet created) are retried on the next tick, never
+ * surfaced: status reporting must not disturb replication.
+ */
+export class NodeStatusReporter {
+  readonly #deps: NodeStatusReporterDeps;
+  readonly #options: NodeStatusReporterOptions;
+  readonly #startedAt = Date.now();
+  #kv: KV | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #closed = false;
+  #failing = false;
+
+  constructor(deps: NodeStatusReporterDeps, options: NodeStatusReporterOptions) {
+    this.#deps = deps;
+    this.#options = options;
+  }
+
+  open(): void {
+    this.#closed = false;
+    const tick = () => {
+      this.#running ??= this.report().finally(() => (this.#running = undefined));
+    };
+    tick();
+    this.#timer = setInterval(tick, this.#options.intervalMs).unref();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#running;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Writes this node's entry once; never rejects. */
+  async report(): Promise<void> {
+    const { logger } = this.#deps;
+    try {
+      const s = this.#deps.status();
+      const record: NodeStatusRecord = {
+        node_id: s.nodeId,
+        version: this.#options.version,
+        updated_at: Date.now(),
+        started_at: this.#startedAt,
+        publish: this.#options.publish,
+        replicate: this.#options.replicate,
+        nats_connected: s.natsConnected,
+        tables: s.tables.length,
+        pending: s.pending,
+        last_publish_at: s.lastPublishAt,
+        shards: s.shards.map((x) => ({
+          shard: x.shard,
+          position: x.position,
+          state: x.state.type,
+          last_apply_at: x.lastApplyAt,
+        })),
+      };
+      if (!s.natsConnected || this.#closed) return;
+      this.#kv ??= await new Kvm(this.#deps.js).create(statusBucket(this.#options.streamPrefix), {
+        history: 1,
+        ttl: this.#options.maxAgeMs,
+        replicas: this.#options.replicas,
+      });
+      await this.#kv.put(String(s.nodeId), JSON.stringify(record));
+      if (this.#failing) logger.debug('status reporting works again');
+      this.#failing = false;
+    } catch (err) {
+      if (this.#closed) return;
+      // Once per failure streak: a long NATS outage must not flood the log.
+      if (!this.#failing) logger.debug({ err: String(err) }, 'reporting node status failed; will retry');
+      this.#failing = true;
+    }
+  }
+}
