@@ -1,9 +1,10 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { ChangelogScanner, PendingChange } from '../changelog/changelog-scanner.ts';
 import { Wakeup } from '../changelog/wakeup.ts';
-import { encodeRecords } from '../codec/change-batch-codec.ts';
+import type { TableFilter } from '../cdc/table-filter.ts';
+import { compressBody, decodeBody, encodeRecords } from '../codec/change-batch-codec.ts';
 import type { ChangeRecord } from '../codec/change-record.ts';
-import { toWire, type WireValue } from '../codec/sql-value.ts';
+import { toWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, subjectName } from '../nats/naming.ts';
@@ -20,6 +21,8 @@ export interface PublisherOptions {
   readonly compress: boolean;
   readonly scanMaxChanges: number;
   readonly maxBatchChanges: number;
+  /** Tables routed by name only (`[replication_log] shard_by_table`); none when undefined. */
+  readonly shardByTable?: TableFilter;
   /** Max CBOR bytes of one message (already resolved against the server's max_payload). */
   readonly maxBatchBytes: number;
   readonly publishTimeoutMs: number;
@@ -45,14 +48,29 @@ interface InFlight {
 interface ShardState {
   readonly shard: number;
   readonly queue: PendingChange[];
+  /** New changes queued (scan loop) or the step may go on. */
   readonly wakeup: Wakeup;
+  /** Cuts a failed publish's backoff short: only when NATS reconnects (see retryNow). */
+  readonly retry: Wakeup;
   lastSeq: number;
   inFlight: InFlight | undefined;
 }
 
+/** Identity of a change across a restart: its table and its id in that table's change log. */
+function memberKey(table: string, changeId: number): string {
+  return `${changeId}\u0000${table}`;
+}
+
 /** How many scanned-but-unpublished changes may wait in memory before scanning pauses. */
 const HIGH_WATER = 50_000;
-const MAX_BACKOFF_MS = 5000;
+/**
+ * Longest pause between retries of a failed publish. Short: an attempt is cheap, and after a
+ * stream leader election (a clustered server restarted) the stream answers again within seconds.
+ */
+const MAX_BACKOFF_MS = 2000;
+const NO_KEY: readonly SqlValue[] = [];
+/** Payloads up to this size are compressed on the main thread, larger ones in the shard's worker. */
+const INLINE_COMPRESS_BYTES = 16 * 1024;
 
 /**
  * Publishes pending changes: scans the change logs in global (commit) order,
@@ -83,7 +101,7 @@ export class Publisher {
     this.#shards = new Map(
       shardNumbers(options.shards).map((shard) => [
         shard,
-        { shard, queue: [], wakeup: new Wakeup(), lastSeq: 0, inFlight: undefined },
+        { shard, queue: [], wakeup: new Wakeup(), retry: new Wakeup(), lastSeq: 0, inFlight: undefined },
       ]),
     );
   }
@@ -91,6 +109,11 @@ export class Publisher {
   /** Something may have changed in the change logs. */
   wake(): void {
     this.#scanWakeup.notify();
+  }
+
+  /** NATS is back: retry failed publishes now instead of at the end of their backoff. */
+  retryNow(): void {
+    for (const s of this.#shards.values()) s.retry.notify();
   }
 
   /** Changes scanned and not yet acknowledged. */
@@ -104,18 +127,38 @@ export class Publisher {
       const s = this.#shards.get(shard);
       if (s !== undefined) s.lastSeq = seq;
     }
-    // Batches in flight when the node stopped: collect their changes by scanning up to their last global id.
-    const recovering = new Map<number, InFlight>();
+    // Batches in flight when the node stopped (crash, kill -9): the payload is re-published as it was,
+    // under the same Nats-Msg-Id, so its changes must be exactly those in it. They are known by
+    // decoding it (table and change id of each record), not by routing: after a change of the shard
+    // count a change may hash elsewhere, and marking a change published with a batch that does not
+    // carry it would lose it (invariant 1). Its changes are collected by scanning up to its last
+    // global id before any shard publishes anything.
+    const recovering = new Map<string, InFlight>();
     for (const entry of inFlight) {
       const s = this.#shards.get(entry.shard);
-      if (s === undefined) continue; // shard count lowered: the changes are re-routed below
-      const f = {
+      if (s === undefined) continue; // shard count lowered: the changes are re-routed by the scan
+      let members: string[];
+      try {
+        members = decodeBody(entry.payload).map((r) => memberKey(r.Payload.TableName, r.Payload.Id));
+      } catch (err) {
+        // Never expected (we encoded it); without its contents it cannot be matched, so publish the changes anew.
+        this.#deps.logger.error(
+          { shard: entry.shard, seq: entry.seq, err: String((err as Error).message ?? err) },
+          'the batch in flight at the last stop cannot be decoded; its changes are published in a new batch',
+        );
+        continue;
+      }
+      const f: InFlight = {
         entry,
         changes: [],
         msgId: formatMsgId({ origin: this.#options.nodeId, shard: entry.shard, seq: entry.seq }),
       };
       s.inFlight = f;
-      recovering.set(entry.shard, f);
+      for (const m of members) recovering.set(m, f);
+      this.#deps.logger.info(
+        { shard: entry.shard, msg_id: f.msgId, changes: members.length },
+        'resuming the batch in flight at the last stop',
+      );
     }
     const signal = this.#abort.signal;
     let recovered!: () => void;
@@ -138,7 +181,7 @@ export class Publisher {
 
   async #scanLoop(
     signal: AbortSignal,
-    recovering: Map<number, InFlight>,
+    recovering: Map<string, InFlight>,
     recovered: () => void,
   ): Promise<void> {
     const { scanner, hasher, logger, metrics, writer, outbox } = this.#deps;
@@ -147,7 +190,8 @@ export class Publisher {
     if (recoverUpTo === 0) recovered();
     while (!signal.aborted) {
       try {
-        if (this.#queued >= HIGH_WATER) {
+        // No pause while recovering: the shard loops (which make space) wait for the recovery.
+        if (this.#queued >= HIGH_WATER && recoverUpTo === 0) {
           await this.#space.wait(signal);
           continue;
         }
@@ -159,16 +203,14 @@ export class Publisher {
           await writer.run(() => outbox.dropOrphans(res.orphans));
         }
         for (const change of res.changes) {
-          const shard = hasher(change.table, change.key) + 1;
-          const s = this.#shards.get(shard)!;
-          if (
-            s.inFlight !== undefined &&
-            recovering.has(shard) &&
-            change.globalId <= s.inFlight.entry.lastGlobalId
-          ) {
-            s.inFlight.changes.push(change);
+          const resumed =
+            recovering.size > 0 ? recovering.get(memberKey(change.table, change.changeId)) : undefined;
+          if (resumed !== undefined) {
+            resumed.changes.push(change);
           } else {
-            s.queue.push(change);
+            // Tables in shard_by_table hash on their name alone: all their rows share one stream.
+            const key = this.#options.shardByTable?.accepts(change.table) ? NO_KEY : change.key;
+            this.#shards.get(hasher(change.table, key) + 1)!.queue.push(change);
           }
           this.#queued++;
         }
@@ -233,8 +275,12 @@ export class Publisher {
         count = Math.min(s.queue.length, this.#options.maxBatchChanges);
         continue;
       }
-      s.queue.splice(0, count);
-      const payload = this.#options.compress ? await pool.compress(s.shard, cbor, 3) : cbor;
+      // A worker round trip (~40-150 µs) costs more than compressing a few KB here.
+      const payload = !this.#options.compress
+        ? cbor
+        : cbor.length <= INLINE_COMPRESS_BYTES
+          ? compressBody(cbor, 3)
+          : await pool.compress(s.shard, cbor, 3);
       // Receivers drop batches at or below the highest seq they applied from this node and shard.
       // Microseconds since the epoch keep seqs increasing even when this node's own record of
       // them is gone (-cleanup, a restored snapshot, a new database file).
@@ -245,7 +291,11 @@ export class Publisher {
         lastGlobalId: changes[changes.length - 1]!.globalId,
         payload,
       };
-      await writer.run(() => outbox.persist(entry));
+      await writer.run(() => outbox.persist(entry), 'urgent');
+      // Off the queue only once persisted: if compressing or persisting throws (SQLITE_BUSY, a worker
+      // error), the changes stay queued for the retry; the scan cursor has passed them and would
+      // never read them again before a restart.
+      s.queue.splice(0, count);
       s.lastSeq = seq;
       return { entry, changes, msgId: formatMsgId({ origin: this.#options.nodeId, shard: s.shard, seq }) };
     }
@@ -286,17 +336,22 @@ export class Publisher {
               msg_id: f.msgId,
               changes: f.changes.length,
               err: String((err as Error).message ?? err),
+              // nats.js says "jetstream is not enabled" for a 503 (no responders) on the stream subject.
+              ...(/not enabled|no responders|503/i.test(String((err as Error).message))
+                ? { hint: 'no stream leader answered: JetStream is unavailable or electing a leader' }
+                : {}),
             },
             'Unable to publish',
           );
-          await s.wakeup.waitFor(backoffMs, signal);
+          // Not s.wakeup: the scan loop notifies it on every write, which would turn the backoff into a busy loop.
+          await s.retry.waitFor(backoffMs, signal);
           backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
           continue;
         }
         backoffMs = 100;
         metrics.publishLatency.observe({ shard: s.shard }, (performance.now() - t0) / 1000);
         metrics.publishBatchSize.observe({ shard: s.shard }, f.changes.length);
-        await writer.run(() => outbox.markPublished(s.shard, f.changes));
+        await writer.run(() => outbox.markPublished(s.shard, f.changes), 'urgent');
         metrics.published.inc(f.changes.length);
         this.lastPublishAt = Date.now();
         s.inFlight = undefined;
@@ -305,7 +360,7 @@ export class Publisher {
       } catch (err) {
         if (signal.aborted) return;
         logger.error({ shard: s.shard, err }, 'publisher step failed; retrying');
-        await s.wakeup.waitFor(1000, signal);
+        await s.retry.waitFor(1000, signal);
       }
     }
   }

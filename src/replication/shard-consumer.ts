@@ -1,4 +1,10 @@
-import { DeliverPolicy, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
+import {
+  DeliverPolicy,
+  type Consumer,
+  type ConsumerMessages,
+  type JetStreamClient,
+} from '@nats-io/jetstream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Wakeup } from '../changelog/wakeup.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -37,6 +43,19 @@ export type ShardConsumerState =
 
 /** Buffered messages beyond which reading from NATS pauses. */
 const HIGH_WATER = 20_000;
+/**
+ * Lifetime of one pull request; idle heartbeats come every half of it, and two
+ * missed ones mean the consumer's server is gone (detected in about this long).
+ */
+const CONSUME_EXPIRES_MS = 3000;
+/** Consumer events after which a fresh consumer is created (see #readLoop). */
+const INTERRUPTIONS: ReadonlySet<string> = new Set([
+  'reset',
+  'heartbeats_missed',
+  'consumer_not_found',
+  'consumer_deleted',
+  'stream_not_found',
+]);
 
 /**
  * Replays one shard stream: an ordered consumer from the stored position + 1
@@ -59,6 +78,10 @@ export class ShardConsumer {
   #state: ShardConsumerState = { type: 'starting' };
   /** Highest stream sequence applied (the stored position). */
   position = 0;
+  /** Highest stream sequence read into the buffer (the next consumer starts after it). */
+  #lastRead = 0;
+  /** Stops the current consumer so that the read loop creates a fresh one (set while one runs). */
+  #interrupt: ((why: string) => void) | undefined;
   /** Time of the last applied message, ms since the epoch (0 = none yet). */
   lastApplyAt = 0;
   /** CreatedAt of the newest change applied, ms. */
@@ -85,6 +108,16 @@ export class ShardConsumer {
     this.#state = state;
   }
 
+  /**
+   * The NATS connection came back (possibly to another server): start a fresh consumer. After a
+   * reconnect the library re-checks its consumer with CONSUMER.INFO and, while that times out (the
+   * consumer lived on the server that went away), it retries without end and without heartbeat
+   * checks: the shard would stall until that server returns. A fresh consumer is placed on a live one.
+   */
+  reconnected(): void {
+    this.#interrupt?.('reconnected');
+  }
+
   /** The schema changed: a held message may apply now. */
   schemaChanged(): void {
     this.#retry.notify();
@@ -100,7 +133,8 @@ export class ShardConsumer {
   async close(): Promise<void> {
     this.#abort.abort();
     this.#arrived.notify();
-    await this.#messages?.close().catch(() => undefined);
+    // Not awaited: a ConsumerMessages' close() resolves only once its iterator runs again (see #readLoop).
+    void this.#messages?.close().catch(() => undefined);
     await Promise.allSettled(this.#loops);
     this.#loops = [];
   }
@@ -109,42 +143,88 @@ export class ShardConsumer {
     await this.close();
   }
 
+  /**
+   * Reads the stream into the buffer with an ordered consumer. Each consumer
+   * starts right after the last message received (buffered or applied), so a
+   * message is never read twice nor skipped. When the library's consumer is
+   * interrupted (its server restarted or died: a reset, missed heartbeats, the
+   * consumer gone), this loop drops it and creates a fresh one: the library's
+   * own recreation keeps the pull credit of the dead request and can stall
+   * until that request would have expired, and it keeps polling a consumer
+   * whose (R1, in-memory) server is down instead of moving to a live one.
+   */
   async #readLoop(signal: AbortSignal): Promise<void> {
     const { js, logger } = this.#deps;
     const { shard, stream } = this.options;
+    let failures = 0;
     while (!signal.aborted) {
+      let messages: ConsumerMessages | undefined;
+      let consumer: Consumer | undefined;
+      let interrupted: string | undefined;
       try {
-        const start = this.position + 1;
-        const consumer = await js.consumers.get(stream, {
+        const start = Math.max(this.position, this.#lastRead) + 1;
+        consumer = await js.consumers.get(stream, {
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: start,
         });
-        const messages = await consumer.consume({ max_messages: 1000 });
+        messages = await consumer.consume({ max_messages: 1000, expires: CONSUME_EXPIRES_MS });
         this.#messages = messages;
         if (signal.aborted) break;
-        let expected = start;
+        // Consuming: an idle shard is running, not starting (a held or failing apply keeps its state).
+        if (this.#state.type === 'starting') this.#setState({ type: 'running' });
+        const current = messages;
+        const interrupt = (why: string): void => {
+          interrupted ??= why;
+          void current.close().catch(() => undefined);
+        };
+        this.#interrupt = interrupt;
+        void (async () => {
+          for await (const st of current.status()) {
+            if (INTERRUPTIONS.has(st.type)) {
+              interrupt(st.type);
+              break;
+            }
+          }
+        })();
+        let first = true;
         for await (const m of messages) {
-          if (m.seq > expected && this.#buffer.length === 0 && this.position + 1 < m.seq) {
+          if (first && m.seq > start && this.position + 1 < m.seq) {
             // The stream discarded messages this node never applied: replaying on would leave a gap.
             this.#setState({ type: 'behind', position: this.position, firstSeq: m.seq });
             logger.error(
               { shard, position: this.position, first_available: m.seq },
               "stream no longer holds the messages after this node's position; a snapshot restore is needed",
             );
-            await messages.close();
-            return;
+            return; // leaving the for-await stops the consumer
           }
-          expected = m.seq + 1;
+          first = false;
+          failures = 0;
+          if (m.seq <= this.#lastRead) continue; // already buffered (defensive: never twice)
+          this.#lastRead = m.seq;
           this.#buffer.push({ seq: m.seq, msgId: m.headers?.get('Nats-Msg-Id') || undefined, data: m.data });
           this.#arrived.notify();
           while (this.#buffer.length >= HIGH_WATER && !signal.aborted) await this.#drained.wait(signal);
           if (signal.aborted) break;
         }
+        if (signal.aborted) break;
+        logger.info(
+          { shard, reason: interrupted ?? 'ended', next_seq: Math.max(this.position, this.#lastRead) + 1 },
+          'consumer interrupted; recreating it after the last message received',
+        );
       } catch (err) {
         if (signal.aborted) return;
+        failures++;
         logger.warn({ shard, err: String((err as Error).message ?? err) }, 'consumer failed; recreating');
-        await new Promise((r) => setTimeout(r, 1000));
+      } finally {
+        this.#interrupt = undefined;
+        // Never awaited: nats.js resolves close() from inside the iterator, so awaiting it while the
+        // iterator is not being read (inside the loop body, or before the loop started) never returns.
+        // Its subscription and timers are released at once either way.
+        void messages?.close().catch(() => undefined);
+        // The library names its consumers; ours is ephemeral, delete it now rather than after its inactivity timeout.
+        if (!signal.aborted) void consumer?.delete().catch(() => undefined);
       }
+      await sleep(Math.min(100 * 2 ** failures, 2000), undefined, { signal }).catch(() => undefined);
     }
   }
 
