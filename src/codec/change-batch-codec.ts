@@ -15,10 +15,18 @@ const SQL_REAL_TAG = 40_611;
 addExtension({
   Class: SqlReal,
   tag: SQL_REAL_TAG,
-  encode: (v: SqlReal, encode: (x: unknown) => Uint8Array) => encode(v.value),
+  // The 8 bytes of the float64, big-endian: CBOR encoders shorten integral floats (and -0.0)
+  // to integers, which would lose the REAL's type or sign. A plain number is accepted too.
+  encode: (v: SqlReal, encode: (x: unknown) => Uint8Array) => {
+    const bytes = new Uint8Array(8);
+    new DataView(bytes.buffer).setFloat64(0, v.value);
+    return encode(bytes);
+  },
   decode: (v: unknown) => {
-    if (typeof v !== 'number') throw new MalformedMessageError('tagged REAL is not a number');
-    return new SqlReal(v);
+    if (typeof v === 'number') return new SqlReal(v);
+    if (v instanceof Uint8Array && v.length === 8)
+      return new SqlReal(new DataView(v.buffer, v.byteOffset, 8).getFloat64(0));
+    throw new MalformedMessageError('tagged REAL is not a float64');
   },
 });
 

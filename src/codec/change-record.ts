@@ -70,9 +70,10 @@ export function validateChangeBatch(decoded: unknown): ChangeRecord[] {
     if (created === undefined) fail(i, 'Payload.CreatedAt is not an unsigned integer');
     pl.CreatedAt = created;
     const row = pl.Row;
-    if (typeof row !== 'object' || row === null || Array.isArray(row) || row instanceof Uint8Array) {
+    const proto = typeof row === 'object' && row !== null ? Object.getPrototypeOf(row) : undefined;
+    // A plain map only: typed arrays and other decoded objects would read as columns "0", "1", ...
+    if (proto !== Object.prototype && proto !== null)
       fail(i, `Payload.Row: expected a map, got ${describe(row)}`);
-    }
     const entries = Object.entries(row as Record<string, unknown>);
     if (entries.length === 0) fail(i, 'Payload.Row is empty');
     for (const [col, v] of entries) {

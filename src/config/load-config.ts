@@ -183,29 +183,39 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): C
   return config;
 }
 
+/** A path as it appears in messages: quoted and escaped (no raw control characters reach a terminal), at most 200 characters. */
+export function showPath(path: string): string {
+  const shown = JSON.stringify(path);
+  return shown.length > 200 ? `${shown.slice(0, 197)}..."` : shown;
+}
+
 /** Reads and validates a config file; a missing file is an error (HarmonyLite silently used defaults). */
 export function loadConfig(path: string): Config {
   const abs = resolve(path);
   let text: string;
   try {
-    if (statSync(abs).isDirectory()) {
-      throw new ConfigError(`config file ${abs} is a directory, expected a TOML file`, {
+    const st = statSync(abs);
+    if (st.isDirectory()) {
+      throw new ConfigError(`config file ${showPath(abs)} is a directory, expected a TOML file`, {
         hint: 'pass the file itself: -config DIR/config.toml',
       });
     }
+    // FIFOs stay allowed: `-config <(envsubst < tmpl.toml)` is a process substitution.
     text = readFileSync(abs, 'utf8');
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
-      throw new ConfigError(`config file ${abs} does not exist`, {
+      throw new ConfigError(`config file ${showPath(abs)} does not exist`, {
         hint: 'copy config.example.toml and pass it with -config FILE',
         cause: err,
       });
     }
-    throw new ConfigError(`cannot read config file ${abs}: ${(err as Error).message}`, { cause: err });
+    throw new ConfigError(`cannot read config file ${showPath(abs)}: ${code ?? (err as Error).message}`, {
+      cause: err,
+    });
   }
-  return parseConfig(text, dirname(abs), abs);
+  return parseConfig(text, dirname(abs), showPath(abs));
 }
 
 /** Checks what a running node needs beyond a well-formed file: a database to replicate. */
@@ -217,14 +227,14 @@ export function requireDatabase(config: Config): void {
   }
   try {
     if (!statSync(config.db_path).isFile()) {
-      throw new ConfigError(`config key "db_path" must name a file, ${config.db_path} is not one`, {
+      throw new ConfigError(`config key "db_path" must name a file, ${showPath(config.db_path)} is not one`, {
         hint: 'set db_path to the SQLite database file itself',
       });
     }
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    throw new ConfigError(`database ${config.db_path} does not exist`, {
-      hint: `create it first (for example: sqlite3 ${config.db_path} "VACUUM") or fix db_path`,
+    throw new ConfigError(`database ${showPath(config.db_path)} does not exist`, {
+      hint: `create it first (for example: sqlite3 ${showPath(config.db_path)} "VACUUM") or fix db_path`,
       cause: err,
     });
   }

@@ -5,9 +5,12 @@ export class DatabaseOpenError extends Error {
   override readonly name = 'DatabaseOpenError';
   readonly code = 'ERR_DATABASE_OPEN';
   readonly hint: string | undefined;
-  constructor(message: string, options: { hint?: string; cause?: unknown } = {}) {
+  /** True when the configuration is at fault (db_path names no SQLite database): the CLI exits 2. */
+  readonly usage: boolean;
+  constructor(message: string, options: { hint?: string; cause?: unknown; usage?: boolean } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.hint = options.hint;
+    this.usage = options.usage ?? false;
   }
 }
 
@@ -36,8 +39,13 @@ export function openDatabase(
   } catch (err) {
     db?.close();
     const code = (err as { code?: string }).code ?? '';
-    if (code === 'SQLITE_NOTADB')
-      throw new DatabaseOpenError(`${path} is not an SQLite database`, { cause: err });
+    if (code === 'SQLITE_NOTADB') {
+      throw new DatabaseOpenError(`${JSON.stringify(path)} is not an SQLite database`, {
+        hint: "set db_path to the application's SQLite database file",
+        cause: err,
+        usage: true,
+      });
+    }
     if (code === 'SQLITE_READONLY' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY_DIRECTORY') {
       throw new DatabaseOpenError(`cannot open ${path} for writing: ${(err as Error).message}`, {
         hint: 'the daemon needs write access to the database file and its directory (for the -wal and -shm files)',

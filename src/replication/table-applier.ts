@@ -1,6 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { quoteIdent as q } from '../cdc/names.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
+import { MalformedMessageError } from '../codec/change-record.ts';
 import { fromWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
 
 /** A change that cannot apply until this node's schema catches up: its shard waits, in order (invariant 5). */
@@ -86,10 +87,14 @@ export class TableApplier {
       }));
   }
 
+  /** Every change must carry its key: without it no node can tell which row it means. */
   #key(row: Record<string, WireValue>): SqlValue[] {
     return this.schema.keyColumns.map((k) => {
-      if (!(k in row))
-        throw new SchemaLagError(`table ${this.schema.name}: change has no value for key column ${k}`);
+      if (!Object.hasOwn(row, k)) {
+        throw new MalformedMessageError(
+          `table ${this.schema.name}: change has no value for key column ${JSON.stringify(k)}`,
+        );
+      }
       return fromWire(row[k]);
     });
   }
@@ -144,6 +149,7 @@ export class TableApplier {
         this.#delete.run(this.#key(row));
         return { displaced: 0 };
       }
+      this.#key(row); // insert/update must name its row, as a delete must
       const cols = Object.keys(row);
       for (const c of cols) {
         if (!this.#columns.has(c))
@@ -177,7 +183,7 @@ export class TableApplier {
     const key = this.#key(row);
     let removed = 0;
     for (const { columns, stmt } of this.#displace) {
-      if (!columns.every((c) => c in row)) continue;
+      if (!columns.every((c) => Object.hasOwn(row, c))) continue;
       removed += stmt.run([...columns.map((c) => fromWire(row[c])), ...key]).changes;
     }
     return removed;

@@ -276,7 +276,7 @@ path = "snapshots"
     using dir = tempDir();
     const path = writeConfig(dir.path, 'db_path = "app.db"\nnode_id = = 2\n');
     const err = configError(() => loadConfig(path));
-    assert.match(err.message, /^cannot parse .*config\.toml \(line 2, column \d+\): /);
+    assert.match(err.message, /^cannot parse ".*config\.toml" \(line 2, column \d+\): /);
     assert.ok(err.message.includes(path), err.message);
     assert.ok(!err.message.includes('\n'), 'a one-line message');
     assert.ok(err.cause instanceof TomlError);
@@ -289,7 +289,7 @@ path = "snapshots"
   it('refuses a missing config file (HarmonyLite silently ran on defaults) with a hint', () => {
     using dir = tempDir();
     const err = configError(() => loadConfig(join(dir.path, 'nope.toml')));
-    assert.match(err.message, /^config file .*nope\.toml does not exist$/);
+    assert.match(err.message, /^config file ".*nope\.toml" does not exist$/);
     assert.match(err.hint ?? '', /copy config\.example\.toml/);
   });
 
@@ -324,9 +324,9 @@ describe('requireDatabase', () => {
     using dir = tempDir();
     const config = loadConfig(writeConfig(dir.path, 'db_path = "missing.db"\n'));
     const err = configError(() => requireDatabase(config));
-    assert.match(err.message, /^database .*missing\.db does not exist$/);
+    assert.match(err.message, /^database ".*missing\.db" does not exist$/);
     assert.ok(err.message.includes(join(dir.path, 'missing.db')), 'names the resolved path');
-    assert.match(err.hint ?? '', /sqlite3 .*missing\.db "VACUUM"/);
+    assert.match(err.hint ?? '', /sqlite3 ".*missing\.db" "VACUUM"/);
   });
 
   it('refuses a db_path that is a directory', () => {
