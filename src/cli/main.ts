@@ -12,6 +12,9 @@ import { parseArgs, USAGE } from './parse-args.ts';
 import { runCleanup } from './run-cleanup.ts';
 import { runNode } from './run-node.ts';
 import { runDeadLetterStuck } from './run-dead-letter-stuck.ts';
+import { runSaveSnapshot } from './run-save-snapshot.ts'; // [snapshot hook, issue 4]
+import { deriveNodeId } from '../node/node-id.ts'; // [observability hook, issue 6]
+import { runStatus } from './run-status.ts'; // [observability hook, issue 6]
 
 /** The package version: package.json is two levels up from src/cli, three from dist/src/cli. */
 function version(): string {
@@ -34,7 +37,7 @@ function report(err: unknown): number {
   const e = err as Error & { hint?: string; code?: string };
   process.stderr.write(`Error: ${e.message ?? String(err)}\n`);
   if (e.hint !== undefined) process.stderr.write(`Try: ${e.hint}\n`);
-  return err instanceof ConfigError ? 2 : 1;
+  return err instanceof ConfigError || (err as { usage?: unknown }).usage === true ? 2 : 1;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -55,14 +58,23 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const config = loadConfig(args.config);
     if (args.nodeId !== undefined) config.node_id = args.nodeId;
+    // [observability hook, issue 6] every line carries the node id, also when it is derived (as the node derives it).
+    const nodeId =
+      config.node_id !== 0
+        ? config.node_id
+        : config.db_path !== ''
+          ? deriveNodeId(config.db_path)
+          : undefined;
     const logger = createLogger({
       ...config.logging,
-      ...(config.node_id !== 0 ? { nodeId: config.node_id } : {}),
+      ...(nodeId !== undefined ? { nodeId } : {}),
     });
     if (args.cleanup) return runCleanup(config, logger);
     if (args.deadLetterStuck !== undefined)
       return await runDeadLetterStuck(config, args.deadLetterStuck, logger);
-    if (args.saveSnapshot || args.status || args.bench) {
+    if (args.status) return await runStatus(config, logger); // [observability hook, issue 6]
+    if (args.saveSnapshot) return await runSaveSnapshot(config, logger); // [snapshot hook, issue 4]
+    if (args.bench) {
       throw new ConfigError('this command is not available in this build yet', {
         hint: 'run harmonylite -help',
       });
@@ -73,11 +85,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+// Exit explicitly once the command is done: a timer leaked by a library must never keep
+// a stopped daemon alive. stdout and stderr are synchronous for files and pipes on Linux.
 main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.exitCode = report(err);
-  },
+  (code) => process.exit(code),
+  (err: unknown) => process.exit(report(err)),
 );

@@ -28,9 +28,11 @@ export async function runNode(config: Config, args: CliArgs, logger: Logger): Pr
   try {
     await node.open();
   } catch (err) {
+    const stopped = stopping !== undefined; // a signal during the start: a requested stop, not a failure
     await node.close().catch(() => undefined);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    if (stopped) return 0;
     throw err;
   }
   let idleTimer: NodeJS.Timeout | undefined;

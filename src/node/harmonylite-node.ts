@@ -1,4 +1,5 @@
 import { statSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
@@ -10,11 +11,12 @@ import { cleanupChangeLogs } from '../changelog/changelog-cleaner.ts';
 import { ChangelogScanner } from '../changelog/changelog-scanner.ts';
 import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
-import type { Logger } from '../logger.ts';
+import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
+import { NodeObservability } from '../metrics/node-observability.ts';
 import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
 import { streamName, shardNumbers } from '../nats/naming.ts';
-import { connectNats } from '../nats/nats-connection.ts';
+import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
@@ -22,6 +24,7 @@ import { ShardConsumer } from '../replication/shard-consumer.ts';
 import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
 import { WriterQueue } from '../replication/writer-queue.ts';
+import { NodeSnapshots } from '../snapshot/node-snapshots.ts'; // [snapshot hook, issue 4]
 import { openDatabase } from './open-database.ts';
 import { deriveNodeId } from './node-id.ts';
 
@@ -80,6 +83,12 @@ export class HarmonyLiteNode {
   #schemaCheck: Promise<void> | undefined;
   #schemaCheckAgain = false;
   #natsUp = false;
+  #opening: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  // [observability hook, issue 6] metrics/health endpoints, lag collector, status reporter.
+  #observability: NodeObservability | undefined;
+  // [snapshot hook, issue 4] restore at start, leader lease, scheduler; see src/snapshot/node-snapshots.ts.
+  #snapshots: NodeSnapshots | undefined;
   readonly writer = new WriterQueue();
 
   constructor(options: NodeOptions) {
@@ -111,12 +120,32 @@ export class HarmonyLiteNode {
     return this.#consumers;
   }
 
+  /** [observability hook, issue 6] The node's endpoints and collectors, once open. */
+  get observability(): NodeObservability | undefined {
+    return this.#observability;
+  }
+
   /** Tables under capture, after the last install. */
   get tables(): readonly string[] {
     return this.#capture?.tables.map((t) => t.name) ?? [];
   }
 
-  async open(): Promise<void> {
+  /**
+   * Starts the node. A close() while this runs makes it stop at its next wait
+   * (it then rejects) and close() waits for it before tearing down, so the two
+   * never race over half-opened resources.
+   */
+  open(): Promise<void> {
+    this.#opening ??= this.#open();
+    return this.#opening;
+  }
+
+  /** Throws when close() began: open() must not start what close() already passed. */
+  #checkOpen(): void {
+    if (this.#abort.signal.aborted) throw new Error('the node was stopped while starting');
+  }
+
+  async #open(): Promise<void> {
     const { config, logger } = this;
     const rl = config.replication_log;
     this.#writeDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });
@@ -131,6 +160,8 @@ export class HarmonyLiteNode {
           ? config.nats.store_dir
           : join(dirname(config.db_path), `${basename(config.db_path)}-nats`);
       this.#server = new EmbeddedNatsServer({
+        // The readiness probe authenticates like the node (server_config may require auth or TLS).
+        probe: probeOptions(config.nats),
         binary: config.nats.server_binary,
         storeDir,
         bindAddress: config.nats.bind_address,
@@ -146,6 +177,7 @@ export class HarmonyLiteNode {
         waitForJetStream: (this.#options.clusterPeers?.length ?? 0) === 0,
       });
       await this.#server.open();
+      this.#checkOpen();
       servers = [this.#server.clientUrl];
       logger.info({ url: this.#server.clientUrl, store: storeDir }, 'embedded nats-server started');
     }
@@ -156,11 +188,12 @@ export class HarmonyLiteNode {
       logger,
       this.#abort.signal,
     );
+    this.#checkOpen();
     this.#setNatsUp(true);
     void this.#watchNats(this.#nc);
-    this.#jsm = await this.#withJetStream(() => jetstreamManager(this.#nc!));
+    this.#jsm = await this.#withJetStream('answer', () => jetstreamManager(this.#nc!));
     this.#js = jetstream(this.#nc);
-    await this.#withJetStream(() =>
+    await this.#withJetStream('create the streams', () =>
       ensureStreams(
         this.#jsm!,
         {
@@ -176,6 +209,7 @@ export class HarmonyLiteNode {
       ),
     );
 
+    this.#checkOpen();
     this.#pool = new ShardPool(rl.shards, {
       dbPath: config.db_path,
       busyTimeoutMs: config.busy_timeout,
@@ -188,8 +222,20 @@ export class HarmonyLiteNode {
       safetyPollMs: 100,
       pollingIntervalMs: config.polling_interval,
     });
-    this.#detector.schemaChanged(); // baseline: capture was just installed
+    // No baseline here: the first schema check after the detector opens re-runs the
+    // (idempotent) install, catching tables created while the node was starting.
     this.#scanner = new ChangelogScanner(this.#readDb);
+
+    // [snapshot hook, issue 4] decide on a restore (invariant 8) before anything publishes or applies.
+    this.#snapshots = new NodeSnapshots({
+      config,
+      logger,
+      metrics: this.metrics,
+      nodeId: this.nodeId,
+      nc: this.#nc,
+      writer: this.writer,
+    });
+    await this.#snapshots.checkRestore();
 
     if (config.publish) {
       const maxPayload = this.#nc.info?.max_payload ?? 1024 * 1024;
@@ -211,6 +257,7 @@ export class HarmonyLiteNode {
           compress: rl.compress,
           scanMaxChanges: config.scan_max_changes,
           maxBatchChanges: rl.max_batch_changes,
+          ...(rl.shard_by_table.length > 0 ? { shardByTable: new TableFilter(rl.shard_by_table, []) } : {}),
           // Headroom under max_payload for headers and the (rare) zstd expansion of incompressible data.
           maxBatchBytes:
             rl.max_batch_bytes > 0
@@ -221,6 +268,15 @@ export class HarmonyLiteNode {
       );
       await this.#publisher.open();
     }
+    // [snapshot hook, issue 4] own pending changes are published first; consumers then start from the snapshot.
+    await this.#snapshots.restoreIfNeeded({
+      wakePublisher: () => this.#publisher?.wake(),
+      onRestored: () => {
+        this.#scanner?.invalidate();
+        this.#pool?.schemaChanged();
+      },
+    });
+    this.#snapshots.start();
     if (config.replicate) {
       for (const shard of shardNumbers(rl.shards)) {
         const c = new ShardConsumer(
@@ -248,37 +304,71 @@ export class HarmonyLiteNode {
       this.#checkSchema();
     });
     this.#detector.open();
+    // A table created between the first install and now would otherwise wait for the next schema change.
+    this.#checkSchema();
     this.#timers.push(setInterval(() => void this.#cleanup(), config.cleanup_interval).unref());
     this.#timers.push(setInterval(() => void this.#housekeeping(), 1000).unref());
+    // [observability hook, issue 6] started last, closed first; see src/metrics/node-observability.ts.
+    this.#observability = new NodeObservability({
+      config,
+      logger,
+      metrics: this.metrics,
+      nodeId: this.nodeId,
+      js: this.#js,
+      jsm: this.#jsm!,
+      writer: this.writer,
+      status: () => this.status(),
+      shards: () => this.#consumers,
+    });
+    await this.#observability.open();
     logger.info(
       {
-        node_id: this.nodeId,
         db: config.db_path,
         shards: rl.shards,
         publish: config.publish,
         replicate: config.replicate,
-        nats: servers,
+        nats: servers.map(redactUrl),
       },
       'HarmonyLite node started',
     );
   }
 
-  /** JetStream may need a moment after the server starts (cluster meta-leader election). */
-  async #withJetStream<T>(fn: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + 60_000;
+  /**
+   * JetStream may need a moment after the server starts: a cluster elects a meta
+   * leader once a quorum of servers is up, and an R3 stream can be placed only
+   * when three are ("no suitable peers for placement"). An embedded clustered
+   * server waits for its peers without a time limit (the node must not exit:
+   * its server is one of the peers the others wait for); otherwise 60 s.
+   */
+  async #withJetStream<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const clustered = this.#server !== undefined && (this.#options.clusterPeers?.length ?? 0) > 0;
+    const start = Date.now();
+    let warnedAt = start;
     for (;;) {
       try {
         return await fn();
       } catch (err) {
         const msg = String((err as Error).message ?? err);
-        if (
-          Date.now() > deadline ||
-          this.#abort.signal.aborted ||
-          !/unavailable|timeout|no responders|leader/i.test(msg)
-        )
+        const transient =
+          /unavailable|timeout|timed out|no responders|leader|no suitable peers|insufficient resources/i.test(
+            msg,
+          );
+        if (!transient || this.#abort.signal.aborted || (!clustered && Date.now() - start > 60_000))
           throw err;
-        this.logger.debug({ err: msg }, 'JetStream not ready yet; retrying');
-        await new Promise((r) => setTimeout(r, 250));
+        if (Date.now() - warnedAt >= 10_000) {
+          warnedAt = Date.now();
+          this.logger.warn(
+            {
+              err: msg,
+              waited_s: Math.round((Date.now() - start) / 1000),
+              ...(clustered ? { peers: this.#options.clusterPeers } : {}),
+            },
+            `waiting for JetStream to ${what}${clustered ? ' (are the cluster peers running?)' : ''}`,
+          );
+        } else {
+          this.logger.debug({ err: msg }, 'JetStream not ready yet; retrying');
+        }
+        await sleep(250, undefined, { signal: this.#abort.signal });
       }
     }
   }
@@ -290,6 +380,8 @@ export class HarmonyLiteNode {
         this.#setNatsUp(true);
         this.metrics.natsReconnects.inc();
         this.#publisher?.wake();
+        this.#publisher?.retryNow();
+        for (const c of this.#consumers) c.reconnected();
       }
     }
   }
@@ -317,7 +409,9 @@ export class HarmonyLiteNode {
       this.#schemaCheckAgain = true;
       return;
     }
-    this.#schemaCheck = (async () => {
+    // Cleared in finally, after the assignment: a run that never awaits must not leave a
+    // settled promise behind (that silently stopped all later schema checks).
+    const run = (async () => {
       do {
         this.#schemaCheckAgain = false;
         try {
@@ -335,8 +429,10 @@ export class HarmonyLiteNode {
           this.logger.error({ err }, 'updating capture after a schema change failed; will retry');
         }
       } while (this.#schemaCheckAgain && !this.#abort.signal.aborted);
-      this.#schemaCheck = undefined;
     })();
+    this.#schemaCheck = run.finally(() => {
+      this.#schemaCheck = undefined;
+    });
   }
 
   async #cleanup(): Promise<void> {
@@ -389,10 +485,18 @@ export class HarmonyLiteNode {
   }
 
   /** Graceful stop: finishes the current step of every loop, then closes in reverse order of open. */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#abort.abort();
+    await this.#opening?.catch(() => undefined);
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
+    await this.#observability?.close(); // [observability hook, issue 6]
+    await this.#snapshots?.close(); // [snapshot hook, issue 4]
     this.#detector?.close();
     await this.#publisher?.close();
     await Promise.all(this.#consumers.map((c) => c.close()));
@@ -400,7 +504,18 @@ export class HarmonyLiteNode {
     await this.#schemaCheck;
     await this.writer.drain();
     await this.#pool?.close();
-    await this.#nc?.drain().catch(() => undefined);
+    // A drain needs the server; while it is unreachable (or frozen) it would wait forever.
+    const nc = this.#nc;
+    if (nc !== undefined && !nc.isClosed()) {
+      const drained = await Promise.race([
+        nc.drain().then(
+          () => true,
+          () => false,
+        ),
+        sleep(5000, false, { ref: false }),
+      ]);
+      if (!drained) await nc.close().catch(() => undefined);
+    }
     this.#setNatsUp(false);
     await this.#server?.close();
     this.#readDb?.close();

@@ -19,7 +19,9 @@ export async function waitFor<T>(
       lastError = err;
     }
     if (Date.now() > deadline) {
-      const seen = options.seen ? ` last seen: ${JSON.stringify(options.seen(), (_k, v) => (typeof v === 'bigint' ? `${v}n` : v))}` : '';
+      const seen = options.seen
+        ? ` last seen: ${JSON.stringify(options.seen(), (_k, v) => (typeof v === 'bigint' ? `${v}n` : v))}`
+        : '';
       const err = lastError ? ` last error: ${(lastError as Error).message}` : '';
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}.${seen}${err}`);
     }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { open as openFile } from 'node:fs/promises';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
-import { Objm, StorageType, type ObjectStore } from '@nats-io/obj';
+import { Objm, setSha256Backend, StorageType, type ObjectStore } from '@nats-io/obj';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
   SnapshotStoreError,
@@ -83,6 +83,9 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
   async open(signal?: AbortSignal): Promise<void> {
     await this.#run('open', signal, async () => {
       if (this.#os !== undefined) return;
+      // The library hashes every object with a pure-JS SHA-256 by default (~30 MB/s here);
+      // Node's native one is an order of magnitude faster. Process-wide and harmless.
+      setSha256Backend('native');
       this.#js = jetstream(this.#options.nc);
       this.#jsm = await jetstreamManager(this.#options.nc);
       this.#os = await new Objm(this.#js).create(this.#bucket, {

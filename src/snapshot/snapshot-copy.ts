@@ -1,0 +1,125 @@
+/**
+ * The seed's snapshot steps on SQLite, synchronous (run in the snapshot
+ * worker, never on the main thread): `VACUUM INTO` a temporary file, remove
+ * our capture from the copy, compact it, and read the facts the manifest needs.
+ */
+import Database from 'better-sqlite3';
+import { ORIGIN_SEQS, POSITIONS, PREFIX, quoteIdent as q, quoteString } from '../cdc/names.ts';
+import type { OriginSeq } from './snapshot-manifest.ts';
+
+export interface SnapshotCopyFacts {
+  /** Stream sequence applied per shard, as stored in the copy. */
+  readonly positions: Record<string, number>;
+  readonly originSeqs: OriginSeq[];
+  readonly schemaSql: string;
+}
+
+/**
+ * Our tables that stay in a snapshot: they describe exactly the data of the
+ * copy, because `VACUUM INTO` reads one consistent snapshot and the applier
+ * writes them in the same transaction as the rows (invariant 4).
+ */
+const KEPT_TABLES = new Set<string>([POSITIONS, ORIGIN_SEQS]);
+
+/** Compaction after removing capture pays off only when it frees a noticeable share of the file. */
+const COMPACT_MIN_FREE_BYTES = 1024 * 1024;
+const COMPACT_MIN_FREE_SHARE = 0.02;
+
+/** Bytes a copy of the database will take: its used pages (free pages are not copied by VACUUM INTO). */
+export function estimateCopyBytes(dbPath: string, busyTimeoutMs: number): number {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true, timeout: busyTimeoutMs });
+  try {
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    const pages = db.pragma('page_count', { simple: true }) as number;
+    const free = db.pragma('freelist_count', { simple: true }) as number;
+    return (pages - free) * pageSize;
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Writes a consistent copy of `dbPath` to `outPath` (which must not exist)
+ * without HarmonyLite's triggers, change logs, global log, outbox, dead
+ * letters, replay guard and capture registry, keeping the stream positions and
+ * origin sequences that match its data. The copy is in rollback-journal mode.
+ */
+export function writeSnapshotCopy(options: {
+  readonly dbPath: string;
+  readonly outPath: string;
+  readonly busyTimeoutMs: number;
+}): SnapshotCopyFacts {
+  const src = new Database(options.dbPath, {
+    readonly: true,
+    fileMustExist: true,
+    timeout: options.busyTimeoutMs,
+  });
+  try {
+    // The copy is a scratch file: no fsync of it is worth waiting for.
+    src.pragma('synchronous = OFF');
+    src.exec(`VACUUM INTO ${quoteString(options.outPath)}`);
+  } finally {
+    src.close();
+  }
+
+  const copy = new Database(options.outPath, { fileMustExist: true });
+  try {
+    copy.pragma('journal_mode = OFF');
+    copy.pragma('synchronous = OFF');
+    stripCapture(copy);
+    const facts = readFacts(copy);
+    const pageSize = copy.pragma('page_size', { simple: true }) as number;
+    const pages = copy.pragma('page_count', { simple: true }) as number;
+    const freeBytes = (copy.pragma('freelist_count', { simple: true }) as number) * pageSize;
+    if (freeBytes >= COMPACT_MIN_FREE_BYTES && freeBytes >= COMPACT_MIN_FREE_SHARE * pages * pageSize) {
+      copy.exec('VACUUM');
+    }
+    return facts;
+  } finally {
+    copy.close();
+  }
+}
+
+/** Drops every object of ours except the kept tables, in one transaction. */
+function stripCapture(db: Database.Database): void {
+  const ours = db
+    .prepare(
+      "SELECT type, name FROM sqlite_schema WHERE name GLOB ? AND type IN ('trigger', 'view', 'table')",
+    )
+    .all(`${PREFIX}*`) as { type: 'trigger' | 'view' | 'table'; name: string }[];
+  db.transaction(() => {
+    // Triggers first: dropping a table they watch would drop them anyway, but ours may watch user tables.
+    for (const o of ours) if (o.type === 'trigger') db.exec(`DROP TRIGGER IF EXISTS ${q(o.name)}`);
+    for (const o of ours) if (o.type === 'view') db.exec(`DROP VIEW IF EXISTS ${q(o.name)}`);
+    for (const o of ours) {
+      if (o.type === 'table' && !KEPT_TABLES.has(o.name)) db.exec(`DROP TABLE IF EXISTS ${q(o.name)}`);
+    }
+  })();
+}
+
+function tableExists(db: Database.Database, name: string): boolean {
+  return db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").get(name) !== undefined;
+}
+
+function readFacts(db: Database.Database): SnapshotCopyFacts {
+  const positions: Record<string, number> = {};
+  if (tableExists(db, POSITIONS)) {
+    const rows = db.prepare(`SELECT shard, stream_seq FROM ${q(POSITIONS)} ORDER BY shard`).all() as {
+      shard: number;
+      stream_seq: number;
+    }[];
+    for (const r of rows) positions[String(r.shard)] = r.stream_seq;
+  }
+  const originSeqs: OriginSeq[] = tableExists(db, ORIGIN_SEQS)
+    ? (db
+        .prepare(`SELECT origin, shard, seq FROM ${q(ORIGIN_SEQS)} ORDER BY origin, shard`)
+        .all() as OriginSeq[])
+    : [];
+  const schema = db
+    .prepare(
+      'SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT GLOB ? AND name NOT GLOB ? ORDER BY rowid',
+    )
+    .pluck()
+    .all(`${PREFIX}*`, 'sqlite_*') as string[];
+  return { positions, originSeqs, schemaSql: schema.join(';\n') };
+}

@@ -1,0 +1,189 @@
+/**
+ * The heavy steps of snapshot save and restore: whole-file SQLite work and
+ * streaming passes over the file. They run in the snapshot worker
+ * (`snapshot-worker.ts`) so the main thread keeps publishing, applying and
+ * renewing the leader lease meanwhile; tests may call them directly.
+ * Every task takes and returns structured-clonable data only.
+ */
+import { rename, rm, stat } from 'node:fs/promises';
+import Database from 'better-sqlite3';
+import { SnapshotError } from './snapshot-error.ts';
+import { writeSnapshotCopy, type SnapshotCopyFacts } from './snapshot-copy.ts';
+import { compressFile, decompressFile, digestFile, type FileDigest } from './snapshot-file-codec.ts';
+import { prepareRestoreFile, type PrepareRestoreOptions } from './prepare-restore-file.ts';
+
+export interface CreateTask {
+  readonly kind: 'create';
+  readonly dbPath: string;
+  /** Where the copy goes; must not exist. */
+  readonly copyPath: string;
+  readonly busyTimeoutMs: number;
+  /** When set, the copy is compressed to this path and removed. */
+  readonly compressedPath?: string;
+  readonly compressionLevel: number;
+}
+
+export interface CreateResult {
+  readonly facts: SnapshotCopyFacts;
+  /** Of the uncompressed copy. */
+  readonly digest: FileDigest;
+  /** The file to upload and its size. */
+  readonly uploadPath: string;
+  readonly uploadBytes: number;
+}
+
+/**
+ * Emitted by a create task without compression as soon as the copy is final,
+ * before its checksum is computed: the upload may start at once and overlap
+ * the checksum pass (the manifest, which needs the checksum, goes last anyway).
+ */
+export interface DataReadyEvent {
+  readonly type: 'data-ready';
+  readonly path: string;
+  readonly bytes: number;
+}
+
+export type SnapshotTaskEvent = DataReadyEvent;
+
+export interface VerifyTask {
+  readonly kind: 'verify';
+  /** The downloaded data object; consumed (removed or renamed). */
+  readonly downloadedPath: string;
+  /** Where the verified database file ends up. */
+  readonly outPath: string;
+  readonly compressed: boolean;
+  readonly expected: FileDigest;
+  readonly objectName: string;
+  /** When set, the verified file is also prepared for the swap (saves a worker start). */
+  readonly prepare?: Omit<PrepareRestoreOptions, 'path'>;
+}
+
+export interface VerifyResult {
+  readonly digest: FileDigest;
+}
+
+export interface PrepareTask extends PrepareRestoreOptions {
+  readonly kind: 'prepare';
+}
+
+/** Folds the WAL back into the database file (`wal_checkpoint(TRUNCATE)`), off the main thread. */
+export interface CheckpointTask {
+  readonly kind: 'checkpoint';
+  readonly dbPath: string;
+  readonly busyTimeoutMs: number;
+}
+
+export type SnapshotTask = CreateTask | VerifyTask | PrepareTask | CheckpointTask;
+export type SnapshotTaskResult<T extends SnapshotTask> = T extends CreateTask
+  ? CreateResult
+  : T extends VerifyTask
+    ? VerifyResult
+    : void;
+
+export async function runCreateTask(
+  task: CreateTask,
+  emit: (event: SnapshotTaskEvent) => void = () => undefined,
+): Promise<CreateResult> {
+  const facts = writeSnapshotCopy({
+    dbPath: task.dbPath,
+    outPath: task.copyPath,
+    busyTimeoutMs: task.busyTimeoutMs,
+  });
+  if (task.compressedPath === undefined) {
+    const { size } = await stat(task.copyPath);
+    emit({ type: 'data-ready', path: task.copyPath, bytes: size });
+    const digest = await digestFile(task.copyPath);
+    return { facts, digest, uploadPath: task.copyPath, uploadBytes: digest.sizeBytes };
+  }
+  const { compressedBytes, ...digest } = await compressFile(task.copyPath, task.compressedPath, {
+    level: task.compressionLevel,
+  });
+  await rm(task.copyPath, { force: true });
+  return { facts, digest, uploadPath: task.compressedPath, uploadBytes: compressedBytes };
+}
+
+/**
+ * Decompresses (when needed) and checks a downloaded snapshot: size and
+ * SHA-256 against the manifest, then `PRAGMA integrity_check`; then prepares
+ * it when asked. Rejects with `ERR_SNAPSHOT_CORRUPT` on any mismatch;
+ * `outPath` is then removed.
+ */
+export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
+  const corrupt = (detail: string, cause?: unknown) =>
+    new SnapshotError('ERR_SNAPSHOT_CORRUPT', `snapshot ${task.objectName} is damaged: ${detail}`, {
+      ...(cause === undefined ? {} : { cause }),
+      hint: 'the download is retried; if the stored object itself is damaged, take a new snapshot (harmonylite -save-snapshot) on a node that is up to date',
+    });
+  try {
+    let digest: FileDigest;
+    if (task.compressed) {
+      try {
+        digest = await decompressFile(task.downloadedPath, task.outPath);
+      } catch (err) {
+        throw corrupt(`cannot decompress (${err instanceof Error ? err.message : String(err)})`, err);
+      } finally {
+        await rm(task.downloadedPath, { force: true });
+      }
+    } else {
+      await rename(task.downloadedPath, task.outPath);
+      digest = await digestFile(task.outPath);
+    }
+    if (digest.sizeBytes !== task.expected.sizeBytes)
+      throw corrupt(`size ${digest.sizeBytes} bytes, the manifest says ${task.expected.sizeBytes}`);
+    if (digest.sha256 !== task.expected.sha256)
+      throw corrupt(`SHA-256 ${digest.sha256}, the manifest says ${task.expected.sha256}`);
+    checkIntegrity(task.outPath, corrupt);
+    if (task.prepare !== undefined) prepareRestoreFile({ ...task.prepare, path: task.outPath });
+    return { digest };
+  } catch (err) {
+    await rm(task.outPath, { force: true });
+    throw err;
+  }
+}
+
+function checkIntegrity(path: string, corrupt: (detail: string, cause?: unknown) => SnapshotError): void {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    const rows = db.prepare('PRAGMA integrity_check(20)').pluck().all() as string[];
+    if (rows.length !== 1 || rows[0] !== 'ok')
+      throw corrupt(`PRAGMA integrity_check: ${rows.slice(0, 5).join('; ')}`);
+  } catch (err) {
+    if (err instanceof SnapshotError) throw err;
+    throw corrupt(
+      `not a readable SQLite database (${err instanceof Error ? err.message : String(err)})`,
+      err,
+    );
+  } finally {
+    db?.close();
+  }
+}
+
+export function runPrepareTask(task: PrepareTask): void {
+  prepareRestoreFile(task);
+}
+
+export async function runSnapshotTaskHere<T extends SnapshotTask>(
+  task: T,
+  emit?: (event: SnapshotTaskEvent) => void,
+): Promise<SnapshotTaskResult<T>> {
+  switch (task.kind) {
+    case 'create':
+      return (await runCreateTask(task, emit)) as SnapshotTaskResult<T>;
+    case 'verify':
+      return (await runVerifyTask(task)) as SnapshotTaskResult<T>;
+    case 'prepare':
+      runPrepareTask(task);
+      return undefined as SnapshotTaskResult<T>;
+    case 'checkpoint': {
+      const db = new Database(task.dbPath, { fileMustExist: true, timeout: task.busyTimeoutMs });
+      try {
+        db.pragma('wal_checkpoint(TRUNCATE)');
+      } finally {
+        db.close();
+      }
+      return undefined as SnapshotTaskResult<T>;
+    }
+  }
+  throw new Error(`unknown snapshot task ${(task as { kind: string }).kind}`);
+}
