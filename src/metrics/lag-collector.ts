@@ -1,6 +1,7 @@
 import type { JetStreamManager } from '@nats-io/jetstream';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from './metrics.ts';
+import { PeriodicTask } from '../node/periodic-task.ts';
 
 /** What the collector reads of a shard consumer (ShardConsumer satisfies it). */
 export interface AppliedShard {
@@ -51,15 +52,12 @@ export interface LagCollectorOptions {
  */
 export class LagCollector {
   readonly #deps: LagCollectorDeps;
-  readonly #options: LagCollectorOptions;
   readonly #lag = new Map<number, ShardLag>();
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #closed = false;
+  readonly #task: PeriodicTask;
 
   constructor(deps: LagCollectorDeps, options: LagCollectorOptions) {
     this.#deps = deps;
-    this.#options = options;
+    this.#task = new PeriodicTask(() => this.collect(), options.intervalMs);
   }
 
   /** The last measurement of a shard, if any. */
@@ -69,19 +67,11 @@ export class LagCollector {
 
   /** Starts measuring (the first measurement starts at once). */
   open(): void {
-    this.#closed = false;
-    const tick = () => {
-      this.#running ??= this.collect().finally(() => (this.#running = undefined));
-    };
-    tick();
-    this.#timer = setInterval(tick, this.#options.intervalMs).unref();
+    this.#task.open();
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-    await this.#running;
+    await this.#task.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -104,7 +94,7 @@ export class LagCollector {
     const { shard, stream } = s.options;
     try {
       const info = await jsm.streams.info(stream);
-      if (this.#closed) return;
+      if (this.#task.closed) return;
       const position = s.position;
       const lastSeq = info.state.last_seq;
       const lagMessages = Math.max(0, lastSeq - position);
@@ -127,7 +117,7 @@ export class LagCollector {
         checkedAt: Date.now(),
       });
     } catch (err) {
-      if (!this.#closed) logger.debug({ shard, err: String(err) }, 'measuring replication lag failed');
+      if (!this.#task.closed) logger.debug({ shard, err: String(err) }, 'measuring replication lag failed');
     }
   }
 }

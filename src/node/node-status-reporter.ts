@@ -3,6 +3,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import type { Logger } from '../logger.ts';
 import { statusBucket } from '../nats/naming.ts';
 import type { NodeStatus } from './harmonylite-node.ts';
+import { PeriodicTask } from './periodic-task.ts';
 
 /** One node's entry in the status bucket (key: the node id), as JSON. */
 export interface NodeStatusRecord {
@@ -73,30 +74,21 @@ export class NodeStatusReporter {
   readonly #options: NodeStatusReporterOptions;
   readonly #startedAt = Date.now();
   #kv: KV | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #closed = false;
+  readonly #task: PeriodicTask;
   #failing = false;
 
   constructor(deps: NodeStatusReporterDeps, options: NodeStatusReporterOptions) {
     this.#deps = deps;
     this.#options = options;
+    this.#task = new PeriodicTask(() => this.report(), options.intervalMs);
   }
 
   open(): void {
-    this.#closed = false;
-    const tick = () => {
-      this.#running ??= this.report().finally(() => (this.#running = undefined));
-    };
-    tick();
-    this.#timer = setInterval(tick, this.#options.intervalMs).unref();
+    this.#task.open();
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-    await this.#running;
+    await this.#task.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -126,7 +118,7 @@ export class NodeStatusReporter {
           last_apply_at: x.lastApplyAt,
         })),
       };
-      if (!s.natsConnected || this.#closed) return;
+      if (!s.natsConnected || this.#task.closed) return;
       this.#kv ??= await new Kvm(this.#deps.js).create(statusBucket(this.#options.streamPrefix), {
         history: 1,
         ttl: this.#options.maxAgeMs,
@@ -136,7 +128,7 @@ export class NodeStatusReporter {
       if (this.#failing) logger.debug('status reporting works again');
       this.#failing = false;
     } catch (err) {
-      if (this.#closed) return;
+      if (this.#task.closed) return;
       // Once per failure streak: a long NATS outage must not flood the log.
       if (!this.#failing) logger.debug({ err: String(err) }, 'reporting node status failed; will retry');
       this.#failing = true;
