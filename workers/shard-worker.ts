@@ -25,6 +25,7 @@ function open(): BatchApplier {
     applier = new BatchApplier(db, {
       includeTables: config.includeTables,
       excludeTables: config.excludeTables,
+      ...(config.watermark === undefined ? {} : { watermark: config.watermark }),
     });
   }
   return applier;

@@ -1,6 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { ChangeType } from '../codec/change-record.ts';
-import type { SqlValue } from '../codec/sql-value.ts';
+import { toWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
 import { CAPTURED_TABLES, changeLogTable, GLOBAL_LOG, quoteIdent as q, valueColumn } from '../cdc/names.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
 import { capturedColumns } from '../cdc/trigger-sql.ts';
@@ -12,9 +12,9 @@ export interface PendingChange {
   readonly changeId: number;
   readonly type: ChangeType;
   readonly createdAt: number;
-  /** Column name to value; integers as bigint (exact beyond 2^53), REAL as number. */
-  readonly row: Record<string, SqlValue>;
-  /** Primary-key values in key order (the rowid for tables keyed by it). */
+  /** Column name to value in wire form (`toWire`), built once here and encoded as is. */
+  readonly row: Record<string, WireValue>;
+  /** Primary-key values in key order (the rowid for tables keyed by it); integers as bigint. */
   readonly key: readonly SqlValue[];
 }
 
@@ -119,9 +119,9 @@ export class ChangelogScanner {
         orphans.push(globalId);
         continue;
       }
-      const row: Record<string, SqlValue> = {};
+      const row: Record<string, WireValue> = {};
       const cols = reader.columns;
-      for (let i = 0; i < cols.length; i++) row[cols[i]!] = raw[i + 3] as SqlValue;
+      for (let i = 0; i < cols.length; i++) row[cols[i]!] = toWire(raw[i + 3] as SqlValue);
       changes.push({
         globalId,
         table,

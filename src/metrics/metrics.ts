@@ -60,6 +60,7 @@ export class Metrics {
   readonly applyBatchSize: Histogram<'shard'>;
   readonly applyLatency: Histogram<'shard'>;
   readonly duplicatesSkipped: Counter<'shard'>;
+  readonly ownSkipped: Counter<'shard'>;
   readonly deadLetters: Counter<'shard'>;
   readonly uniqueDisplaced: Counter<'shard'>;
   readonly shardWaiting: Gauge<'shard'>;
@@ -171,6 +172,12 @@ export class Metrics {
     this.duplicatesSkipped = new Counter({
       name: name('duplicates_skipped_total'),
       help: 'Messages skipped as already applied',
+      labelNames: shard,
+      registers,
+    });
+    this.ownSkipped = new Counter({
+      name: name('own_changes_not_replayed_total'),
+      help: "This node's own changes whose replay was skipped: provably already in place (counted as applied too)",
       labelNames: shard,
       registers,
     });

@@ -18,6 +18,7 @@ import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
 import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
+import { OwnBatches } from '../replication/own-batches.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
 import { ShardConsumer } from '../replication/shard-consumer.ts';
@@ -78,6 +79,7 @@ export class HarmonyLiteNode {
   #scanner: ChangelogScanner | undefined;
   #publisher: Publisher | undefined;
   #consumers: ShardConsumer[] = [];
+  #outbox: OutboxStore | undefined;
   #timers: NodeJS.Timeout[] = [];
   #capture: CaptureState | undefined;
   #schemaCheck: Promise<void> | undefined;
@@ -210,11 +212,14 @@ export class HarmonyLiteNode {
     );
 
     this.#checkOpen();
+    // A node that publishes and replays skips replaying its own batches when provably in place.
+    const ownBatches = config.publish && config.replicate ? new OwnBatches(this.nodeId) : undefined;
     this.#pool = new ShardPool(rl.shards, {
       dbPath: config.db_path,
       busyTimeoutMs: config.busy_timeout,
       includeTables: config.include_tables,
       excludeTables: config.exclude_tables,
+      ...(ownBatches === undefined ? {} : { watermark: ownBatches.watermark }),
     });
     this.#detector = new ChangeDetector({
       dbPath: config.db_path,
@@ -242,12 +247,13 @@ export class HarmonyLiteNode {
       this.#publisher = new Publisher(
         {
           scanner: this.#scanner,
-          outbox: new OutboxStore(this.#writeDb),
+          outbox: (this.#outbox = new OutboxStore(this.#writeDb, { busyTimeoutMs: config.busy_timeout })),
           writer: this.writer,
           pool: this.#pool,
           js: this.#js,
           hasher: await createShardHasher(rl.shards),
           logger: logger.child({ component: 'publisher' }),
+          ...(ownBatches === undefined ? {} : { ownBatches }),
           metrics: this.metrics,
         },
         {
@@ -272,6 +278,10 @@ export class HarmonyLiteNode {
     await this.#snapshots.restoreIfNeeded({
       wakePublisher: () => this.#publisher?.wake(),
       onRestored: () => {
+        // The swapped-in file need not hold this node's published changes: replay them all.
+        ownBatches?.forget();
+        if (ownBatches !== undefined && this.#outbox !== undefined)
+          ownBatches.raiseWatermark(this.#outbox.globalSeq());
         this.#scanner?.invalidate();
         this.#pool?.schemaChanged();
       },
@@ -286,6 +296,7 @@ export class HarmonyLiteNode {
             writer: this.writer,
             logger: logger.child({ component: 'consumer' }),
             metrics: this.metrics,
+            ...(ownBatches === undefined ? {} : { ownBatches }),
           },
           {
             shard,

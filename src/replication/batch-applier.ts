@@ -2,6 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import {
   CAPTURED_TABLES,
   DEAD_LETTERS,
+  GLOBAL_LOG,
   isInternalName,
   isSqliteName,
   ORIGIN_SEQS,
@@ -14,6 +15,7 @@ import type { TableSchema } from '../cdc/table-schema.ts';
 import { decodeBody } from '../codec/change-batch-codec.ts';
 import { MalformedMessageError, type ChangeRecord } from '../codec/change-record.ts';
 import { parseMsgId, type BatchId } from './msg-id.ts';
+import { raiseWatermark, type OwnClaim } from './own-batches.ts';
 import { SchemaLagError, TableApplier } from './table-applier.ts';
 
 /** A message of a shard stream, as handed to the applier. */
@@ -21,6 +23,8 @@ export interface InboundMessage {
   readonly seq: number;
   readonly msgId: string | undefined;
   readonly data: Uint8Array;
+  /** Set on a batch this node's current process published (see OwnBatches): it may not need replaying. */
+  readonly own?: OwnClaim;
 }
 
 export interface ApplyResult {
@@ -33,6 +37,8 @@ export interface ApplyResult {
   readonly deadLettered: readonly { readonly seq: number; readonly reason: string }[];
   /** Rows removed because another row took their UNIQUE value. */
   readonly displaced: number;
+  /** Changes of this node's own batches not replayed: provably in place (counted as applied too). */
+  readonly skippedOwn: number;
   /** Set when a message waits for this node's schema: it and everything after it were not applied. */
   readonly blocked?: { readonly seq: number; readonly reason: string };
   /** CreatedAt (ms) of the newest change applied, 0 if none. */
@@ -42,6 +48,8 @@ export interface ApplyResult {
 export interface BatchApplierOptions {
   readonly includeTables: readonly string[];
   readonly excludeTables: readonly string[];
+  /** OwnBatches' shared watermark; without it every message is replayed. */
+  readonly watermark?: BigInt64Array;
 }
 
 /**
@@ -65,7 +73,9 @@ export class BatchApplier {
     tableExists: Statement;
     guardOn: Statement;
     guardOff: Statement;
+    globalSeq: Statement;
   };
+  readonly #watermark: BigInt64Array | undefined;
   readonly #applyRecords: (records: ChangeRecord[]) => {
     changes: number;
     displaced: number;
@@ -76,6 +86,7 @@ export class BatchApplier {
   constructor(db: Database, options: BatchApplierOptions) {
     this.#db = db;
     this.#filter = new TableFilter(options.includeTables, options.excludeTables);
+    this.#watermark = options.watermark;
     this.#stmts = {
       position: db.prepare(`SELECT stream_seq FROM ${q(POSITIONS)} WHERE shard = ?`).pluck(),
       setPosition: db.prepare(
@@ -94,6 +105,7 @@ export class BatchApplier {
       tableExists: db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").pluck(),
       guardOn: db.prepare(`INSERT OR IGNORE INTO ${q(REPLAY_GUARD)} (id) VALUES (1)`),
       guardOff: db.prepare(`DELETE FROM ${q(REPLAY_GUARD)}`),
+      globalSeq: db.prepare('SELECT seq FROM sqlite_sequence WHERE name = ?').pluck(),
     };
     // Nested db.transaction() runs as a SAVEPOINT inside the batch transaction.
     this.#applyRecords = db.transaction((records: ChangeRecord[]) => this.#applyRecordsNow(records));
@@ -180,7 +192,10 @@ export class BatchApplier {
     let appliedChanges = 0;
     let duplicates = 0;
     let displaced = 0;
+    let skippedOwn = 0;
     let lastChangeAt = 0;
+    const wm = this.#watermark;
+    let raised = false;
     const deadLettered: { seq: number; reason: string }[] = [];
     let blocked: { seq: number; reason: string } | undefined;
     const now = Date.now();
@@ -197,8 +212,25 @@ export class BatchApplier {
         position = m.seq;
         continue;
       }
+      if (m.own !== undefined && wm !== undefined && Atomics.load(wm, 0) < BigInt(m.own.firstGlobalId)) {
+        // Committed here after the last replayed write: its rows already hold it (see OwnBatches).
+        skippedOwn += m.own.changes;
+        appliedMessages++;
+        appliedChanges += m.own.changes;
+        if (id !== undefined) {
+          originSeqs.set(id.origin, id.seq);
+          touchedOrigins.add(id.origin);
+        }
+        position = m.seq;
+        continue;
+      }
       try {
         const records = decodeBody(m.data);
+        if (wm !== undefined && !raised) {
+          // Rows are about to be replayed: no change committed so far may be skipped any more.
+          raiseWatermark(wm, Number((s.globalSeq.get(GLOBAL_LOG) as number | bigint | undefined) ?? 0));
+          raised = true;
+        }
         const r = this.#applyRecords(records);
         appliedMessages++;
         appliedChanges += r.changes;
@@ -233,6 +265,7 @@ export class BatchApplier {
       duplicates,
       deadLettered,
       displaced,
+      skippedOwn,
       lastChangeAt,
     };
     return blocked === undefined ? result : { ...result, blocked };

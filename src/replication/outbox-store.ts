@@ -1,6 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { changeLogTable, GLOBAL_LOG, OUTBOX, quoteIdent as q } from '../cdc/names.ts';
 import type { PendingChange } from '../changelog/changelog-scanner.ts';
+import { whenWriteLockFree } from './write-lock-poll.ts';
 
 /** A batch persisted before it is published, so a retry after a crash is byte-identical (invariant 2). */
 export interface OutboxEntry {
@@ -20,14 +21,26 @@ export class OutboxStore {
   readonly #markByTable = new Map<string, Statement>();
   readonly #refuseByTable = new Map<string, Statement>();
 
-  constructor(db: Database) {
+  readonly #busyTimeoutMs: number;
+
+  constructor(db: Database, options: { busyTimeoutMs: number }) {
     this.#db = db;
+    this.#busyTimeoutMs = options.busyTimeoutMs;
     this.#persist = db.prepare(
       `INSERT INTO ${q(OUTBOX)} (shard, seq, last_global_id, payload) VALUES (?, ?, ?, ?) ` +
         `ON CONFLICT (shard) DO UPDATE SET seq = excluded.seq, last_global_id = excluded.last_global_id, payload = excluded.payload`,
     );
     this.#clear = db.prepare(`UPDATE ${q(OUTBOX)} SET payload = NULL, last_global_id = NULL WHERE shard = ?`);
-    this.#deleteGlobal = db.prepare(`DELETE FROM ${q(GLOBAL_LOG)} WHERE id = ?`);
+    this.#deleteGlobal = db.prepare(
+      `DELETE FROM ${q(GLOBAL_LOG)} WHERE id IN (SELECT value FROM json_each(?))`,
+    );
+  }
+
+  /** The highest global-log id ever assigned (0 before the first change). */
+  globalSeq(): number {
+    const v = this.#db.prepare('SELECT seq FROM sqlite_sequence WHERE name = ?').pluck().get(GLOBAL_LOG) as
+      number | undefined;
+    return v ?? 0;
   }
 
   /** Last assigned batch sequence and the batch in flight (if any) per shard. */
@@ -49,30 +62,52 @@ export class OutboxStore {
     return { lastSeq, inFlight };
   }
 
-  persist(entry: OutboxEntry): void {
+  /** Persists a batch before its first publish; waits for the write lock without blocking (`whenWriteLockFree`). */
+  persist(entry: OutboxEntry): Promise<void> {
+    return whenWriteLockFree(this.#db, this.#busyTimeoutMs, () => this.#persistNow(entry));
+  }
+
+  #persistNow(entry: OutboxEntry): void {
     this.#persist.run(entry.shard, entry.seq, entry.lastGlobalId, entry.payload);
   }
 
   #stmt(cache: Map<string, Statement>, table: string, state: number): Statement {
     let s = cache.get(table);
     if (s === undefined) {
-      s = this.#db.prepare(`UPDATE ${q(changeLogTable(table))} SET state = ${state} WHERE id = ?`);
+      s = this.#db.prepare(
+        `UPDATE ${q(changeLogTable(table))} SET state = ${state} WHERE id IN (SELECT value FROM json_each(?))`,
+      );
       cache.set(table, s);
     }
     return s;
   }
 
-  /** After the PubAck: rows become published (state 1) and leave the global log, in one transaction (invariant 1). */
-  markPublished(shard: number, changes: readonly PendingChange[]): void {
-    this.#db
-      .transaction(() => {
-        for (const c of changes) {
-          this.#stmt(this.#markByTable, c.table, 1).run(c.changeId);
-          this.#deleteGlobal.run(c.globalId);
-        }
-        this.#clear.run(shard);
-      })
-      .immediate();
+  /** Rows become published (state 1) and leave the global log: one statement per table, not two per row. */
+  #mark(changes: readonly PendingChange[]): void {
+    const idsByTable = new Map<string, number[]>();
+    const globalIds: number[] = [];
+    for (const c of changes) {
+      let ids = idsByTable.get(c.table);
+      if (ids === undefined) idsByTable.set(c.table, (ids = []));
+      ids.push(c.changeId);
+      globalIds.push(c.globalId);
+    }
+    for (const [table, ids] of idsByTable) this.#stmt(this.#markByTable, table, 1).run(JSON.stringify(ids));
+    this.#deleteGlobal.run(JSON.stringify(globalIds));
+  }
+
+  /**
+   * One transaction for a shard's step: the acknowledged batch's rows become
+   * published (invariant 1), and the shard's next batch (if any) replaces it in
+   * the outbox before it is published (invariant 2). One write lock instead of two.
+   */
+  commit(shard: number, published: readonly PendingChange[], next: OutboxEntry | undefined): Promise<void> {
+    const txn = this.#db.transaction(() => {
+      this.#mark(published);
+      if (next === undefined) this.#clear.run(shard);
+      else this.#persistNow(next);
+    });
+    return whenWriteLockFree(this.#db, this.#busyTimeoutMs, () => txn.immediate());
   }
 
   /**
@@ -82,16 +117,14 @@ export class OutboxStore {
   refuse(change: PendingChange): void {
     this.#db
       .transaction(() => {
-        this.#stmt(this.#refuseByTable, change.table, 2).run(change.changeId);
-        this.#deleteGlobal.run(change.globalId);
+        this.#stmt(this.#refuseByTable, change.table, 2).run(JSON.stringify([change.changeId]));
+        this.#deleteGlobal.run(JSON.stringify([change.globalId]));
       })
       .immediate();
   }
 
   /** Global-log rows of tables no longer captured: nothing to publish. */
   dropOrphans(globalIds: readonly number[]): void {
-    this.#db.transaction(() => {
-      for (const id of globalIds) this.#deleteGlobal.run(id);
-    })();
+    this.#deleteGlobal.run(JSON.stringify(globalIds));
   }
 }

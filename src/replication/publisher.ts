@@ -4,12 +4,13 @@ import { Wakeup } from '../changelog/wakeup.ts';
 import type { TableFilter } from '../cdc/table-filter.ts';
 import { compressBody, decodeBody, encodeRecords } from '../codec/change-batch-codec.ts';
 import type { ChangeRecord } from '../codec/change-record.ts';
-import { toWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
+import type { SqlValue } from '../codec/sql-value.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, subjectName } from '../nats/naming.ts';
 import { formatMsgId } from './msg-id.ts';
 import type { OutboxEntry, OutboxStore } from './outbox-store.ts';
+import type { OwnBatches } from './own-batches.ts';
 import type { ShardHasher } from './shard-hasher.ts';
 import type { ShardPool } from './shard-pool.ts';
 import type { WriterQueue } from './writer-queue.ts';
@@ -37,6 +38,8 @@ export interface PublisherDeps {
   readonly hasher: ShardHasher;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** Where published batches are registered so this node may skip replaying them; none: always replayed. */
+  readonly ownBatches?: OwnBatches;
 }
 
 interface InFlight {
@@ -122,7 +125,12 @@ export class Publisher {
   }
 
   async open(): Promise<void> {
-    const { lastSeq, inFlight } = await this.#deps.writer.run(() => this.#deps.outbox.load());
+    const { outbox, ownBatches } = this.#deps;
+    const { lastSeq, inFlight } = await this.#deps.writer.run(() => {
+      // Changes committed before this process published anything are always replayed.
+      ownBatches?.raiseWatermark(outbox.globalSeq());
+      return outbox.load();
+    });
     for (const [shard, seq] of lastSeq) {
       const s = this.#shards.get(shard);
       if (s !== undefined) s.lastSeq = seq;
@@ -237,16 +245,17 @@ export class Publisher {
   }
 
   #toRecord(c: PendingChange): ChangeRecord {
-    const row: Record<string, WireValue> = {};
-    for (const k in c.row) row[k] = toWire(c.row[k]!);
     return {
       FromNodeId: this.#options.nodeId,
-      Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: row, CreatedAt: c.createdAt },
+      Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: c.row, CreatedAt: c.createdAt },
     };
   }
 
-  /** Takes the next batch off the shard queue: as many changes as fit in one message, in order. */
-  async #nextBatch(s: ShardState): Promise<InFlight | undefined> {
+  /**
+   * Encodes the next batch of the shard queue: as many changes as fit in one
+   * message, in order. It stays queued until the caller has persisted it (`#take`).
+   */
+  async #prepareBatch(s: ShardState): Promise<InFlight | undefined> {
     const { pool, logger, metrics, writer, outbox } = this.#deps;
     let count = Math.min(s.queue.length, this.#options.maxBatchChanges);
     while (count > 0) {
@@ -291,15 +300,28 @@ export class Publisher {
         lastGlobalId: changes[changes.length - 1]!.globalId,
         payload,
       };
-      await writer.run(() => outbox.persist(entry), 'urgent');
-      // Off the queue only once persisted: if compressing or persisting throws (SQLITE_BUSY, a worker
-      // error), the changes stay queued for the retry; the scan cursor has passed them and would
-      // never read them again before a restart.
-      s.queue.splice(0, count);
-      s.lastSeq = seq;
       return { entry, changes, msgId: formatMsgId({ origin: this.#options.nodeId, shard: s.shard, seq }) };
     }
     return undefined;
+  }
+
+  /**
+   * A prepared batch was persisted in the outbox: it leaves the queue and is the
+   * shard's batch in flight. Not before: if compressing or persisting throws
+   * (SQLITE_BUSY, a worker error), its changes stay queued for the retry; the scan
+   * cursor has passed them and would never read them again before a restart.
+   */
+  #take(s: ShardState, batch: InFlight): InFlight {
+    s.queue.splice(0, batch.changes.length);
+    s.lastSeq = batch.entry.seq;
+    s.inFlight = batch;
+    this.#deps.ownBatches?.register(
+      s.shard,
+      batch.entry.seq,
+      { firstGlobalId: batch.changes[0]!.globalId, changes: batch.changes.length },
+      batch.entry.payload,
+    );
+    return batch;
   }
 
   async #shardLoop(s: ShardState, signal: AbortSignal): Promise<void> {
@@ -312,14 +334,16 @@ export class Publisher {
     ]);
     while (!signal.aborted) {
       try {
-        if (s.inFlight === undefined) {
-          s.inFlight = await this.#nextBatch(s);
-          if (s.inFlight === undefined) {
+        let f = s.inFlight;
+        if (f === undefined) {
+          const batch = await this.#prepareBatch(s);
+          if (batch === undefined) {
             await s.wakeup.wait(signal);
             continue;
           }
+          await writer.run(() => outbox.persist(batch.entry), 'urgent');
+          f = this.#take(s, batch);
         }
-        const f = s.inFlight;
         const t0 = performance.now();
         try {
           await js.publish(subject, f.entry.payload, {
@@ -351,10 +375,13 @@ export class Publisher {
         backoffMs = 100;
         metrics.publishLatency.observe({ shard: s.shard }, (performance.now() - t0) / 1000);
         metrics.publishBatchSize.observe({ shard: s.shard }, f.changes.length);
-        await writer.run(() => outbox.markPublished(s.shard, f.changes), 'urgent');
+        // The next batch is encoded now and persisted in the transaction that marks this one published.
+        const next = await this.#prepareBatch(s);
+        await writer.run(() => outbox.commit(s.shard, f.changes, next?.entry), 'urgent');
         metrics.published.inc(f.changes.length);
         this.lastPublishAt = Date.now();
         s.inFlight = undefined;
+        if (next !== undefined) this.#take(s, next);
         this.#queued -= f.changes.length;
         this.#space.notify();
       } catch (err) {

@@ -9,6 +9,7 @@ import { Wakeup } from '../changelog/wakeup.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { ApplyResult, InboundMessage } from './batch-applier.ts';
+import type { OwnBatches } from './own-batches.ts';
 import type { ShardPool } from './shard-pool.ts';
 import type { WriterQueue } from './writer-queue.ts';
 
@@ -27,6 +28,8 @@ export interface ShardConsumerDeps {
   readonly writer: WriterQueue;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** This process's published batches, claimed here so the worker may skip replaying them. */
+  readonly ownBatches?: OwnBatches;
 }
 
 export type ShardConsumerState =
@@ -201,7 +204,13 @@ export class ShardConsumer {
           failures = 0;
           if (m.seq <= this.#lastRead) continue; // already buffered (defensive: never twice)
           this.#lastRead = m.seq;
-          this.#buffer.push({ seq: m.seq, msgId: m.headers?.get('Nats-Msg-Id') || undefined, data: m.data });
+          const inbound: InboundMessage = {
+            seq: m.seq,
+            msgId: m.headers?.get('Nats-Msg-Id') || undefined,
+            data: m.data,
+          };
+          const own = this.#deps.ownBatches?.claim(shard, inbound);
+          this.#buffer.push(own === undefined ? inbound : { ...inbound, own });
           this.#arrived.notify();
           while (this.#buffer.length >= HIGH_WATER && !signal.aborted) await this.#drained.wait(signal);
           if (signal.aborted) break;
@@ -262,6 +271,7 @@ export class ShardConsumer {
       metrics.appliedPosition.set(label, result.position);
       if (result.appliedChanges > 0) metrics.applied.inc(label, result.appliedChanges);
       if (result.duplicates > 0) metrics.duplicatesSkipped.inc(label, result.duplicates);
+      if (result.skippedOwn > 0) metrics.ownSkipped.inc(label, result.skippedOwn);
       if (result.displaced > 0) {
         metrics.uniqueDisplaced.inc(label, result.displaced);
         logger.info(

@@ -7,6 +7,8 @@ export interface ShardWorkerData {
   readonly busyTimeoutMs: number;
   readonly includeTables: readonly string[];
   readonly excludeTables: readonly string[];
+  /** OwnBatches' watermark (shared memory); without it every message is replayed. */
+  readonly watermark?: BigInt64Array;
 }
 
 const here = import.meta.url;

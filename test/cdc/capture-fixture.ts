@@ -11,7 +11,7 @@ import Database from 'better-sqlite3';
 import { installCapture, type CaptureState } from '../../src/cdc/capture-installer.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { ChangelogScanner, type PendingChange } from '../../src/changelog/changelog-scanner.ts';
-import type { SqlValue } from '../../src/codec/sql-value.ts';
+import { fromWire, type SqlValue } from '../../src/codec/sql-value.ts';
 import { openDatabase } from '../../src/node/open-database.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 
@@ -64,9 +64,14 @@ export function scanAll(path: string): PendingChange[] {
   }
 }
 
+/** A change's row read back as SQLite values (integers as bigint, REAL as number). */
+export function sqlRow(c: PendingChange): Record<string, SqlValue> {
+  return Object.fromEntries(Object.entries(c.row).map(([k, v]) => [k, fromWire(v)]));
+}
+
 /** A change as `[table, type, row]`, compact for deepEqual. */
 export function brief(c: PendingChange): [string, string, Record<string, SqlValue>] {
-  return [c.table, c.type, c.row];
+  return [c.table, c.type, sqlRow(c)];
 }
 
 /** Runs SQL in the stock sqlite3 shell (default settings); fails on any error or stderr output. */

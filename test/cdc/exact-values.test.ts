@@ -8,8 +8,8 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { decodeBody, encodeRecords } from '../../src/codec/change-batch-codec.ts';
 import type { ChangeRecord } from '../../src/codec/change-record.ts';
-import { fromWire, toWire, type SqlValue, type WireValue } from '../../src/codec/sql-value.ts';
-import { captureFixture, sqlite3 } from './capture-fixture.ts';
+import { fromWire, type SqlValue } from '../../src/codec/sql-value.ts';
+import { captureFixture, sqlite3, sqlRow } from './capture-fixture.ts';
 
 /** Columns without a declared type have no affinity: every value keeps the class it was given. */
 const SCHEMA =
@@ -70,12 +70,12 @@ test('integers beyond 2^53, REAL (2.0 stays REAL), TEXT, BLOB and NULL are captu
     assert.equal(changes.length, VALUES.length * 3);
     for (const [i, [id, value]] of VALUES.entries()) {
       for (const c of [changes[i]!, changes[VALUES.length + i]!, changes[2 * VALUES.length + i]!]) {
-        assert.equal(c.row.id, BigInt(id));
-        assert.deepEqual(c.row.x, value, `id ${id} (${c.type})`);
-        if (typeof value === 'number')
-          assert.equal(typeof c.row.x, 'number', `id ${id}: REAL read as number`);
+        const row = sqlRow(c);
+        assert.equal(row.id, BigInt(id));
+        assert.deepEqual(row.x, value, `id ${id} (${c.type})`);
+        if (typeof value === 'number') assert.equal(typeof row.x, 'number', `id ${id}: REAL read as number`);
         if (typeof value === 'bigint')
-          assert.equal(typeof c.row.x, 'bigint', `id ${id}: INTEGER read as bigint`);
+          assert.equal(typeof row.x, 'bigint', `id ${id}: INTEGER read as bigint`);
       }
     }
   } finally {
@@ -91,11 +91,9 @@ test('captured values survive the wire codec and re-insert with the same storage
     `INSERT INTO typed VALUES (1, 9223372036854775807, 2.0, '${TEXT}', x'00ff'), (2, -9007199254740993, -0.5, '', NULL);`,
   );
   const records: ChangeRecord[] = f.scan().map((c) => {
-    const row: Record<string, WireValue> = {};
-    for (const [k, v] of Object.entries(c.row)) row[k] = toWire(v);
     return {
       FromNodeId: 1,
-      Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: row, CreatedAt: c.createdAt },
+      Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: c.row, CreatedAt: c.createdAt },
     };
   });
   const decoded = decodeBody(encodeRecords(records));
@@ -144,7 +142,7 @@ test('STRICT tables keep their declared types; generated columns are not capture
   );
   const changes = f.scan();
   assert.deepEqual(
-    changes.map((c) => [c.table, c.type, c.row]),
+    changes.map((c) => [c.table, c.type, sqlRow(c)]),
     [
       ['s', 'insert', { id: 1n, r: 3, a: 2 }],
       ['s', 'insert', { id: 2n, r: 0.5, a: '7' }],
@@ -152,5 +150,9 @@ test('STRICT tables keep their declared types; generated columns are not capture
       ['g', 'update', { id: 1n, a: 6n }],
     ],
   );
-  assert.equal(typeof changes[0]!.row.r, 'number', 'REAL 3.0 of a STRICT REAL column is read as a number');
+  assert.equal(
+    typeof sqlRow(changes[0]!).r,
+    'number',
+    'REAL 3.0 of a STRICT REAL column is read as a number',
+  );
 });

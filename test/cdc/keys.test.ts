@@ -6,14 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { captureFixture, sqlite3 } from './capture-fixture.ts';
+import { captureFixture, sqlite3, sqlRow } from './capture-fixture.ts';
 
 /** `[type, key, row]` of every change of `table`. */
 function changesOf(f: ReturnType<typeof captureFixture>, table: string) {
   return f
     .scan()
     .filter((c) => c.table === table)
-    .map((c) => [c.type, c.key, c.row]);
+    .map((c) => [c.type, c.key, sqlRow(c)]);
 }
 
 test('an update that changes the primary key logs a delete of the old key, then an update of the new', () => {

@@ -48,7 +48,10 @@ export async function closeAll(nodes: readonly (TestNode | undefined)[], ...rest
 }
 
 /** Every node's value of a metric counter (summed over labels). */
-export async function counterValue(node: TestNode, name: 'deadLetters' | 'applied' | 'duplicatesSkipped') {
+export async function counterValue(
+  node: TestNode,
+  name: 'deadLetters' | 'applied' | 'duplicatesSkipped' | 'ownSkipped',
+) {
   const m = await node.node.metrics[name].get();
   return m.values.reduce((s, v) => s + v.value, 0);
 }
