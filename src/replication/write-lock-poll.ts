@@ -20,6 +20,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  */
 export async function whenWriteLockFree<T>(db: Database, timeoutMs: number, job: () => T): Promise<T> {
   const start = performance.now();
+  const previous = db.pragma('busy_timeout', { simple: true }) as number;
   db.pragma('busy_timeout = 0');
   try {
     for (;;) {
@@ -32,6 +33,6 @@ export async function whenWriteLockFree<T>(db: Database, timeoutMs: number, job:
       }
     }
   } finally {
-    db.pragma(`busy_timeout = ${timeoutMs}`);
+    db.pragma(`busy_timeout = ${previous}`);
   }
 }
