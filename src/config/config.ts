@@ -84,6 +84,11 @@ export interface SnapshotConfig {
   temp_dir: string;
   /** (ours) zstd-compress uploaded snapshots. */
   compress: boolean;
+  /**
+   * (ours) File holding the 256-bit key that encrypts snapshots at rest (chunked
+   * AES-256-GCM, see src/snapshot/snapshot-cipher.ts); "" = not encrypted.
+   */
+  encryption_key_file: string;
   nats: SnapshotNatsConfig;
   s3: SnapshotS3Config;
   webdav: { url: string };
@@ -201,6 +206,7 @@ export function defaultConfig(): Config {
       keep: 3,
       temp_dir: '',
       compress: true,
+      encryption_key_file: '',
       nats: { replicas: 1, bucket: '' },
       s3: {
         endpoint: '',

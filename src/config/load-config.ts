@@ -1,6 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
+import { SnapshotKey } from '../snapshot/snapshot-key.ts';
 import { ConfigError } from './config-error.ts';
 import { defaultConfig, LOG_FORMATS, SNAPSHOT_STORES, type Config } from './config.ts';
 
@@ -173,6 +174,8 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): C
   }
   const s = config.snapshot;
   if (s.temp_dir !== '' && !isAbsolute(s.temp_dir)) s.temp_dir = resolve(baseDir, s.temp_dir);
+  if (s.encryption_key_file !== '' && !isAbsolute(s.encryption_key_file))
+    s.encryption_key_file = resolve(baseDir, s.encryption_key_file);
   if (s.local.path !== '' && !isAbsolute(s.local.path)) s.local.path = resolve(baseDir, s.local.path);
   for (const key of ['known_hosts', 'private_key'] as const) {
     if (s.sftp[key] !== '' && !isAbsolute(s.sftp[key])) s.sftp[key] = resolve(baseDir, s.sftp[key]);
@@ -189,7 +192,12 @@ export function showPath(path: string): string {
   return shown.length > 200 ? `${shown.slice(0, 197)}..."` : shown;
 }
 
-/** Reads and validates a config file; a missing file is an error (HarmonyLite silently used defaults). */
+/**
+ * Reads and validates a config file; a missing file is an error (HarmonyLite
+ * silently used defaults). Files the config names that every command relies on
+ * are checked here too: the snapshot key file (missing, unreadable, not
+ * private, not a 256-bit key: `SnapshotKey.load`).
+ */
 export function loadConfig(path: string): Config {
   const abs = resolve(path);
   let text: string;
@@ -215,7 +223,9 @@ export function loadConfig(path: string): Config {
       cause: err,
     });
   }
-  return parseConfig(text, dirname(abs), showPath(abs));
+  const config = parseConfig(text, dirname(abs), showPath(abs));
+  SnapshotKey.fromConfig(config.snapshot);
+  return config;
 }
 
 /** Checks what a running node needs beyond a well-formed file: a database to replicate. */

@@ -9,6 +9,7 @@ import type { WriterQueue } from '../replication/writer-queue.ts';
 import { createSnapshotStore } from './create-snapshot-store.ts';
 import { listSnapshots } from './snapshot-catalog.ts';
 import { errorMessage } from './snapshot-error.ts';
+import { SnapshotKey } from './snapshot-key.ts';
 import { SnapshotLeader } from './snapshot-leader.ts';
 import type { SnapshotManifest } from './snapshot-manifest.ts';
 import { readPositions, SnapshotRestorer, type RestoreDecision } from './snapshot-restorer.ts';
@@ -74,6 +75,10 @@ export class NodeSnapshots {
     // A node that does not replicate applies nothing, so its positions say nothing: it never restores.
     if (!this.enabled || !this.#o.config.replicate) return;
     const { config, nc, writer, metrics, nodeId } = this.#o;
+    // A bad key file stops the start (ConfigError), not the first snapshot an hour later.
+    const key = SnapshotKey.fromConfig(config.snapshot);
+    if (key !== undefined)
+      this.#logger.info({ key_id: key.id, key_file: key.path }, 'snapshots are encrypted');
     const stale = await removeStaleTempDirs(snapshotTempParent(config));
     if (stale.length > 0)
       this.#logger.info({ dirs: stale }, 'removed temporary snapshot files of a stopped process');

@@ -4,6 +4,7 @@ import type { Metrics } from '../metrics/metrics.ts';
 import { errorMessage } from './snapshot-error.ts';
 import { publishManifest, pruneSnapshots } from './snapshot-catalog.ts';
 import { createSnapshotFile } from './snapshot-creator.ts';
+import { SnapshotKey } from './snapshot-key.ts';
 import { manifestObjectName, type SnapshotManifest } from './snapshot-manifest.ts';
 import type { SnapshotStore } from './snapshot-store.ts';
 import { snapshotTempParent } from './snapshot-temp-dir.ts';
@@ -32,7 +33,8 @@ export interface SavedSnapshot {
 }
 
 /**
- * Takes one snapshot now and stores it: copy (off the main thread), upload
+ * Takes one snapshot now and stores it: copy (off the main thread; compressed
+ * and encrypted as `[snapshot]` says), upload
  * data then manifest, then keep the newest `[snapshot] keep`. Logs "Snapshot
  * saved", or "Unable to save snapshot" with the reason before rejecting.
  * Temporary files are gone when this settles. Retention failures are logged,
@@ -43,6 +45,8 @@ export async function saveSnapshot(deps: SaveSnapshotDeps): Promise<SavedSnapsho
   const startedAt = performance.now();
   try {
     let progress: TransferProgress | undefined;
+    // Read at every save: a replaced key file takes effect without a restart.
+    const encryptionKey = SnapshotKey.fromConfig(config.snapshot);
     const created = await createSnapshotFile({
       dbPath: config.db_path,
       busyTimeoutMs: config.busy_timeout,
@@ -50,6 +54,7 @@ export async function saveSnapshot(deps: SaveSnapshotDeps): Promise<SavedSnapsho
       streamPrefix: config.nats.stream_prefix,
       shards: config.replication_log.shards,
       compress: config.snapshot.compress,
+      encryptionKey,
       tempParent: snapshotTempParent(config),
       ...(signal ? { signal } : {}),
       upload: async ({ path, objectName: object, bytes }, uploadSignal) => {
@@ -85,6 +90,7 @@ export async function saveSnapshot(deps: SaveSnapshotDeps): Promise<SavedSnapsho
         object: manifest.dataObject,
         size_bytes: manifest.sizeBytes,
         stored_bytes: manifest.dataBytes,
+        ...(manifest.encryption ? { key_id: manifest.encryption.keyId } : {}),
         duration_ms: Math.round(durationMs),
         store: store.description,
         positions: manifest.positions,

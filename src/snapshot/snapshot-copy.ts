@@ -67,7 +67,7 @@ export function writeSnapshotCopy(options: {
     copy.pragma('journal_mode = OFF');
     copy.pragma('synchronous = OFF');
     stripCapture(copy);
-    const facts = readFacts(copy);
+    const facts = readSnapshotFacts(copy);
     const pageSize = copy.pragma('page_size', { simple: true }) as number;
     const pages = copy.pragma('page_count', { simple: true }) as number;
     const freeBytes = (copy.pragma('freelist_count', { simple: true }) as number) * pageSize;
@@ -101,7 +101,8 @@ function tableExists(db: Database.Database, name: string): boolean {
   return db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").get(name) !== undefined;
 }
 
-function readFacts(db: Database.Database): SnapshotCopyFacts {
+/** The facts of a snapshot copy (also of a downloaded one, to check them against its manifest). */
+export function readSnapshotFacts(db: Database.Database): SnapshotCopyFacts {
   const positions: Record<string, number> = {};
   if (tableExists(db, POSITIONS)) {
     const rows = db.prepare(`SELECT shard, stream_seq FROM ${q(POSITIONS)} ORDER BY shard`).all() as {

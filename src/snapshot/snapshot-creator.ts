@@ -1,8 +1,11 @@
 import { SnapshotError, errorMessage } from './snapshot-error.ts';
 import { estimateCopyBytes } from './snapshot-copy.ts';
+import type { SnapshotKey } from './snapshot-key.ts';
 import {
   dataObjectName,
+  encryptionContext,
   MANIFEST_FORMAT,
+  SNAPSHOT_CIPHER,
   snapshotBaseName,
   type SnapshotManifest,
 } from './snapshot-manifest.ts';
@@ -19,12 +22,14 @@ export interface CreateSnapshotOptions {
   readonly compress: boolean;
   /** Default 1: measured faster than 3 on this machine's 2 cores (bench/snapshot.ts), where compression is on the critical path. */
   readonly compressionLevel?: number;
+  /** Encrypt the data object (after compression) with this key; undefined = not encrypted. */
+  readonly encryptionKey?: SnapshotKey | undefined;
   /** Directory that receives the private temporary directory. */
   readonly tempParent: string;
   readonly signal?: AbortSignal;
   /**
    * Uploads the data object, given the final file, its size and a signal that
-   * fires when the snapshot fails elsewhere. Without compression it starts as
+   * fires when the snapshot fails elsewhere. Without compression and encryption it starts as
    * soon as the copy is final and overlaps the checksum pass; the returned
    * manifest (which needs the checksum) is then ready when both are done.
    */
@@ -51,8 +56,9 @@ export interface CreatedSnapshot {
 /**
  * Makes a snapshot file of the database (the seed's steps: `VACUUM INTO` a
  * temporary file, remove our triggers and logs, compact; then checksum and
- * optional zstd), off the main thread. Needs about the database's size free
- * in `tempParent` (twice that with compression); a full disk rejects with
+ * optional zstd, then optional encryption), off the main thread. Needs about
+ * the database's size free in `tempParent` (twice that with compression or
+ * encryption); a full disk rejects with
  * `ERR_SNAPSHOT_NO_SPACE`. The temporary files are removed when this rejects,
  * and by `dispose()` otherwise.
  */
@@ -67,9 +73,17 @@ export async function createSnapshotFile(options: CreateSnapshotOptions): Promis
       cause: err,
     });
   }
-  await assertFreeSpace(options.tempParent, options.compress ? 2 * estimate : estimate);
+  const key = options.encryptionKey;
+  const encoded = options.compress || key !== undefined;
+  const needBytes = encoded ? 2 * estimate : estimate;
+  await assertFreeSpace(options.tempParent, needBytes);
   const dir = await SnapshotTempDir.create(options.tempParent);
-  const dataObject = dataObjectName(baseName, options.compress);
+  const dataObject = dataObjectName(baseName, options.compress, key !== undefined);
+  const context = encryptionContext({
+    name: baseName,
+    streamPrefix: options.streamPrefix,
+    shards: options.shards,
+  });
   // Fires when the caller aborts, or when the copy or the upload fails: stops the other one.
   const inner = new AbortController();
   const onAbort = () => inner.abort(options.signal?.reason);
@@ -87,7 +101,15 @@ export async function createSnapshotFile(options: CreateSnapshotOptions): Promis
         dbPath: options.dbPath,
         copyPath: dir.file(`${baseName}.db`),
         busyTimeoutMs: options.busyTimeoutMs,
-        ...(options.compress ? { compressedPath: dir.file(dataObject) } : {}),
+        ...(encoded
+          ? {
+              encode: {
+                path: dir.file(dataObject),
+                compress: options.compress,
+                ...(key === undefined ? {} : { encryption: { key: key.bytes, context } }),
+              },
+            }
+          : {}),
         compressionLevel: options.compressionLevel ?? 1,
       },
       {
@@ -108,12 +130,13 @@ export async function createSnapshotFile(options: CreateSnapshotOptions): Promis
       shards: options.shards,
       positions: created.facts.positions,
       originSeqs: created.facts.originSeqs,
-      schemaSql: created.facts.schemaSql,
+      schemaSql: key === undefined ? created.facts.schemaSql : '',
       sizeBytes: created.digest.sizeBytes,
       sha256: created.digest.sha256,
       compressed: options.compress,
       dataObject,
       dataBytes: created.uploadBytes,
+      ...(key === undefined ? {} : { encryption: { cipher: SNAPSHOT_CIPHER, keyId: key.id } }),
     };
     const dispose = () => dir.remove();
     return { manifest, uploadPath: created.uploadPath, dispose, [Symbol.asyncDispose]: dispose };
@@ -127,7 +150,7 @@ export async function createSnapshotFile(options: CreateSnapshotOptions): Promis
     await dir.remove();
     if (uploadError !== undefined && !options.signal?.aborted) throw uploadError;
     if (options.signal?.aborted) throw err;
-    const mapped = diskError(err, options.tempParent, options.compress ? 2 * estimate : estimate);
+    const mapped = diskError(err, options.tempParent, needBytes);
     if (mapped instanceof SnapshotError) throw mapped;
     throw new SnapshotError('ERR_SNAPSHOT_CREATE', `cannot copy ${options.dbPath}: ${errorMessage(err)}`, {
       cause: err,

@@ -6,8 +6,14 @@ export const SNAPSHOT_ERROR_CODES = [
   'ERR_SNAPSHOT_CREATE',
   /** A manifest is not valid JSON or breaks the manifest format. */
   'ERR_SNAPSHOT_MANIFEST',
-  /** A downloaded snapshot fails its checksum, size or `PRAGMA integrity_check`. */
+  /** A downloaded snapshot fails its checksum, size, decryption (authentication) or `PRAGMA integrity_check`. */
   'ERR_SNAPSHOT_CORRUPT',
+  /**
+   * A snapshot's encryption does not match `[snapshot] encryption_key_file`:
+   * encrypted with another key, encrypted while no key is configured, or not
+   * encrypted while a key is.
+   */
+  'ERR_SNAPSHOT_KEY',
   /** Streams discarded messages this node needs and no stored snapshot reaches their first kept message. */
   'ERR_SNAPSHOT_TOO_OLD',
   /** Streams discarded messages this node needs and the store holds no snapshot at all. */

@@ -1,21 +1,23 @@
 /**
  * Streaming transforms of snapshot files: SHA-256, zstd compression and
- * decompression, each in one pass over the file with bounded buffers, so
- * memory never grows with the database size.
+ * decompression, encryption and decryption (`snapshot-cipher.ts`), each in one
+ * pass over the file with bounded buffers, so memory never grows with the
+ * database size.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CompressStream, DecompressStream } from 'zstd-napi';
+import { createDecryptStream, createEncryptStream, type SnapshotCipherParams } from './snapshot-cipher.ts';
 
 /** Read size: large enough that per-chunk overhead vanishes, small enough to stay cache-friendly. */
 const CHUNK_BYTES = 1024 * 1024;
 
 export interface FileDigest {
-  /** SHA-256 of the uncompressed bytes, lowercase hex. */
+  /** SHA-256 of the plain bytes (uncompressed, decrypted), lowercase hex. */
   readonly sha256: string;
-  /** Length of the uncompressed bytes. */
+  /** Length of the plain bytes. */
   readonly sizeBytes: number;
 }
 
@@ -48,45 +50,75 @@ export async function digestFile(path: string, signal?: AbortSignal): Promise<Fi
   return { sha256: hash.digest('hex'), sizeBytes };
 }
 
-/** Compresses `src` into `dest` (zstd with its frame checksum) and returns the digest of `src`, in one read. */
-export async function compressFile(
-  src: string,
-  dest: string,
-  options: { level: number; signal?: AbortSignal | undefined },
-): Promise<FileDigest & { compressedBytes: number }> {
-  const { tap, result } = digestTap();
-  let compressedBytes = 0;
-  const count = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      compressedBytes += chunk.length;
-      callback(null, chunk);
-    },
-  });
-  await pipeline(
-    createReadStream(src, { highWaterMark: CHUNK_BYTES }),
-    tap,
-    new CompressStream({ compressionLevel: options.level, checksumFlag: true }),
-    count,
-    createWriteStream(dest, { flags: 'wx' }),
-    signalOption(options.signal),
-  );
-  return { ...result(), compressedBytes };
+export interface EncodeOptions {
+  /** zstd level (with the frame checksum); undefined = not compressed. */
+  readonly compressionLevel?: number | undefined;
+  /** Encrypts after compression (`snapshot-cipher.ts`); undefined = not encrypted. */
+  readonly encryption?: SnapshotCipherParams | undefined;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
- * Decompresses `src` into `dest` and returns the digest of the decompressed
- * bytes. A truncated or damaged input rejects (DecompressStream refuses a
- * frame cut short; the frame checksum catches flipped bits), never yields a
- * silently short file.
+ * Encodes `src` into `dest` (must not exist) in one read: zstd when
+ * `compressionLevel` is set, then encryption when `encryption` is. Returns the
+ * digest of `src` and the size of `dest`.
  */
-export async function decompressFile(src: string, dest: string, signal?: AbortSignal): Promise<FileDigest> {
+export async function encodeFile(
+  src: string,
+  dest: string,
+  options: EncodeOptions,
+): Promise<FileDigest & { encodedBytes: number }> {
   const { tap, result } = digestTap();
+  let encodedBytes = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      encodedBytes += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  const stages: NodeJS.ReadWriteStream[] = [tap];
+  if (options.compressionLevel !== undefined)
+    stages.push(new CompressStream({ compressionLevel: options.compressionLevel, checksumFlag: true }));
+  if (options.encryption !== undefined) stages.push(createEncryptStream(options.encryption));
   await pipeline(
-    createReadStream(src, { highWaterMark: CHUNK_BYTES }),
-    new DecompressStream(),
-    tap,
-    createWriteStream(dest, { flags: 'w' }),
-    signalOption(signal),
+    [
+      createReadStream(src, { highWaterMark: CHUNK_BYTES }),
+      ...stages,
+      count,
+      createWriteStream(dest, { flags: 'wx' }),
+    ],
+    signalOption(options.signal),
+  );
+  return { ...result(), encodedBytes };
+}
+
+export interface DecodeOptions {
+  readonly compressed: boolean;
+  /** The file is encrypted: decrypt it with these. */
+  readonly encryption?: SnapshotCipherParams | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/**
+ * Decodes `src` into `dest` (decrypts, then decompresses, as `options` say)
+ * and returns the digest of the result. A truncated or damaged input rejects
+ * (a chunk or the end that fails authentication, a zstd frame cut short or
+ * failing its checksum), never yields a silently short file; the caller must
+ * discard `dest` then.
+ */
+export async function decodeFile(src: string, dest: string, options: DecodeOptions): Promise<FileDigest> {
+  const { tap, result } = digestTap();
+  const stages: NodeJS.ReadWriteStream[] = [];
+  if (options.encryption !== undefined) stages.push(createDecryptStream(options.encryption));
+  if (options.compressed) stages.push(new DecompressStream());
+  await pipeline(
+    [
+      createReadStream(src, { highWaterMark: CHUNK_BYTES }),
+      ...stages,
+      tap,
+      createWriteStream(dest, { flags: 'w' }),
+    ],
+    signalOption(options.signal),
   );
   return result();
 }

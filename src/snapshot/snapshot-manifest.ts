@@ -5,7 +5,8 @@
  * object is. Pure: no I/O.
  *
  * Store layout (flat names, see snapshot-store.ts): the data object
- * `snapshot-<createdAt>-<nodeId>.db` (or `.db.zst`) is uploaded first, the
+ * `snapshot-<createdAt>-<nodeId>.db` (`.db.zst` compressed, `.enc` appended
+ * when encrypted) is uploaded first, the
  * manifest `snapshot-<createdAt>-<nodeId>.json` last, so a manifest only ever
  * points to complete data. Data without a manifest is a crashed or running
  * upload and is never restored.
@@ -13,6 +14,16 @@
 import { SnapshotError } from './snapshot-error.ts';
 
 export const MANIFEST_FORMAT = 1;
+
+/** How an encrypted data object was encrypted (`snapshot-cipher.ts`); the header of the data says it again. */
+export interface SnapshotEncryptionInfo {
+  /** Chunked AES-256-GCM with a per-file HKDF-SHA256 key, format version 1. */
+  readonly cipher: typeof SNAPSHOT_CIPHER;
+  /** Id of the key (`snapshotKeyId`), so a restore with another key says which one it needs. */
+  readonly keyId: string;
+}
+
+export const SNAPSHOT_CIPHER = 'aes-256-gcm-chunked-v1';
 
 /** Highest batch sequence applied per origin node and shard (the `__harmonylite___origin_seqs` rows). */
 export interface OriginSeq {
@@ -34,7 +45,10 @@ export interface SnapshotManifest {
   /** Stream sequence applied per shard ("1", "2", …), consistent with the data (one read transaction). */
   readonly positions: Readonly<Record<string, number>>;
   readonly originSeqs: readonly OriginSeq[];
-  /** The user schema (`sqlite_schema.sql` of non-internal objects), `;\n`-separated, for operators and checks. */
+  /**
+   * The user schema (`sqlite_schema.sql` of non-internal objects), `;\n`-separated, for operators
+   * and checks. Empty when encrypted: the manifest stays readable and a schema can hold secrets.
+   */
   readonly schemaSql: string;
   /** Size of the database file, bytes. */
   readonly sizeBytes: number;
@@ -43,12 +57,18 @@ export interface SnapshotManifest {
   readonly compressed: boolean;
   /** Name of the data object in the store. */
   readonly dataObject: string;
-  /** Size of the data object as stored (compressed size when `compressed`), bytes. */
+  /** Size of the data object as stored (compressed size when `compressed`, with encryption overhead when encrypted), bytes. */
   readonly dataBytes: number;
+  /**
+   * Set when the data object is encrypted (after compression). Absent on plain snapshots, so
+   * their manifests are exactly as before; older builds refuse an encrypted one (its `dataObject`
+   * ends in `.enc`), never restore it as garbage.
+   */
+  readonly encryption?: SnapshotEncryptionInfo;
 }
 
 const BASE_NAME = /^snapshot-(\d{13})-(\d{1,10})$/;
-const OBJECT_NAME = /^(snapshot-\d{13}-\d{1,10})(\.json|\.db|\.db\.zst)$/;
+const OBJECT_NAME = /^(snapshot-\d{13}-\d{1,10})(\.json|\.db|\.db\.zst|\.db\.enc|\.db\.zst\.enc)$/;
 
 /** `snapshot-<createdAt, 13 digits>-<nodeId>`: sorts by time as a string, unique per node and millisecond. */
 export function snapshotBaseName(createdAt: number, nodeId: number): string {
@@ -59,8 +79,17 @@ export function manifestObjectName(baseName: string): string {
   return `${baseName}.json`;
 }
 
-export function dataObjectName(baseName: string, compressed: boolean): string {
-  return `${baseName}${compressed ? '.db.zst' : '.db'}`;
+export function dataObjectName(baseName: string, compressed: boolean, encrypted = false): string {
+  return `${baseName}${compressed ? '.db.zst' : '.db'}${encrypted ? '.enc' : ''}`;
+}
+
+/**
+ * What an encrypted data object is bound to (the cipher's `context`): its
+ * snapshot's name and streams. A data object served under another manifest,
+ * or a manifest whose name or streams were changed, fails authentication.
+ */
+export function encryptionContext(m: Pick<SnapshotManifest, 'name' | 'streamPrefix' | 'shards'>): string {
+  return `${m.name}\n${m.streamPrefix}\n${m.shards}`;
 }
 
 /** Classifies a store object name of ours; undefined for anything else. */
@@ -156,9 +185,21 @@ export function decodeManifest(bytes: Uint8Array, objectName: string): SnapshotM
   if (!/^[0-9a-f]{64}$/.test(sha256)) fail('sha256 must be 64 lowercase hex digits');
   if (typeof o.compressed !== 'boolean') fail('compressed must be true or false');
   const compressed = o.compressed as boolean;
+  let encryption: SnapshotEncryptionInfo | undefined;
+  if (o.encryption !== undefined) {
+    const e = o.encryption as Record<string, unknown> | null;
+    if (typeof e !== 'object' || e === null || Array.isArray(e)) fail('encryption must be an object');
+    if (e!.cipher !== SNAPSHOT_CIPHER)
+      fail(
+        `encryption.cipher ${JSON.stringify(e!.cipher)} is not supported (this build reads ${SNAPSHOT_CIPHER})`,
+      );
+    if (typeof e!.keyId !== 'string' || !/^[0-9a-f]{16}$/.test(e!.keyId))
+      fail('encryption.keyId must be 16 lowercase hex digits');
+    encryption = { cipher: SNAPSHOT_CIPHER, keyId: e!.keyId as string };
+  }
   const dataObject = str('dataObject');
-  if (dataObject !== dataObjectName(name, compressed))
-    fail(`dataObject ${JSON.stringify(dataObject)} should be ${dataObjectName(name, compressed)}`);
+  const expectedData = dataObjectName(name, compressed, encryption !== undefined);
+  if (dataObject !== expectedData) fail(`dataObject ${JSON.stringify(dataObject)} should be ${expectedData}`);
 
   return {
     format: MANIFEST_FORMAT,
@@ -175,5 +216,6 @@ export function decodeManifest(bytes: Uint8Array, objectName: string): SnapshotM
     compressed,
     dataObject,
     dataBytes: int('dataBytes', 1),
+    ...(encryption === undefined ? {} : { encryption }),
   };
 }

@@ -17,7 +17,8 @@ import {
 import { restoreCandidates, shardsBehind, type BehindShard, type StreamRange } from './restore-plan.ts';
 import { listSnapshots } from './snapshot-catalog.ts';
 import { errorMessage, SnapshotError } from './snapshot-error.ts';
-import type { SnapshotManifest } from './snapshot-manifest.ts';
+import { SnapshotKey, snapshotKeyMismatch } from './snapshot-key.ts';
+import { encryptionContext, type SnapshotManifest } from './snapshot-manifest.ts';
 import { SnapshotStoreError, type SnapshotStore } from './snapshot-store.ts';
 import { assertFreeSpace, diskError, SnapshotTempDir, snapshotTempParent } from './snapshot-temp-dir.ts';
 import { runSnapshotTask } from './snapshot-worker.ts';
@@ -70,8 +71,10 @@ interface PreparedFile {
  * 2. `restore()`, publisher running, consumers not started: downloads the
  *    newest candidate, waits until this node's own pending changes are
  *    published (or fails, leaving the database unchanged, when they cannot
- *    be), verifies the file (checksum, `integrity_check`; a damaged download
- *    is retried, then an older candidate is tried), prepares it (page size,
+ *    be), verifies the file (decryption with the configured key when
+ *    encrypted, checksum, `integrity_check`; a damaged download is retried,
+ *    then an older candidate is tried; a snapshot whose encryption does not
+ *    match the configured key is skipped at once), prepares it (page size,
  *    capture) and swaps it in with the backup API; under the swap's write
  *    lock it first copies this node's local replication state (changes that
  *    slipped in meanwhile, outbox, dead letters) into the file. Consumers then
@@ -127,6 +130,7 @@ export class SnapshotRestorer {
     const { signal } = options;
     this.#wakePublisher = options.wakePublisher ?? (() => undefined);
     const startedAt = performance.now();
+    const key = SnapshotKey.fromConfig(config.snapshot);
     const dir = await SnapshotTempDir.create(snapshotTempParent(config));
     const reader = new Database(config.db_path, {
       readonly: true,
@@ -134,7 +138,7 @@ export class SnapshotRestorer {
       timeout: config.busy_timeout,
     });
     try {
-      const ready = await this.#downloadVerified(decision.candidates, dir, reader, signal);
+      const ready = await this.#downloadVerified(decision.candidates, key, dir, reader, signal);
       await this.#swapIn(ready, signal);
       const { manifest } = ready;
       const durationMs = performance.now() - startedAt;
@@ -211,6 +215,7 @@ export class SnapshotRestorer {
    */
   async #downloadVerified(
     candidates: readonly SnapshotManifest[],
+    key: SnapshotKey | undefined,
     dir: SnapshotTempDir,
     reader: Database.Database,
     signal: AbortSignal | undefined,
@@ -220,6 +225,12 @@ export class SnapshotRestorer {
     const attempts = this.#deps.attempts ?? 3;
     let lastError: unknown;
     for (const manifest of candidates) {
+      const mismatch = snapshotKeyMismatch(manifest, key);
+      if (mismatch !== undefined) {
+        lastError = mismatch;
+        logger.warn({ object: manifest.dataObject, err: mismatch.message }, 'snapshot refused');
+        continue;
+      }
       await assertFreeSpace(dir.path, manifest.dataBytes + manifest.sizeBytes);
       for (let attempt = 1; attempt <= attempts; attempt++) {
         signal?.throwIfAborted();
@@ -252,6 +263,12 @@ export class SnapshotRestorer {
               downloadedPath: downloaded,
               outPath: path,
               compressed: manifest.compressed,
+              ...(key === undefined
+                ? {}
+                : {
+                    encryption: { key: key.bytes, context: encryptionContext(manifest) },
+                    expectedFacts: { positions: manifest.positions, originSeqs: manifest.originSeqs },
+                  }),
               expected: { sha256: manifest.sha256, sizeBytes: manifest.sizeBytes },
               objectName: manifest.dataObject,
               prepare: this.#prepareOptions(),
@@ -266,11 +283,13 @@ export class SnapshotRestorer {
           if (mapped instanceof SnapshotError && mapped.code === 'ERR_SNAPSHOT_NO_SPACE') throw mapped;
           lastError = err;
           const gone = err instanceof SnapshotStoreError && err.code === 'ERR_SNAPSHOT_NOT_FOUND';
+          // Another key stays another key: trying again cannot help.
+          const wrongKey = err instanceof SnapshotError && err.code === 'ERR_SNAPSHOT_KEY';
           logger.warn(
             { object: manifest.dataObject, attempt, err: errorMessage(err) },
             gone ? 'snapshot vanished from the store; trying an older one' : 'snapshot download rejected',
           );
-          if (gone) break;
+          if (gone || wrongKey) break;
         }
       }
     }
@@ -279,7 +298,10 @@ export class SnapshotRestorer {
       `no snapshot could be restored; the database is unchanged. Last failure: ${errorMessage(lastError)}`,
       {
         cause: lastError,
-        hint: 'take a new snapshot on a node that is up to date (harmonylite -config FILE -save-snapshot), then start this node again',
+        hint:
+          lastError instanceof SnapshotError && lastError.code === 'ERR_SNAPSHOT_KEY' && lastError.hint
+            ? lastError.hint
+            : 'take a new snapshot on a node that is up to date (harmonylite -config FILE -save-snapshot), then start this node again',
       },
     );
   }

@@ -8,8 +8,10 @@
 import { rename, rm, stat } from 'node:fs/promises';
 import Database from 'better-sqlite3';
 import { SnapshotError } from './snapshot-error.ts';
-import { writeSnapshotCopy, type SnapshotCopyFacts } from './snapshot-copy.ts';
-import { compressFile, decompressFile, digestFile, type FileDigest } from './snapshot-file-codec.ts';
+import type { SnapshotCipherParams } from './snapshot-cipher.ts';
+import { readSnapshotFacts, writeSnapshotCopy, type SnapshotCopyFacts } from './snapshot-copy.ts';
+import { decodeFile, digestFile, encodeFile, type FileDigest } from './snapshot-file-codec.ts';
+import type { OriginSeq } from './snapshot-manifest.ts';
 import { prepareRestoreFile, type PrepareRestoreOptions } from './prepare-restore-file.ts';
 
 export interface CreateTask {
@@ -18,14 +20,21 @@ export interface CreateTask {
   /** Where the copy goes; must not exist. */
   readonly copyPath: string;
   readonly busyTimeoutMs: number;
-  /** When set, the copy is compressed to this path and removed. */
-  readonly compressedPath?: string;
+  /**
+   * When set, the copy is encoded into `encode.path` in one pass (zstd when
+   * `compress`, then encryption when `encryption` is set) and removed.
+   */
+  readonly encode?: {
+    readonly path: string;
+    readonly compress: boolean;
+    readonly encryption?: SnapshotCipherParams;
+  };
   readonly compressionLevel: number;
 }
 
 export interface CreateResult {
   readonly facts: SnapshotCopyFacts;
-  /** Of the uncompressed copy. */
+  /** Of the plain copy. */
   readonly digest: FileDigest;
   /** The file to upload and its size. */
   readonly uploadPath: string;
@@ -33,7 +42,7 @@ export interface CreateResult {
 }
 
 /**
- * Emitted by a create task without compression as soon as the copy is final,
+ * Emitted by a create task without encoding as soon as the copy is final,
  * before its checksum is computed: the upload may start at once and overlap
  * the checksum pass (the manifest, which needs the checksum, goes last anyway).
  */
@@ -52,7 +61,18 @@ export interface VerifyTask {
   /** Where the verified database file ends up. */
   readonly outPath: string;
   readonly compressed: boolean;
+  /** Set when the data is encrypted (the manifest's `encryption`): the configured key and the manifest's context. */
+  readonly encryption?: SnapshotCipherParams;
   readonly expected: FileDigest;
+  /**
+   * When set, the file's stream positions and origin sequences must equal these (the
+   * manifest's). For encrypted snapshots, whose data is authenticated but whose manifest is
+   * not, this authenticates what the restore plan relied on.
+   */
+  readonly expectedFacts?: {
+    readonly positions: Readonly<Record<string, number>>;
+    readonly originSeqs: readonly OriginSeq[];
+  };
   readonly objectName: string;
   /** When set, the verified file is also prepared for the swap (saves a worker start). */
   readonly prepare?: Omit<PrepareRestoreOptions, 'path'>;
@@ -89,24 +109,28 @@ export async function runCreateTask(
     outPath: task.copyPath,
     busyTimeoutMs: task.busyTimeoutMs,
   });
-  if (task.compressedPath === undefined) {
+  const { encode } = task;
+  if (encode === undefined) {
     const { size } = await stat(task.copyPath);
     emit({ type: 'data-ready', path: task.copyPath, bytes: size });
     const digest = await digestFile(task.copyPath);
     return { facts, digest, uploadPath: task.copyPath, uploadBytes: digest.sizeBytes };
   }
-  const { compressedBytes, ...digest } = await compressFile(task.copyPath, task.compressedPath, {
-    level: task.compressionLevel,
+  const { encodedBytes, ...digest } = await encodeFile(task.copyPath, encode.path, {
+    compressionLevel: encode.compress ? task.compressionLevel : undefined,
+    encryption: encode.encryption,
   });
   await rm(task.copyPath, { force: true });
-  return { facts, digest, uploadPath: task.compressedPath, uploadBytes: compressedBytes };
+  return { facts, digest, uploadPath: encode.path, uploadBytes: encodedBytes };
 }
 
 /**
- * Decompresses (when needed) and checks a downloaded snapshot: size and
- * SHA-256 against the manifest, then `PRAGMA integrity_check`; then prepares
- * it when asked. Rejects with `ERR_SNAPSHOT_CORRUPT` on any mismatch;
- * `outPath` is then removed.
+ * Decrypts and decompresses (when needed) and checks a downloaded snapshot:
+ * every chunk's authentication tag when encrypted, size and SHA-256 (of the
+ * plain database) against the manifest, then `PRAGMA integrity_check`, then
+ * the positions when asked; then prepares it when asked. Rejects with
+ * `ERR_SNAPSHOT_CORRUPT` on any mismatch, `ERR_SNAPSHOT_KEY` when the data
+ * was encrypted with another key; `outPath` is then removed.
  */
 export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
   const corrupt = (detail: string, cause?: unknown) =>
@@ -116,10 +140,21 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
     });
   try {
     let digest: FileDigest;
-    if (task.compressed) {
+    if (task.compressed || task.encryption !== undefined) {
       try {
-        digest = await decompressFile(task.downloadedPath, task.outPath);
+        digest = await decodeFile(task.downloadedPath, task.outPath, {
+          compressed: task.compressed,
+          encryption: task.encryption,
+        });
       } catch (err) {
+        // Errors of the decryption are SnapshotErrors; anything else comes from zstd.
+        if (err instanceof SnapshotError && err.code === 'ERR_SNAPSHOT_KEY') {
+          throw new SnapshotError('ERR_SNAPSHOT_KEY', `snapshot ${task.objectName} ${err.message}`, {
+            cause: err,
+            hint: 'set [snapshot] encryption_key_file to the key this snapshot was encrypted with',
+          });
+        }
+        if (err instanceof SnapshotError) throw corrupt(`cannot decrypt: ${err.message}`, err);
         throw corrupt(`cannot decompress (${err instanceof Error ? err.message : String(err)})`, err);
       } finally {
         await rm(task.downloadedPath, { force: true });
@@ -133,6 +168,7 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
     if (digest.sha256 !== task.expected.sha256)
       throw corrupt(`SHA-256 ${digest.sha256}, the manifest says ${task.expected.sha256}`);
     checkIntegrity(task.outPath, corrupt);
+    if (task.expectedFacts !== undefined) checkFacts(task.outPath, task.expectedFacts, corrupt);
     if (task.prepare !== undefined) prepareRestoreFile({ ...task.prepare, path: task.outPath });
     return { digest };
   } catch (err) {
@@ -156,6 +192,35 @@ function checkIntegrity(path: string, corrupt: (detail: string, cause?: unknown)
     );
   } finally {
     db?.close();
+  }
+}
+
+/** Positions and origin sequences of the file must be the manifest's, key for key. */
+function checkFacts(
+  path: string,
+  expected: NonNullable<VerifyTask['expectedFacts']>,
+  corrupt: (detail: string, cause?: unknown) => SnapshotError,
+): void {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  let facts: SnapshotCopyFacts;
+  try {
+    facts = readSnapshotFacts(db);
+  } finally {
+    db.close();
+  }
+  const canonical = (f: NonNullable<VerifyTask['expectedFacts']>) =>
+    JSON.stringify({
+      positions: Object.entries(f.positions).sort(([a], [b]) => Number(a) - Number(b)),
+      originSeqs: [...f.originSeqs]
+        .map((o) => [o.origin, o.shard, o.seq])
+        .sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!),
+    });
+  const found = canonical(facts);
+  if (found !== canonical(expected)) {
+    const shown = found.length > 300 ? `${found.slice(0, 297)}...` : found;
+    throw corrupt(
+      `its stream positions differ from its manifest's (the manifest was changed): the data holds ${shown}`,
+    );
   }
 }
 

@@ -1,4 +1,5 @@
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,6 +8,7 @@ import { TomlError } from 'smol-toml';
 import { ConfigError } from '../../src/config/config-error.ts';
 import { defaultConfig } from '../../src/config/config.ts';
 import { loadConfig, requireDatabase } from '../../src/config/load-config.ts';
+import { spawnCli } from '../helpers/node-harness.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 
 function writeConfig(dir: string, text: string, name = 'config.toml'): string {
@@ -340,5 +342,127 @@ describe('requireDatabase', () => {
     writeFileSync(join(dir.path, 'app.db'), '');
     const config = loadConfig(writeConfig(dir.path, 'db_path = "app.db"\n'));
     assert.doesNotThrow(() => requireDatabase(config));
+  });
+});
+
+describe('[snapshot] encryption_key_file', () => {
+  const HEX_KEY = 'a1'.repeat(32);
+
+  /** Loads a config naming `keyFile` (relative to the config's directory); returns the ConfigError. */
+  function keyError(dir: string, keyFile: string): ConfigError {
+    const path = writeConfig(dir, `[snapshot]\nencryption_key_file = ${JSON.stringify(keyFile)}\n`);
+    const err = configError(() => loadConfig(path));
+    assert.match(err.message, /^config key "snapshot\.encryption_key_file": /);
+    assert.ok(!err.message.includes('\n'), 'a one-line message');
+    return err;
+  }
+
+  function keyFile(dir: string, name: string, content: string | Buffer, mode = 0o600): string {
+    const path = join(dir, name);
+    writeFileSync(path, content, { mode });
+    chmodSync(path, mode); // whatever the umask
+    return path;
+  }
+
+  it('defaults to "" (snapshots not encrypted) and resolves a relative path against the config file', () => {
+    using dir = tempDir();
+    assert.equal(loadConfig(writeConfig(dir.path, '')).snapshot.encryption_key_file, '');
+    mkdirSync(join(dir.path, 'etc'));
+    keyFile(join(dir.path, 'etc'), 'snapshot.key', `${HEX_KEY}\n`);
+    const path = writeConfig(join(dir.path, 'etc'), '[snapshot]\nencryption_key_file = "snapshot.key"\n');
+    assert.equal(loadConfig(path).snapshot.encryption_key_file, join(dir.path, 'etc', 'snapshot.key'));
+  });
+
+  it('accepts hex (as openssl rand -hex 32 writes it), base64 and 32 raw bytes, also through a symlink', () => {
+    using dir = tempDir();
+    const raw = Buffer.from(HEX_KEY, 'hex');
+    for (const [name, content] of [
+      ['hex.key', `${HEX_KEY}\n`],
+      ['b64.key', `${raw.toString('base64')}\n`],
+      ['raw.key', raw],
+    ] as const) {
+      const path = keyFile(dir.path, name, content, 0o400);
+      const config = loadConfig(writeConfig(dir.path, `[snapshot]\nencryption_key_file = "${name}"\n`));
+      assert.equal(config.snapshot.encryption_key_file, path);
+    }
+    symlinkSync(join(dir.path, 'hex.key'), join(dir.path, 'link.key'));
+    assert.doesNotThrow(() =>
+      loadConfig(writeConfig(dir.path, '[snapshot]\nencryption_key_file = "link.key"\n')),
+    );
+  });
+
+  it('refuses a missing file', () => {
+    using dir = tempDir();
+    const err = keyError(dir.path, 'missing.key');
+    assert.match(err.message, /".*missing\.key" does not exist$/);
+    assert.match(err.hint ?? '', /openssl rand -hex 32/);
+  });
+
+  it('refuses a file group or others can read or write, saying how to fix it', () => {
+    using dir = tempDir();
+    for (const mode of [0o644, 0o640, 0o602, 0o660]) {
+      keyFile(dir.path, 'open.key', `${HEX_KEY}\n`, mode);
+      const err = keyError(dir.path, 'open.key');
+      const shown = mode.toString(8).padStart(4, '0');
+      assert.match(
+        err.message,
+        new RegExp(`is accessible by group or others \\(mode ${shown}\\); a key file must be private$`),
+      );
+      assert.match(err.hint ?? '', /^chmod 600 ".*open\.key"$/);
+    }
+  });
+
+  it('refuses a key of the wrong length or format', () => {
+    using dir = tempDir();
+    const cases: [name: string, content: string | Buffer, message: RegExp][] = [
+      ['short-hex.key', `${'ab'.repeat(31)}\n`, /must hold a 256-bit key .*; it has 63 bytes/],
+      ['long-hex.key', 'ab'.repeat(33), /must hold a 256-bit key/],
+      ['short-b64.key', `${Buffer.alloc(16, 1).toString('base64')}\n`, /must hold a 256-bit key/],
+      ['raw-31.key', Buffer.alloc(31, 0), /must hold a 256-bit key .*; it has 31 bytes/],
+      ['empty.key', '', /must hold a 256-bit key .*; it has 0 bytes/],
+      ['passphrase.key', 'correct horse battery staple 123', /32 printable characters: that is a passphrase/],
+      ['big.key', 'x'.repeat(5000), /has 5000 bytes: too large to be a key file$/],
+    ];
+    for (const [name, content, message] of cases) {
+      keyFile(dir.path, name, content);
+      assert.match(keyError(dir.path, name).message, message, name);
+    }
+  });
+
+  it('refuses a directory and a FIFO (without hanging on it)', () => {
+    using dir = tempDir();
+    mkdirSync(join(dir.path, 'keys'), { mode: 0o700 });
+    assert.match(keyError(dir.path, 'keys').message, /is not a regular file$/);
+    execFileSync('mkfifo', ['-m', '600', join(dir.path, 'fifo.key')]);
+    assert.match(keyError(dir.path, 'fifo.key').message, /is not a regular file$/);
+  });
+
+  it(
+    'refuses an unreadable file',
+    { skip: process.getuid?.() === 0 ? 'running as root: chmod 000 does not stop root from reading' : false },
+    () => {
+      using dir = tempDir();
+      keyFile(dir.path, 'locked.key', `${HEX_KEY}\n`, 0o000);
+      assert.match(keyError(dir.path, 'locked.key').message, /cannot be read \(EACCES\)$/);
+    },
+  );
+
+  it('the CLI prints the error with the fix and exits 2, whatever the command', async () => {
+    using dir = tempDir();
+    keyFile(dir.path, 'snapshot.key', `${HEX_KEY}\n`, 0o644);
+    writeFileSync(join(dir.path, 'app.db'), '');
+    const path = writeConfig(
+      dir.path,
+      'db_path = "app.db"\n[snapshot]\nencryption_key_file = "snapshot.key"\n',
+    );
+    const cli = spawnCli(['-config', path, '-cleanup']);
+    const code = await cli.exited;
+    const text = cli.output.join('\n');
+    assert.equal(code, 2, text);
+    assert.match(
+      text,
+      /^Error: config key "snapshot\.encryption_key_file": ".*snapshot\.key" is accessible by group or others/m,
+    );
+    assert.match(text, /^Try: chmod 600 /m);
   });
 });
