@@ -55,6 +55,15 @@ export interface SftpServer extends RunningServer {
   readonly knownHostsPath: string;
 }
 
+/** Where a server keeps its objects. */
+export interface ServerStorageOptions {
+  /**
+   * An existing directory to store the objects in instead of a fresh one (a
+   * small tmpfs for full-disk tests, say); the caller owns it: `stop()` leaves it.
+   */
+  readonly storageDir?: string;
+}
+
 export interface SshKeyPair {
   readonly privateKeyPath: string;
   readonly publicKeyPath: string;
@@ -65,12 +74,26 @@ export interface SshKeyPair {
 const READY_TIMEOUT_MS = 20_000;
 
 /** An S3-compatible server (s3rver) in a child process, so its CPU does not share the test's event loop. */
-export async function startS3Server(): Promise<S3Server> {
+export async function startS3Server(options: ServerStorageOptions = {}): Promise<S3Server> {
   const data = tempDir('hl-s3rver-');
+  const storage = options.storageDir ?? data.path;
   const s3rverUrl = pathToFileURL(createRequire(import.meta.url).resolve('s3rver')).href;
+  // s3rver 3.7.1 pipes request bodies into files without listening for write errors, so
+  // a full disk (ENOSPC) would kill it; the patch hands such an error to the request, which
+  // s3rver then answers as any internal failure (HTTP 500 InternalError).
   const script = `
+    const { createRequire } = await import('node:module');
+    const fs = createRequire(${JSON.stringify(s3rverUrl)})('fs-extra');
+    const createWriteStream = fs.createWriteStream;
+    fs.createWriteStream = (...args) => {
+      const file = createWriteStream(...args);
+      let source;
+      file.on('pipe', (s) => (source = s));
+      file.on('error', (err) => source?.destroy(err));
+      return file;
+    };
     const { default: S3rver } = await import(${JSON.stringify(s3rverUrl)});
-    const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: ${JSON.stringify(data.path)} });
+    const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: ${JSON.stringify(storage)} });
     const { port } = await server.run();
     process.stdout.write(JSON.stringify({ port }) + '\\n');
     process.on('SIGTERM', () => server.close().finally(() => process.exit(0)));
@@ -90,6 +113,7 @@ export async function startS3Server(): Promise<S3Server> {
     await waitForTcp(port, child, log);
     return {
       ...running(port, data, child),
+      dir: storage,
       endpoint: `http://127.0.0.1:${port}`,
       accessKey: 'S3RVER', // s3rver's built-in account
       secret: 'S3RVER',
@@ -103,10 +127,11 @@ export async function startS3Server(): Promise<S3Server> {
 }
 
 /** `rclone serve webdav` with basic auth, serving a fresh directory as its root. */
-export async function startWebDavServer(options: { user: string; pass: string }): Promise<WebDavServer> {
+export async function startWebDavServer(
+  options: { user: string; pass: string } & ServerStorageOptions,
+): Promise<WebDavServer> {
   const data = tempDir('hl-webdav-');
-  const root = join(data.path, 'root');
-  mkdirSync(root);
+  const root = storageRoot(data.path, options);
   const { port, child } = await startOnFreePort(data, (p) => [
     'rclone',
     ['serve', 'webdav', '--addr', `127.0.0.1:${p}`, '--user', options.user, '--pass', options.pass, root],
@@ -126,14 +151,11 @@ export async function startWebDavServer(options: { user: string; pass: string })
  * posix-rename extension, so stores exercise their fallback rename path here.
  * Writes go through rclone's VFS write cache, then into `dir`.
  */
-export async function startSftpServer(options: {
-  user: string;
-  pass: string;
-  authorizedKeysPath?: string;
-}): Promise<SftpServer> {
+export async function startSftpServer(
+  options: { user: string; pass: string; authorizedKeysPath?: string } & ServerStorageOptions,
+): Promise<SftpServer> {
   const data = tempDir('hl-sftp-');
-  const root = join(data.path, 'root');
-  mkdirSync(root);
+  const root = storageRoot(data.path, options);
   const hostKey = generateSshKeyPair(data.path, 'host_key');
   const keys = options.authorizedKeysPath ? ['--authorized-keys', options.authorizedKeysPath] : [];
   const { port, child } = await startOnFreePort(data, (p) => [
@@ -177,10 +199,11 @@ export async function startSftpServer(options: {
  * As root, sshd needs its privilege-separation directory /run/sshd, which the
  * Debian service normally creates at boot; it is created here when missing.
  */
-export async function startSshdServer(options: { authorizedKeysPath: string }): Promise<SftpServer> {
+export async function startSshdServer(
+  options: { authorizedKeysPath: string } & ServerStorageOptions,
+): Promise<SftpServer> {
   const data = tempDir('hl-sshd-');
-  const root = join(data.path, 'root');
-  mkdirSync(root);
+  const root = storageRoot(data.path, options);
   const hostKey = generateSshKeyPair(data.path, 'host_key');
   if (process.getuid?.() === 0 && !existsSync('/run/sshd')) mkdirSync('/run/sshd', { mode: 0o755 });
   const user = userInfo().username;
@@ -292,6 +315,14 @@ export function freePort(): Promise<number> {
       );
     });
   });
+}
+
+/** `storageDir`, or a fresh `<dataDir>/root`. */
+function storageRoot(dataDir: string, options: ServerStorageOptions): string {
+  if (options.storageDir !== undefined) return options.storageDir;
+  const root = join(dataDir, 'root');
+  mkdirSync(root);
+  return root;
 }
 
 /** Fingerprint (computed by ssh-keygen, independently of the code under test) and known_hosts file. */

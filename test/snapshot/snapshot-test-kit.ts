@@ -1,9 +1,12 @@
 /**
  * Shared fixtures of the snapshot tests: databases with capture installed, a
- * tiny tmpfs for full-disk tests, and readers of what a database holds.
+ * tiny tmpfs for full-disk tests, readers of what a database and the streams
+ * hold, and `-save-snapshot` as a child process.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import Database from 'better-sqlite3';
@@ -12,6 +15,22 @@ import { ORIGIN_SEQS, POSITIONS, quoteIdent as q } from '../../src/cdc/names.ts'
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import type { Config } from '../../src/config/config.ts';
 import { shardNumbers, streamName } from '../../src/nats/naming.ts';
+import { readPositions } from '../../src/snapshot/snapshot-restorer.ts';
+import { spawnCli } from '../helpers/node-harness.ts';
+import { tempDir } from '../helpers/temp-dir.ts';
+import { waitFor } from '../helpers/wait-for.ts';
+
+/** Fresh directories `<name>-<n>` under one temporary root, removed after the test file. */
+export function caseDirs(prefix: string): (name: string) => string {
+  const root = tempDir(prefix);
+  after(() => root.remove());
+  let n = 0;
+  return (name) => {
+    const dir = join(root.path, `${name}-${++n}`);
+    mkdirSync(dir);
+    return dir;
+  };
+}
 
 export const SCHEMA = 'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, blob BLOB);';
 
@@ -90,14 +109,19 @@ export function mountTinyTmpfs(dir: string, sizeBytes: number): (() => void) | u
 }
 
 /** Snapshot-friendly cluster settings: small streams that roll over quickly, one change per message. */
+export function useSmallStreams(c: Config): void {
+  c.replication_log.shards = 2;
+  c.replication_log.max_entries = 50;
+  c.replication_log.max_batch_changes = 1;
+  c.snapshot.keep = 3;
+}
+
+/** `useSmallStreams` with snapshots in the local directory `storeDir`, then `more`. */
 export function smallStreams(storeDir: string, more?: (c: Config) => void): (c: Config) => void {
   return (c) => {
-    c.replication_log.shards = 2;
-    c.replication_log.max_entries = 50;
-    c.replication_log.max_batch_changes = 1;
+    useSmallStreams(c);
     c.snapshot.store = 'local';
     c.snapshot.local.path = storeDir;
-    c.snapshot.keep = 3;
     more?.(c);
   };
 }
@@ -124,6 +148,39 @@ export async function streamRanges(url: string, config: Config): Promise<StreamR
   }
 }
 
+/**
+ * Waits until every shard stream discarded its first messages (so a new node
+ * must restore a snapshot) and the node on `dbPath` applied every message the
+ * streams still hold (so a snapshot of it reaches them).
+ */
+export async function waitForDiscardedHistory(
+  url: string,
+  config: Config,
+  dbPath: string,
+): Promise<StreamRangeSeen[]> {
+  let seen: unknown;
+  return waitFor(
+    'streams that discarded their first messages, all of the rest applied by the node',
+    async () => {
+      const ranges = await streamRanges(url, config);
+      const positions = appliedPositions(dbPath);
+      seen = { ranges, positions: Object.fromEntries(positions) };
+      return ranges.every((r) => r.firstSeq > 1 && positions.get(r.shard) === r.lastSeq) ? ranges : undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 200, seen: () => seen },
+  );
+}
+
+/** The stream position per shard stored in the database (what the node applied). */
+export function appliedPositions(dbPath: string): Map<number, number> {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    return readPositions(db);
+  } finally {
+    db.close();
+  }
+}
+
 /** Writes rows `from..to` one per transaction (so one message each with max_batch_changes = 1). */
 export function writeRows(dbPath: string, from: number, to: number, prefix = 'row'): void {
   const db = new Database(dbPath);
@@ -134,6 +191,43 @@ export function writeRows(dbPath: string, from: number, to: number, prefix = 'ro
   } finally {
     db.close();
   }
+}
+
+/** Adds at least `bytes` of incompressible rows (ids from `firstId` up) in one transaction. */
+export function writeRandomBytes(dbPath: string, bytes: number, firstId = 1_000_000): void {
+  const rowBytes = 4000;
+  const db = new Database(dbPath);
+  try {
+    db.pragma('busy_timeout = 5000');
+    db.prepare(
+      'WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < ?) ' +
+        "INSERT INTO items (id, name, blob) SELECT ? + i, 'random', randomblob(?) FROM c",
+    ).run(Math.ceil(bytes / rowBytes), firstId, rowBytes);
+  } finally {
+    db.close();
+  }
+}
+
+export interface SaveSnapshotRun {
+  /** null when killed by a signal. */
+  readonly exitCode: number | null;
+  readonly output: readonly string[];
+  /** From the "Snapshot saved to …" line, when there is one. */
+  readonly saved?: { readonly store: string; readonly dataObject: string; readonly manifestObject: string };
+}
+
+/** Runs `harmonylite -config <configPath> -save-snapshot` to its end. */
+export async function runSaveSnapshotCli(configPath: string): Promise<SaveSnapshotRun> {
+  const cli = spawnCli(['-config', configPath, '-save-snapshot']);
+  const exitCode = await cli.exited;
+  const match = cli.output
+    .map((l) => /^Snapshot saved to (.+): (\S+) \(\d+ bytes, manifest (\S+)\)$/.exec(l))
+    .find((m) => m !== null);
+  return {
+    exitCode,
+    output: cli.output,
+    ...(match ? { saved: { store: match[1]!, dataObject: match[2]!, manifestObject: match[3]! } } : {}),
+  };
 }
 
 /** Sum of a labelled counter over its shard labels. */

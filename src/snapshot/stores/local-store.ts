@@ -3,16 +3,15 @@ import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile } f
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import {
-  SnapshotStoreError,
   type SnapshotObjectInfo,
   type SnapshotStore,
   type SnapshotTransferOptions,
 } from '../snapshot-store.ts';
 import { downloadStreamToFile, fsyncPath } from './download-to-file.ts';
-import { assertObjectName, isListableName, temporaryName } from './object-name.ts';
+import { isListableName, temporaryName } from './object-name.ts';
 import { progressCounter } from './progress-counter.ts';
 import { DEFAULT_STORE_RETRY } from './retry.ts';
-import { runStoreOperation, type ErrorVerdict } from './store-operation.ts';
+import { objectNotFound, storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError, systemErrorCode } from './system-error.ts';
 
 export interface LocalSnapshotStoreOptions {
@@ -34,97 +33,72 @@ const COPY_CHUNK_BYTES = 1024 * 1024;
 export class LocalSnapshotStore implements SnapshotStore {
   readonly description: string;
   readonly #dir: string;
-  #closed = false;
+  readonly #ops = new StoreOperations(BACKEND, (err) => this.#classify(err), {
+    retry: { ...DEFAULT_STORE_RETRY, attempts: 1 }, // a local file system has no transient failures worth waiting for
+  });
 
   constructor(options: LocalSnapshotStoreOptions) {
-    if (options.path === '') {
-      throw new SnapshotStoreError({
-        code: 'ERR_SNAPSHOT_STORE_CONFIG',
-        backend: BACKEND,
-        operation: 'configure',
-        detail: 'path is empty',
-      });
-    }
+    if (options.path === '') throw storeConfigError(BACKEND, 'path is empty');
     this.#dir = resolve(options.path);
     this.description = `local directory ${this.#dir}`;
   }
 
   async open(signal?: AbortSignal): Promise<void> {
-    await this.#run('open', signal, async () => {
+    await this.#ops.run('open', signal, async () => {
       await mkdir(this.#dir, { recursive: true });
     });
   }
 
   async putFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
     const { signal, onProgress } = options;
-    await this.#run(
-      `put ${name}`,
-      signal,
-      async () => {
-        await this.#writeAtomically(name, async (tempPath) => {
-          await pipeline(
-            createReadStream(localPath, { highWaterMark: COPY_CHUNK_BYTES }),
-            progressCounter(onProgress),
-            createWriteStream(tempPath, { flags: 'wx' }),
-            signal ? { signal } : {},
-          );
-        });
-      },
-      name,
-    );
+    await this.#ops.runOnObject('put', name, signal, async () => {
+      await this.#writeAtomically(name, async (tempPath) => {
+        await pipeline(
+          createReadStream(localPath, { highWaterMark: COPY_CHUNK_BYTES }),
+          progressCounter(onProgress),
+          createWriteStream(tempPath, { flags: 'wx' }),
+          signal ? { signal } : {},
+        );
+      });
+    });
   }
 
   async getFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
-    await this.#run(
-      `get ${name}`,
-      options.signal,
-      async () => {
-        // Opened before the download starts, so ENOENT means "no such object",
-        // never "the destination directory is missing".
-        const source = await open(join(this.#dir, name), 'r').catch((err: unknown) => {
-          throw systemErrorCode(err) === 'ENOENT' ? notFound(name) : err;
-        });
-        await downloadStreamToFile(
-          localPath,
-          source.createReadStream({ highWaterMark: COPY_CHUNK_BYTES }),
-          options,
-        );
-      },
-      name,
-    );
+    await this.#ops.runOnObject('get', name, options.signal, async () => {
+      // Opened before the download starts, so ENOENT means "no such object",
+      // never "the destination directory is missing".
+      const source = await open(join(this.#dir, name), 'r').catch((err: unknown) => {
+        throw systemErrorCode(err) === 'ENOENT' ? objectNotFound(BACKEND, name) : err;
+      });
+      await downloadStreamToFile(
+        localPath,
+        source.createReadStream({ highWaterMark: COPY_CHUNK_BYTES }),
+        options,
+      );
+    });
   }
 
   async putBytes(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `put ${name}`,
-      signal,
-      async () => {
-        await this.#writeAtomically(name, async (tempPath) => {
-          await writeFile(tempPath, data, signal ? { flag: 'wx', signal } : { flag: 'wx' });
-        });
-      },
-      name,
-    );
+    await this.#ops.runOnObject('put', name, signal, async () => {
+      await this.#writeAtomically(name, async (tempPath) => {
+        await writeFile(tempPath, data, signal ? { flag: 'wx', signal } : { flag: 'wx' });
+      });
+    });
   }
 
   async getBytes(name: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    return this.#run(
-      `get ${name}`,
-      signal,
-      async () => {
-        try {
-          return new Uint8Array(await readFile(join(this.#dir, name), signal ? { signal } : {}));
-        } catch (err) {
-          if (systemErrorCode(err) === 'ENOENT') return undefined;
-          throw err;
-        }
-      },
-      name,
-    );
+    return this.#ops.runOnObject('get', name, signal, async () => {
+      try {
+        return new Uint8Array(await readFile(join(this.#dir, name), signal ? { signal } : {}));
+      } catch (err) {
+        if (systemErrorCode(err) === 'ENOENT') return undefined;
+        throw err;
+      }
+    });
   }
 
   async list(signal?: AbortSignal): Promise<SnapshotObjectInfo[]> {
-    return this.#run('list', signal, async () => {
+    return this.#ops.run('list', signal, async () => {
       const entries = await readdir(this.#dir, { withFileTypes: true });
       const infos: SnapshotObjectInfo[] = [];
       for (const entry of entries) {
@@ -142,22 +116,17 @@ export class LocalSnapshotStore implements SnapshotStore {
   }
 
   async delete(name: string, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `delete ${name}`,
-      signal,
-      async () => {
-        try {
-          await unlink(join(this.#dir, name));
-        } catch (err) {
-          if (systemErrorCode(err) !== 'ENOENT') throw err;
-        }
-      },
-      name,
-    );
+    await this.#ops.runOnObject('delete', name, signal, async () => {
+      try {
+        await unlink(join(this.#dir, name));
+      } catch (err) {
+        if (systemErrorCode(err) !== 'ENOENT') throw err;
+      }
+    });
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
+    this.#ops.markClosed();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -179,41 +148,10 @@ export class LocalSnapshotStore implements SnapshotStore {
     await fsyncPath(this.#dir, 'r').catch(() => {});
   }
 
-  async #run<T>(
-    operation: string,
-    signal: AbortSignal | undefined,
-    fn: () => Promise<T>,
-    name?: string,
-  ): Promise<T> {
-    if (name !== undefined) assertObjectName(BACKEND, operation, name);
-    const op = {
-      backend: BACKEND,
-      operation,
-      signal,
-      retry: { ...DEFAULT_STORE_RETRY, attempts: 1 }, // a local file system has no transient failures worth waiting for
-      classify: (err: unknown) => this.#classify(err),
-      secrets: [],
-    };
-    return runStoreOperation(op, async () => {
-      if (this.#closed) throw new Error('store is closed');
-      signal?.throwIfAborted();
-      return fn();
-    });
-  }
-
   #classify(err: unknown): ErrorVerdict {
     const system = classifySystemError(err, this.#dir);
     if (system) return system;
     const message = err instanceof Error ? err.message : String(err);
     return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: false };
   }
-}
-
-function notFound(name: string): SnapshotStoreError {
-  return new SnapshotStoreError({
-    code: 'ERR_SNAPSHOT_NOT_FOUND',
-    backend: BACKEND,
-    operation: `get ${name}`,
-    detail: 'no such object',
-  });
 }

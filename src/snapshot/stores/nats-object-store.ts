@@ -4,15 +4,13 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { Objm, setSha256Backend, StorageType, type ObjectStore } from '@nats-io/obj';
 import type { NatsConnection } from '@nats-io/transport-node';
 import {
-  SnapshotStoreError,
   type SnapshotObjectInfo,
   type SnapshotStore,
   type SnapshotTransferOptions,
 } from '../snapshot-store.ts';
 import { downloadToFile } from './download-to-file.ts';
-import { assertObjectName, isListableName } from './object-name.ts';
-import { DEFAULT_STORE_RETRY } from './retry.ts';
-import { runStoreOperation, type ErrorVerdict } from './store-operation.ts';
+import { isListableName } from './object-name.ts';
+import { objectNotFound, storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError } from './system-error.ts';
 
 export interface NatsObjectSnapshotStoreOptions {
@@ -63,16 +61,14 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
   #os: ObjectStore | undefined;
   #js: JetStreamClient | undefined;
   #jsm: JetStreamManager | undefined;
-  #closed = false;
+  readonly #ops = new StoreOperations(BACKEND, (err) => this.#classify(err));
 
   constructor(options: NatsObjectSnapshotStoreOptions) {
     if (!VALID_BUCKET.test(options.bucket)) {
-      throw new SnapshotStoreError({
-        code: 'ERR_SNAPSHOT_STORE_CONFIG',
-        backend: BACKEND,
-        operation: 'configure',
-        detail: `bucket ${JSON.stringify(options.bucket)} may hold only letters, digits, "-" and "_"`,
-      });
+      throw storeConfigError(
+        BACKEND,
+        `bucket ${JSON.stringify(options.bucket)} may hold only letters, digits, "-" and "_"`,
+      );
     }
     this.#options = options;
     this.#bucket = options.bucket;
@@ -81,7 +77,7 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
   }
 
   async open(signal?: AbortSignal): Promise<void> {
-    await this.#run('open', signal, async () => {
+    await this.#ops.run('open', signal, async () => {
       if (this.#os !== undefined) return;
       // The library hashes every object with a pure-JS SHA-256 by default (~30 MB/s here);
       // Node's native one is an order of magnitude faster. Process-wide and harmless.
@@ -98,108 +94,88 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
 
   async putFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
     const { signal, onProgress } = options;
-    await this.#run(
-      `put ${name}`,
-      signal,
-      async () => {
-        const os = this.#store();
-        const chunk = this.#chunkSize();
-        const file = await openFile(localPath, 'r');
-        let sent = 0;
-        // Pull-based: the object store reads the next chunk only after the previous one was acknowledged.
-        const source = new ReadableStream<Uint8Array>({
-          async pull(controller) {
-            if (signal?.aborted) {
-              controller.error(signal.reason);
-              return;
-            }
-            const buf = Buffer.allocUnsafe(chunk);
-            const { bytesRead } = await file.read(buf, 0, chunk, null);
-            if (bytesRead === 0) {
-              controller.close();
-              return;
-            }
-            sent += bytesRead;
-            controller.enqueue(buf.subarray(0, bytesRead));
-            onProgress?.(sent);
-          },
-        });
-        try {
-          await os.put({ name, options: { max_chunk_size: chunk } }, source);
-        } finally {
-          await file.close();
-        }
-        if (sent === 0) onProgress?.(0);
-      },
-      name,
-    );
+    await this.#ops.runOnObject('put', name, signal, async () => {
+      const os = this.#store();
+      const chunk = this.#chunkSize();
+      const file = await openFile(localPath, 'r');
+      let sent = 0;
+      // Pull-based: the object store reads the next chunk only after the previous one was acknowledged.
+      const source = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (signal?.aborted) {
+            controller.error(signal.reason);
+            return;
+          }
+          const buf = Buffer.allocUnsafe(chunk);
+          const { bytesRead } = await file.read(buf, 0, chunk, null);
+          if (bytesRead === 0) {
+            controller.close();
+            return;
+          }
+          sent += bytesRead;
+          controller.enqueue(buf.subarray(0, bytesRead));
+          onProgress?.(sent);
+        },
+      });
+      try {
+        await os.put({ name, options: { max_chunk_size: chunk } }, source);
+      } finally {
+        await file.close();
+      }
+      if (sent === 0) onProgress?.(0);
+    });
   }
 
   async getFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
     const { signal, onProgress } = options;
-    await this.#run(
-      `get ${name}`,
-      signal,
-      async () => {
-        const info = await this.#store().info(name);
-        if (info === null || info.deleted) throw notFound(name);
-        await downloadToFile(localPath, async (partPath) => {
-          const file = await openFile(partPath, 'w');
-          try {
-            const hash = createHash('sha256');
-            let received = 0;
-            if (info.size > 0) {
-              await this.#readChunks(info.nuid, info.size, signal, async (data) => {
-                hash.update(data);
-                await file.write(data);
-                received += data.length;
-                onProgress?.(received);
-              });
-            } else {
-              onProgress?.(0);
-            }
-            if (received !== info.size)
-              throw new Error(
-                `received ${received} bytes of ${info.size}: the object changed during the download`,
-              );
-            const want = info.digest.replace(/^SHA-256=/, '').replace(/=+$/, '');
-            if (hash.digest('base64url') !== want)
-              throw new Error('received data does not match the object digest (SHA-256)');
-          } finally {
-            await file.close();
+    await this.#ops.runOnObject('get', name, signal, async () => {
+      const info = await this.#store().info(name);
+      if (info === null || info.deleted) throw objectNotFound(BACKEND, name);
+      await downloadToFile(localPath, async (partPath) => {
+        const file = await openFile(partPath, 'w');
+        try {
+          const hash = createHash('sha256');
+          let received = 0;
+          if (info.size > 0) {
+            await this.#readChunks(info.nuid, info.size, signal, async (data) => {
+              hash.update(data);
+              await file.write(data);
+              received += data.length;
+              onProgress?.(received);
+            });
+          } else {
+            onProgress?.(0);
           }
-        });
-      },
-      name,
-    );
+          if (received !== info.size)
+            throw new Error(
+              `received ${received} bytes of ${info.size}: the object changed during the download`,
+            );
+          const want = info.digest.replace(/^SHA-256=/, '').replace(/=+$/, '');
+          if (hash.digest('base64url') !== want)
+            throw new Error('received data does not match the object digest (SHA-256)');
+        } finally {
+          await file.close();
+        }
+      });
+    });
   }
 
   async putBytes(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `put ${name}`,
-      signal,
-      async () => {
-        await this.#store().putBlob({ name, options: { max_chunk_size: this.#chunkSize() } }, data);
-      },
-      name,
-    );
+    await this.#ops.runOnObject('put', name, signal, async () => {
+      await this.#store().putBlob({ name, options: { max_chunk_size: this.#chunkSize() } }, data);
+    });
   }
 
   async getBytes(name: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    return this.#run(
-      `get ${name}`,
-      signal,
-      async () => {
-        const blob = await this.#store().getBlob(name);
-        // A plain Uint8Array view (the library hands out a Buffer).
-        return blob === null ? undefined : new Uint8Array(blob.buffer, blob.byteOffset, blob.byteLength);
-      },
-      name,
-    );
+    return this.#ops.runOnObject('get', name, signal, async () => {
+      const blob = await this.#store().getBlob(name);
+      // A plain Uint8Array view (the library hands out a Buffer).
+      return blob === null ? undefined : new Uint8Array(blob.buffer, blob.byteOffset, blob.byteLength);
+    });
   }
 
   async list(signal?: AbortSignal): Promise<SnapshotObjectInfo[]> {
-    return this.#run('list', signal, async () => {
+    return this.#ops.run('list', signal, async () => {
       const infos = await this.#store().list();
       return infos
         .filter((i) => !i.deleted && isListableName(i.name))
@@ -209,21 +185,16 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
   }
 
   async delete(name: string, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `delete ${name}`,
-      signal,
-      async () => {
-        const os = this.#store();
-        const info = await os.info(name);
-        if (info === null || info.deleted) return;
-        await os.delete(name);
-      },
-      name,
-    );
+    await this.#ops.runOnObject('delete', name, signal, async () => {
+      const os = this.#store();
+      const info = await os.info(name);
+      if (info === null || info.deleted) return;
+      await os.delete(name);
+    });
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
+    this.#ops.markClosed();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -231,7 +202,7 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
   }
 
   #store(): ObjectStore {
-    if (this.#closed) throw new Error('store is closed');
+    if (this.#ops.closed) throw new Error('store is closed');
     if (this.#os === undefined) throw new Error('store is not open');
     return this.#os;
   }
@@ -308,35 +279,12 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
     }
   }
 
-  async #run<T>(
-    operation: string,
-    signal: AbortSignal | undefined,
-    fn: () => Promise<T>,
-    name?: string,
-  ): Promise<T> {
-    if (name !== undefined) assertObjectName(BACKEND, operation, name);
-    return runStoreOperation(
-      {
-        backend: BACKEND,
-        operation,
-        signal,
-        retry: DEFAULT_STORE_RETRY,
-        classify: (err) => this.#classify(err),
-        secrets: [],
-      },
-      async () => {
-        signal?.throwIfAborted();
-        return fn();
-      },
-    );
-  }
-
   #classify(err: unknown): ErrorVerdict {
     const system = classifySystemError(err, this.description);
     if (system) return system;
     const name = err instanceof Error ? err.name : '';
     const message = err instanceof Error ? err.message : String(err);
-    if (this.#closed || /store is (closed|not open)/.test(message))
+    if (this.#ops.closed || /store is (closed|not open)/.test(message))
       return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: false };
     if (name === 'TimeoutError' || /timeout/i.test(message))
       return {
@@ -366,13 +314,4 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
       return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: true };
     return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: false };
   }
-}
-
-function notFound(name: string): SnapshotStoreError {
-  return new SnapshotStoreError({
-    code: 'ERR_SNAPSHOT_NOT_FOUND',
-    backend: BACKEND,
-    operation: `get ${name}`,
-    detail: 'no such object',
-  });
 }

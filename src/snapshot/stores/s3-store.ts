@@ -13,15 +13,14 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import {
-  SnapshotStoreError,
   type SnapshotObjectInfo,
   type SnapshotStore,
   type SnapshotTransferOptions,
 } from '../snapshot-store.ts';
 import { downloadStreamToFile } from './download-to-file.ts';
-import { assertObjectName, isListableName } from './object-name.ts';
+import { isListableName } from './object-name.ts';
 import { DEFAULT_STORE_RETRY } from './retry.ts';
-import { runStoreOperation, type ErrorVerdict } from './store-operation.ts';
+import { storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError } from './system-error.ts';
 
 /** The `[snapshot.s3]` settings, plus tuning. Empty strings mean "not set". */
@@ -78,16 +77,10 @@ export class S3SnapshotStore implements SnapshotStore {
   readonly #secrets: string[];
   readonly #partSizeBytes: number;
   readonly #concurrency: number;
-  #closed = false;
+  readonly #ops: StoreOperations;
 
   constructor(options: S3SnapshotStoreOptions) {
-    const config = (detail: string) =>
-      new SnapshotStoreError({
-        code: 'ERR_SNAPSHOT_STORE_CONFIG',
-        backend: BACKEND,
-        operation: 'configure',
-        detail,
-      });
+    const config = (detail: string) => storeConfigError(BACKEND, detail);
     if (options.bucket === '') throw config('bucket is empty');
     this.#bucket = options.bucket;
     this.#prefix = (options.path ?? '').replace(/^\/+|\/+$/g, '');
@@ -144,10 +137,11 @@ export class S3SnapshotStore implements SnapshotStore {
     }
     const prefix = this.#prefix === '' ? '' : ` prefix ${this.#prefix}/`;
     this.description = `s3 bucket ${this.#bucket}${prefix} at ${endpoint ?? `AWS ${this.#region}`}`;
+    this.#ops = new StoreOperations(BACKEND, (err) => this.#classify(err), { secrets: this.#secrets });
   }
 
   async open(signal?: AbortSignal): Promise<void> {
-    await this.#run('open', signal, async () => {
+    await this.#ops.run('open', signal, async () => {
       try {
         await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), abortable(signal));
         return;
@@ -176,84 +170,63 @@ export class S3SnapshotStore implements SnapshotStore {
 
   async putFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
     const { signal, onProgress } = options;
-    await this.#run(
-      `put ${name}`,
-      signal,
-      async () => {
-        const abortController = new AbortController();
-        const upload = new Upload({
-          client: this.#client,
-          params: { Bucket: this.#bucket, Key: this.#key(name), Body: createReadStream(localPath) },
-          partSize: this.#partSizeBytes,
-          queueSize: this.#concurrency,
-          leavePartsOnError: false,
-          abortController,
-        });
-        if (onProgress)
-          upload.on('httpUploadProgress', (p) => p.loaded !== undefined && onProgress(p.loaded));
-        const onAbort = () => abortController.abort(signal?.reason);
-        signal?.addEventListener('abort', onAbort, { once: true });
-        try {
-          await upload.done();
-        } finally {
-          signal?.removeEventListener('abort', onAbort);
-        }
-      },
-      name,
-    );
+    await this.#ops.runOnObject('put', name, signal, async () => {
+      const abortController = new AbortController();
+      const upload = new Upload({
+        client: this.#client,
+        params: { Bucket: this.#bucket, Key: this.#key(name), Body: createReadStream(localPath) },
+        partSize: this.#partSizeBytes,
+        queueSize: this.#concurrency,
+        leavePartsOnError: false,
+        abortController,
+      });
+      if (onProgress) upload.on('httpUploadProgress', (p) => p.loaded !== undefined && onProgress(p.loaded));
+      const onAbort = () => abortController.abort(signal?.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        await upload.done();
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+      }
+    });
   }
 
   async getFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
-    await this.#run(
-      `get ${name}`,
-      options.signal,
-      async () => {
-        const response = await this.#client.send(
-          new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
-          abortable(options.signal),
-        );
-        await downloadStreamToFile(localPath, response.Body as Readable, options);
-      },
-      name,
-    );
+    await this.#ops.runOnObject('get', name, options.signal, async () => {
+      const response = await this.#client.send(
+        new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
+        abortable(options.signal),
+      );
+      await downloadStreamToFile(localPath, response.Body as Readable, options);
+    });
   }
 
   async putBytes(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `put ${name}`,
-      signal,
-      async () => {
-        await this.#client.send(
-          new PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(name), Body: data }),
-          abortable(signal),
-        );
-      },
-      name,
-    );
+    await this.#ops.runOnObject('put', name, signal, async () => {
+      await this.#client.send(
+        new PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(name), Body: data }),
+        abortable(signal),
+      );
+    });
   }
 
   async getBytes(name: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    return this.#run(
-      `get ${name}`,
-      signal,
-      async () => {
-        try {
-          const response = await this.#client.send(
-            new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
-            abortable(signal),
-          );
-          return (await response.Body?.transformToByteArray()) ?? new Uint8Array(0);
-        } catch (err) {
-          if ((err as Error).name === 'NoSuchKey') return undefined;
-          throw err;
-        }
-      },
-      name,
-    );
+    return this.#ops.runOnObject('get', name, signal, async () => {
+      try {
+        const response = await this.#client.send(
+          new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
+          abortable(signal),
+        );
+        return (await response.Body?.transformToByteArray()) ?? new Uint8Array(0);
+      } catch (err) {
+        if ((err as Error).name === 'NoSuchKey') return undefined;
+        throw err;
+      }
+    });
   }
 
   async list(signal?: AbortSignal): Promise<SnapshotObjectInfo[]> {
-    return this.#run('list', signal, async () => {
+    return this.#ops.run('list', signal, async () => {
       const keyPrefix = this.#prefix === '' ? '' : `${this.#prefix}/`;
       const infos: SnapshotObjectInfo[] = [];
       let continuationToken: string | undefined;
@@ -279,23 +252,17 @@ export class S3SnapshotStore implements SnapshotStore {
   }
 
   async delete(name: string, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `delete ${name}`,
-      signal,
-      async () => {
-        // S3 answers 204 whether or not the key existed: idempotent by itself.
-        await this.#client.send(
-          new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
-          abortable(signal),
-        );
-      },
-      name,
-    );
+    await this.#ops.runOnObject('delete', name, signal, async () => {
+      // S3 answers 204 whether or not the key existed: idempotent by itself.
+      await this.#client.send(
+        new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(name) }),
+        abortable(signal),
+      );
+    });
   }
 
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (!this.#ops.markClosed()) return;
     this.#client.destroy();
   }
 
@@ -305,28 +272,6 @@ export class S3SnapshotStore implements SnapshotStore {
 
   #key(name: string): string {
     return this.#prefix === '' ? name : `${this.#prefix}/${name}`;
-  }
-
-  async #run<T>(
-    operation: string,
-    signal: AbortSignal | undefined,
-    fn: () => Promise<T>,
-    name?: string,
-  ): Promise<T> {
-    if (name !== undefined) assertObjectName(BACKEND, operation, name);
-    const op = {
-      backend: BACKEND,
-      operation,
-      signal,
-      retry: DEFAULT_STORE_RETRY,
-      classify: (err: unknown) => this.#classify(err),
-      secrets: this.#secrets,
-    };
-    return runStoreOperation(op, async () => {
-      if (this.#closed) throw new Error('store is closed');
-      signal?.throwIfAborted();
-      return fn();
-    });
   }
 
   #classify(err: unknown): ErrorVerdict {

@@ -2,17 +2,15 @@ import { readFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { ConnectConfig, FileEntryWithStats, Stats } from 'ssh2';
 import {
-  SnapshotStoreError,
   type SnapshotObjectInfo,
   type SnapshotStore,
   type SnapshotTransferOptions,
 } from '../snapshot-store.ts';
 import { downloadToFile } from './download-to-file.ts';
-import { assertObjectName, isListableName, temporaryName } from './object-name.ts';
-import { DEFAULT_STORE_RETRY } from './retry.ts';
+import { isListableName, temporaryName } from './object-name.ts';
 import { openSftpSession, SftpConnectRefusal, sftpCall, type SftpSession } from './sftp-session.ts';
 import { downloadFromHandle, uploadToHandle } from './sftp-transfer.ts';
-import { runStoreOperation, type ErrorVerdict } from './store-operation.ts';
+import { objectNotFound, storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError } from './system-error.ts';
 import { verifyHostKey } from './verify-host-key.ts';
 
@@ -46,6 +44,9 @@ const BACKEND = 'sftp';
 /** SFTP status codes (draft-ietf-secsh-filexfer-02 §7) that ssh2 puts on `err.code`. */
 const SFTP_NO_SUCH_FILE = 2;
 const SFTP_PERMISSION_DENIED = 3;
+const SFTP_FAILURE = 4;
+/** Free space below which a bare SSH_FX_FAILURE on a write is taken for a full disk. */
+const NEARLY_FULL_BYTES = 1024 * 1024;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
@@ -74,16 +75,10 @@ export class SftpSnapshotStore implements SnapshotStore {
   #session: Promise<SftpSession> | undefined;
   /** Temporary files a dropped connection kept us from removing; swept on the next connection. */
   readonly #orphans = new Set<string>();
-  #closed = false;
+  readonly #ops: StoreOperations<SftpSession>;
 
   constructor(options: SftpSnapshotStoreOptions) {
-    const config = (detail: string) =>
-      new SnapshotStoreError({
-        code: 'ERR_SNAPSHOT_STORE_CONFIG',
-        backend: BACKEND,
-        operation: 'configure',
-        detail,
-      });
+    const config = (detail: string) => storeConfigError(BACKEND, detail);
     let url: URL;
     try {
       url = new URL(options.url);
@@ -106,10 +101,18 @@ export class SftpSnapshotStore implements SnapshotStore {
     const unverified = options.insecureIgnoreHostKey ? ' (host key NOT verified)' : '';
     const where = this.#dir === '.' ? ' (login directory)' : this.#dir;
     this.description = `sftp ${this.#user}@${url.host}${where}${unverified}`;
+    this.#ops = new StoreOperations(BACKEND, (err) => this.#classify(err), {
+      secrets: this.#secrets,
+      beginAttempt: async () => {
+        const session = await this.#connected();
+        await this.#sweepOrphans(session);
+        return session;
+      },
+    });
   }
 
   async open(signal?: AbortSignal): Promise<void> {
-    await this.#run('open', signal, async (session) => {
+    await this.#ops.run('open', signal, async (session) => {
       // mkdir -p, one level at a time (SFTP has no recursive mkdir).
       const parts = this.#dir.split('/');
       for (let i = 1; i <= parts.length; i++) {
@@ -135,81 +138,55 @@ export class SftpSnapshotStore implements SnapshotStore {
   }
 
   async putFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
-    await this.#run(
-      `put ${name}`,
-      options.signal,
-      async (session) => {
-        await this.#writeAtomically(session, name, async (handle) => {
-          await uploadToHandle(session, handle, localPath, { ...options, ...this.#transfer });
-        });
-      },
-      name,
-    );
+    await this.#ops.runOnObject('put', name, options.signal, async (session) => {
+      await this.#writeAtomically(session, name, async (handle) => {
+        await uploadToHandle(session, handle, localPath, { ...options, ...this.#transfer });
+      });
+    });
   }
 
   async getFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
-    await this.#run(
-      `get ${name}`,
-      options.signal,
-      async (session) => {
-        const handle = await sftpCall<Buffer>(session, (sftp, cb) =>
-          sftp.open(this.#path(name), 'r', cb),
-        ).catch((err: unknown) => {
-          if (sftpCode(err) !== SFTP_NO_SUCH_FILE) throw err;
-          throw new SnapshotStoreError({
-            code: 'ERR_SNAPSHOT_NOT_FOUND',
-            backend: BACKEND,
-            operation: `get ${name}`,
-            detail: 'no such object',
-          });
-        });
-        try {
-          const { size } = await sftpCall<Stats>(session, (sftp, cb) => sftp.fstat(handle, cb));
-          await downloadToFile(localPath, (partPath) =>
-            downloadFromHandle(session, handle, size, partPath, { ...options, ...this.#transfer }),
-          );
-        } finally {
-          await sftpCall<void>(session, (sftp, cb) => sftp.close(handle, cb)).catch(() => {});
-        }
-      },
-      name,
-    );
+    await this.#ops.runOnObject('get', name, options.signal, async (session) => {
+      const handle = await sftpCall<Buffer>(session, (sftp, cb) =>
+        sftp.open(this.#path(name), 'r', cb),
+      ).catch((err: unknown) => {
+        throw sftpCode(err) === SFTP_NO_SUCH_FILE ? objectNotFound(BACKEND, name) : err;
+      });
+      try {
+        const { size } = await sftpCall<Stats>(session, (sftp, cb) => sftp.fstat(handle, cb));
+        await downloadToFile(localPath, (partPath) =>
+          downloadFromHandle(session, handle, size, partPath, { ...options, ...this.#transfer }),
+        );
+      } finally {
+        await sftpCall<void>(session, (sftp, cb) => sftp.close(handle, cb)).catch(() => {});
+      }
+    });
   }
 
   async putBytes(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `put ${name}`,
-      signal,
-      async (session) => {
-        await this.#writeAtomically(session, name, async (handle) => {
-          const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-          await sftpCall<void>(session, (sftp, cb) => sftp.write(handle, buffer, 0, buffer.length, 0, cb));
-        });
-      },
-      name,
-    );
+    await this.#ops.runOnObject('put', name, signal, async (session) => {
+      await this.#writeAtomically(session, name, async (handle) => {
+        const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+        await sftpCall<void>(session, (sftp, cb) => sftp.write(handle, buffer, 0, buffer.length, 0, cb));
+      });
+    });
   }
 
   async getBytes(name: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    return this.#run(
-      `get ${name}`,
-      signal,
-      async (session) => {
-        try {
-          return new Uint8Array(
-            await sftpCall<Buffer>(session, (sftp, cb) => sftp.readFile(this.#path(name), cb)),
-          );
-        } catch (err) {
-          if (sftpCode(err) === SFTP_NO_SUCH_FILE) return undefined;
-          throw err;
-        }
-      },
-      name,
-    );
+    return this.#ops.runOnObject('get', name, signal, async (session) => {
+      try {
+        return new Uint8Array(
+          await sftpCall<Buffer>(session, (sftp, cb) => sftp.readFile(this.#path(name), cb)),
+        );
+      } catch (err) {
+        if (sftpCode(err) === SFTP_NO_SUCH_FILE) return undefined;
+        throw err;
+      }
+    });
   }
 
   async list(signal?: AbortSignal): Promise<SnapshotObjectInfo[]> {
-    return this.#run('list', signal, async (session) => {
+    return this.#ops.run('list', signal, async (session) => {
       const entries = await sftpCall<FileEntryWithStats[]>(session, (sftp, cb) =>
         sftp.readdir(this.#dir, cb),
       );
@@ -221,22 +198,15 @@ export class SftpSnapshotStore implements SnapshotStore {
   }
 
   async delete(name: string, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `delete ${name}`,
-      signal,
-      async (session) => {
-        await sftpCall<void>(session, (sftp, cb) => sftp.unlink(this.#path(name), cb)).catch(
-          (err: unknown) => {
-            if (sftpCode(err) !== SFTP_NO_SUCH_FILE) throw err;
-          },
-        );
-      },
-      name,
-    );
+    await this.#ops.runOnObject('delete', name, signal, async (session) => {
+      await sftpCall<void>(session, (sftp, cb) => sftp.unlink(this.#path(name), cb)).catch((err: unknown) => {
+        if (sftpCode(err) !== SFTP_NO_SUCH_FILE) throw err;
+      });
+    });
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
+    this.#ops.markClosed();
     const session = this.#session;
     this.#session = undefined;
     if (session === undefined) return;
@@ -279,11 +249,27 @@ export class SftpSnapshotStore implements SnapshotStore {
       }
       await this.#replace(session, tempPath, this.#path(name));
     } catch (err) {
+      const failure = await this.#diagnoseFailure(session, err); // before the unlink frees the space
       await sftpCall<void>(session, (sftp, cb) => sftp.unlink(tempPath, cb)).catch((unlinkErr: unknown) => {
         if (sftpCode(unlinkErr) !== SFTP_NO_SUCH_FILE) this.#orphans.add(tempPath);
       });
-      throw err;
+      throw failure;
     }
+  }
+
+  /**
+   * OpenSSH answers a write to a full disk with a bare SSH_FX_FAILURE
+   * ("Failure"): when the directory's file system has (almost) no space left
+   * (statvfs@openssh.com), the failure becomes a `SftpNoSpaceError`.
+   */
+  async #diagnoseFailure(session: SftpSession, err: unknown): Promise<unknown> {
+    if (sftpCode(err) !== SFTP_FAILURE) return err;
+    const fs = await sftpCall<{ f_bavail: unknown; f_frsize: unknown }>(session, (sftp, cb) =>
+      sftp.ext_openssh_statvfs(this.#dir, cb),
+    ).catch(() => undefined); // not offered by the server, or the connection is gone
+    if (fs === undefined) return err;
+    const freeBytes = Number(fs.f_bavail) * Number(fs.f_frsize);
+    return freeBytes < NEARLY_FULL_BYTES ? new SftpNoSpaceError(err, freeBytes, this.#dir) : err;
   }
 
   async #replace(session: SftpSession, from: string, to: string): Promise<void> {
@@ -298,30 +284,6 @@ export class SftpSnapshotStore implements SnapshotStore {
       await sftpCall<void>(session, (sftp, cb) => sftp.unlink(to, cb)).catch(() => {});
       await sftpCall<void>(session, (sftp, cb) => sftp.rename(from, to, cb));
     }
-  }
-
-  async #run<T>(
-    operation: string,
-    signal: AbortSignal | undefined,
-    fn: (session: SftpSession) => Promise<T>,
-    name?: string,
-  ): Promise<T> {
-    if (name !== undefined) assertObjectName(BACKEND, operation, name);
-    const op = {
-      backend: BACKEND,
-      operation,
-      signal,
-      retry: DEFAULT_STORE_RETRY,
-      classify: (err: unknown) => this.#classify(err),
-      secrets: this.#secrets,
-    };
-    return runStoreOperation(op, async () => {
-      if (this.#closed) throw new Error('store is closed');
-      signal?.throwIfAborted();
-      const session = await this.#connected();
-      await this.#sweepOrphans(session);
-      return fn(session);
-    });
   }
 
   /** The current session, or a new one when there is none or the last one dropped. */
@@ -382,6 +344,8 @@ export class SftpSnapshotStore implements SnapshotStore {
   #classify(err: unknown): ErrorVerdict {
     if (err instanceof SftpConnectRefusal)
       return { code: err.storeCode, detail: err.message, transient: false };
+    if (err instanceof SftpNoSpaceError)
+      return { code: 'ERR_SNAPSHOT_STORE_NO_SPACE', detail: err.message, transient: false };
     const where = `${this.#host}:${this.#port}`;
     const system = classifySystemError(err, where);
     if (system) return system;
@@ -422,6 +386,15 @@ export class SftpSnapshotStore implements SnapshotStore {
     // The connection or channel went away mid-operation: reconnect and try again.
     const dropped = /connection closed|not connected|no response|channel (is )?closed|socket/i.test(message);
     return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: dropped || level === 'client-socket' };
+  }
+}
+
+/** A failed write on a server whose file system is full (see `#diagnoseFailure`). */
+class SftpNoSpaceError extends Error {
+  override readonly name = 'SftpNoSpaceError';
+  constructor(cause: unknown, freeBytes: number, dir: string) {
+    const said = cause instanceof Error ? cause.message : String(cause);
+    super(`no space left on the server (${freeBytes} bytes free in ${dir}; it said "${said}")`, { cause });
   }
 }
 

@@ -1,5 +1,6 @@
 import { SnapshotStoreError, type SnapshotStoreErrorCode } from '../snapshot-store.ts';
-import { withRetry } from './retry.ts';
+import { assertObjectName } from './object-name.ts';
+import { DEFAULT_STORE_RETRY, withRetry } from './retry.ts';
 
 /** How a backend judges one failure: which code to report, what to say, whether to try again. */
 export interface ErrorVerdict {
@@ -40,6 +41,93 @@ export async function runStoreOperation<T>(
   } catch (err) {
     throw toStoreError(op, err);
   }
+}
+
+export interface StoreOperationsOptions<S> {
+  /** Strings that must never appear in a message (passwords, secret keys, tokens). */
+  readonly secrets?: readonly string[];
+  /** Default `DEFAULT_STORE_RETRY`. */
+  readonly retry?: StoreOperation['retry'];
+  /** Runs at the start of every attempt, after the closed and abort checks; its result goes to the operation. */
+  readonly beginAttempt?: () => Promise<S>;
+}
+
+/**
+ * The operations of one store, each run by `runStoreOperation` with the
+ * store's backend name, classifier and retry policy. An object's name is
+ * checked first (`ERR_SNAPSHOT_STORE_INVALID_NAME`, never retried); every
+ * attempt then fails at once when the store is closed or the signal fired.
+ * `S` is what each attempt starts with (SFTP: its connection).
+ */
+export class StoreOperations<S = void> {
+  readonly #backend: string;
+  readonly #classify: (err: unknown) => ErrorVerdict;
+  readonly #options: StoreOperationsOptions<S>;
+  #closed = false;
+
+  constructor(
+    backend: string,
+    classify: (err: unknown) => ErrorVerdict,
+    options: StoreOperationsOptions<S> = {},
+  ) {
+    this.#backend = backend;
+    this.#classify = classify;
+    this.#options = options;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** From now on every operation fails with "store is closed". False when the store was closed already. */
+  markClosed(): boolean {
+    if (this.#closed) return false;
+    this.#closed = true;
+    return true;
+  }
+
+  /** A store-wide operation: "open", "list". */
+  run<T>(operation: string, signal: AbortSignal | undefined, fn: (session: S) => Promise<T>): Promise<T> {
+    const { retry = DEFAULT_STORE_RETRY, secrets = [], beginAttempt } = this.#options;
+    const op = { backend: this.#backend, operation, signal, retry, classify: this.#classify, secrets };
+    return runStoreOperation(op, async () => {
+      if (this.#closed) throw new Error('store is closed');
+      signal?.throwIfAborted();
+      return fn(beginAttempt ? await beginAttempt() : (undefined as S));
+    });
+  }
+
+  /** `<verb> <name>` on one object, e.g. "put snapshot-1.db". */
+  async runOnObject<T>(
+    verb: 'put' | 'get' | 'delete',
+    name: string,
+    signal: AbortSignal | undefined,
+    fn: (session: S) => Promise<T>,
+  ): Promise<T> {
+    const operation = `${verb} ${name}`;
+    assertObjectName(this.#backend, operation, name);
+    return this.run(operation, signal, fn);
+  }
+}
+
+/** `ERR_SNAPSHOT_STORE_CONFIG` for unusable store options, thrown by constructors. */
+export function storeConfigError(backend: string, detail: string): SnapshotStoreError {
+  return new SnapshotStoreError({
+    code: 'ERR_SNAPSHOT_STORE_CONFIG',
+    backend,
+    operation: 'configure',
+    detail,
+  });
+}
+
+/** `ERR_SNAPSHOT_NOT_FOUND` for `get <name>`. */
+export function objectNotFound(backend: string, name: string): SnapshotStoreError {
+  return new SnapshotStoreError({
+    code: 'ERR_SNAPSHOT_NOT_FOUND',
+    backend,
+    operation: `get ${name}`,
+    detail: 'no such object',
+  });
 }
 
 /** The `SnapshotStoreError` that `runStoreOperation` would throw for `err`. */

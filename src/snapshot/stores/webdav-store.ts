@@ -6,15 +6,13 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import {
-  SnapshotStoreError,
   type SnapshotObjectInfo,
   type SnapshotStore,
   type SnapshotTransferOptions,
 } from '../snapshot-store.ts';
 import { downloadStreamToFile } from './download-to-file.ts';
-import { assertObjectName, isListableName, temporaryName } from './object-name.ts';
-import { DEFAULT_STORE_RETRY } from './retry.ts';
-import { runStoreOperation, type ErrorVerdict } from './store-operation.ts';
+import { isListableName, temporaryName } from './object-name.ts';
+import { objectNotFound, storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError } from './system-error.ts';
 import { parseMultistatus } from './webdav-multistatus.ts';
 import { progressCounter } from './progress-counter.ts';
@@ -63,16 +61,10 @@ export class WebDavSnapshotStore implements SnapshotStore {
   readonly #where: string;
   /** Temporary objects of failed uploads not yet confirmed deleted (see `#putAtomically`). */
   readonly #orphans = new Set<string>();
-  #closed = false;
+  readonly #ops: StoreOperations;
 
   constructor(options: WebDavSnapshotStoreOptions) {
-    const config = (detail: string) =>
-      new SnapshotStoreError({
-        code: 'ERR_SNAPSHOT_STORE_CONFIG',
-        backend: BACKEND,
-        operation: 'configure',
-        detail,
-      });
+    const config = (detail: string) => storeConfigError(BACKEND, detail);
     let url: URL;
     try {
       url = new URL(options.url);
@@ -99,10 +91,11 @@ export class WebDavSnapshotStore implements SnapshotStore {
         ? undefined
         : `Basic ${Buffer.from(`${login}:${secret}`).toString('base64')}`;
     this.description = `webdav ${this.#dirUrl}`;
+    this.#ops = new StoreOperations(BACKEND, (err) => this.#classify(err), { secrets: this.#secrets });
   }
 
   async open(signal?: AbortSignal): Promise<void> {
-    await this.#run('open', signal, async () => {
+    await this.#ops.run('open', signal, async () => {
       const found = await this.#request('PROPFIND', this.#dirUrl, { signal, headers: { Depth: '0' } });
       await found.body?.cancel();
       if (found.status === 207 || found.status === 200) return;
@@ -122,86 +115,58 @@ export class WebDavSnapshotStore implements SnapshotStore {
 
   async putFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
     const { signal, onProgress } = options;
-    await this.#run(
-      `put ${name}`,
-      signal,
-      () =>
-        this.#putAtomically(
-          name,
-          (tempUrl) => this.#putStreamed(tempUrl, localPath, signal, onProgress),
-          signal,
-        ),
-      name,
+    await this.#ops.runOnObject('put', name, signal, () =>
+      this.#putAtomically(
+        name,
+        (tempUrl) => this.#putStreamed(tempUrl, localPath, signal, onProgress),
+        signal,
+      ),
     );
   }
 
   async getFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
-    await this.#run(
-      `get ${name}`,
-      options.signal,
-      async () => {
-        const response = await this.#request('GET', this.#objectUrl(name), { signal: options.signal });
-        if (response.status === 404) {
-          await response.body?.cancel();
-          throw new SnapshotStoreError({
-            code: 'ERR_SNAPSHOT_NOT_FOUND',
-            backend: BACKEND,
-            operation: `get ${name}`,
-            detail: 'no such object',
-          });
-        }
-        if (response.status !== 200 || response.body === null) throw statusError('GET', response);
-        await downloadStreamToFile(
-          localPath,
-          Readable.fromWeb(response.body as WebReadableStream<Uint8Array>),
-          options,
-        );
-      },
-      name,
-    );
+    await this.#ops.runOnObject('get', name, options.signal, async () => {
+      const response = await this.#request('GET', this.#objectUrl(name), { signal: options.signal });
+      if (response.status === 404) {
+        await response.body?.cancel();
+        throw objectNotFound(BACKEND, name);
+      }
+      if (response.status !== 200 || response.body === null) throw statusError('GET', response);
+      await downloadStreamToFile(
+        localPath,
+        Readable.fromWeb(response.body as WebReadableStream<Uint8Array>),
+        options,
+      );
+    });
   }
 
   async putBytes(name: string, data: Uint8Array, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `put ${name}`,
-      signal,
-      () =>
-        this.#putAtomically(
-          name,
-          async (tempUrl) => {
-            const response = await this.#request('PUT', tempUrl, {
-              signal,
-              body: data,
-              headers: { 'Content-Type': 'application/octet-stream' },
-            });
-            await response.body?.cancel();
-            return { status: response.status, statusText: response.statusText };
-          },
-          signal,
-        ),
-      name,
-    );
+    const put = async (tempUrl: string) => {
+      const response = await this.#request('PUT', tempUrl, {
+        signal,
+        body: data,
+        headers: { 'Content-Type': 'application/octet-stream' },
+      });
+      await response.body?.cancel();
+      return { status: response.status, statusText: response.statusText };
+    };
+    await this.#ops.runOnObject('put', name, signal, () => this.#putAtomically(name, put, signal));
   }
 
   async getBytes(name: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
-    return this.#run(
-      `get ${name}`,
-      signal,
-      async () => {
-        const response = await this.#request('GET', this.#objectUrl(name), { signal });
-        if (response.status === 404) {
-          await response.body?.cancel();
-          return undefined;
-        }
-        if (response.status !== 200) throw statusError('GET', response);
-        return new Uint8Array(await response.arrayBuffer());
-      },
-      name,
-    );
+    return this.#ops.runOnObject('get', name, signal, async () => {
+      const response = await this.#request('GET', this.#objectUrl(name), { signal });
+      if (response.status === 404) {
+        await response.body?.cancel();
+        return undefined;
+      }
+      if (response.status !== 200) throw statusError('GET', response);
+      return new Uint8Array(await response.arrayBuffer());
+    });
   }
 
   async list(signal?: AbortSignal): Promise<SnapshotObjectInfo[]> {
-    return this.#run('list', signal, async () => {
+    return this.#ops.run('list', signal, async () => {
       const response = await this.#request('PROPFIND', this.#dirUrl, {
         signal,
         headers: { Depth: '1', 'Content-Type': 'application/xml; charset=utf-8' },
@@ -221,22 +186,17 @@ export class WebDavSnapshotStore implements SnapshotStore {
   }
 
   async delete(name: string, signal?: AbortSignal): Promise<void> {
-    await this.#run(
-      `delete ${name}`,
-      signal,
-      async () => {
-        const response = await this.#request('DELETE', this.#objectUrl(name), { signal });
-        await response.body?.cancel();
-        if (response.status !== 204 && response.status !== 200 && response.status !== 404) {
-          throw statusError('DELETE', response);
-        }
-      },
-      name,
-    );
+    await this.#ops.runOnObject('delete', name, signal, async () => {
+      const response = await this.#request('DELETE', this.#objectUrl(name), { signal });
+      await response.body?.cancel();
+      if (response.status !== 204 && response.status !== 200 && response.status !== 404) {
+        throw statusError('DELETE', response);
+      }
+    });
   }
 
   async close(): Promise<void> {
-    this.#closed = true; // fetch and node:http pool connections globally: nothing of ours to release
+    this.#ops.markClosed(); // fetch and node:http pool connections globally: nothing of ours to release
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -361,28 +321,6 @@ export class WebDavSnapshotStore implements SnapshotStore {
       redirect: 'manual', // a redirect would re-send credentials and cannot replay a streamed body
       ...(init.body !== undefined ? { body: init.body } : {}),
       ...(init.signal ? { signal: init.signal } : {}),
-    });
-  }
-
-  async #run<T>(
-    operation: string,
-    signal: AbortSignal | undefined,
-    fn: () => Promise<T>,
-    name?: string,
-  ): Promise<T> {
-    if (name !== undefined) assertObjectName(BACKEND, operation, name);
-    const op = {
-      backend: BACKEND,
-      operation,
-      signal,
-      retry: DEFAULT_STORE_RETRY,
-      classify: (err: unknown) => this.#classify(err),
-      secrets: this.#secrets,
-    };
-    return runStoreOperation(op, async () => {
-      if (this.#closed) throw new Error('store is closed');
-      signal?.throwIfAborted();
-      return fn();
     });
   }
 

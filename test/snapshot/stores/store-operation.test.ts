@@ -4,6 +4,8 @@ import { SnapshotStoreError } from '../../../src/snapshot/snapshot-store.ts';
 import {
   redactSecrets,
   runStoreOperation,
+  StoreOperations,
+  type ErrorVerdict,
   type StoreOperation,
 } from '../../../src/snapshot/stores/store-operation.ts';
 import { classifySystemError } from '../../../src/snapshot/stores/system-error.ts';
@@ -107,6 +109,66 @@ describe('runStoreOperation', () => {
       }),
       (err) =>
         err instanceof SnapshotStoreError && !err.message.includes('hunter2') && err.message.includes('***'),
+    );
+  });
+});
+
+describe('StoreOperations', () => {
+  const classify = (err: unknown): ErrorVerdict => ({
+    code: 'ERR_SNAPSHOT_STORE',
+    detail: err instanceof Error ? err.message : String(err),
+    transient: /reset/.test(String(err)),
+  });
+  const fast = { retry: { attempts: 3, baseDelayMs: 1 } };
+
+  it('checks the object name first, names "<verb> <name>", and never runs the operation for a bad name', async () => {
+    const ops = new StoreOperations('test', classify, fast);
+    ops.markClosed();
+    let ran = false;
+    await assert.rejects(
+      ops.runOnObject('put', '../escape', undefined, async () => {
+        ran = true;
+      }),
+      (err) => err instanceof SnapshotStoreError && err.code === 'ERR_SNAPSHOT_STORE_INVALID_NAME',
+    );
+    assert.equal(ran, false);
+    const open = new StoreOperations('test', classify, fast);
+    assert.equal(await open.runOnObject('get', 'x.db', undefined, async () => 'ok'), 'ok');
+  });
+
+  it('fails every operation after markClosed with "store is closed"', async () => {
+    const ops = new StoreOperations('test', classify, fast);
+    assert.equal(ops.markClosed(), true);
+    assert.equal(ops.markClosed(), false, 'already closed');
+    assert.equal(ops.closed, true);
+    await assert.rejects(
+      ops.run('list', undefined, async () => []),
+      (err) => err instanceof SnapshotStoreError && err.message === 'test: list: store is closed',
+    );
+  });
+
+  it('starts every attempt with beginAttempt and hands its result to the operation', async () => {
+    let sessions = 0;
+    const ops = new StoreOperations('test', classify, { ...fast, beginAttempt: async () => ++sessions });
+    const seen: number[] = [];
+    const result = await ops.runOnObject('delete', 'x.db', undefined, async (session) => {
+      seen.push(session);
+      if (seen.length < 3) throw new Error('connection reset');
+      return session;
+    });
+    assert.deepEqual(seen, [1, 2, 3]);
+    assert.equal(result, 3);
+  });
+
+  it('reports ERR_SNAPSHOT_STORE_ABORTED for a signal that fired before the first attempt', async () => {
+    const ops = new StoreOperations('test', classify, fast);
+    const reason = new Error('stop');
+    await assert.rejects(
+      ops.run('open', AbortSignal.abort(reason), async () => undefined),
+      (err) =>
+        err instanceof SnapshotStoreError &&
+        err.code === 'ERR_SNAPSHOT_STORE_ABORTED' &&
+        err.message === 'test: open: aborted',
     );
   });
 });
