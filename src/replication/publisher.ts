@@ -345,6 +345,11 @@ export class Publisher {
           f = this.#take(s, batch);
         }
         const t0 = performance.now();
+        // The next batch is encoded while this one waits for its PubAck.
+        const ahead = this.#prepareBatch(s).then(
+          (batch) => ({ batch }),
+          (err: unknown) => ({ err }),
+        );
         try {
           await js.publish(subject, f.entry.payload, {
             msgID: f.msgId,
@@ -367,6 +372,7 @@ export class Publisher {
             },
             'Unable to publish',
           );
+          await ahead; // unused: prepared again after the retry
           // Not s.wakeup: the scan loop notifies it on every write, which would turn the backoff into a busy loop.
           await s.retry.waitFor(backoffMs, signal);
           backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
@@ -375,8 +381,16 @@ export class Publisher {
         backoffMs = 100;
         metrics.publishLatency.observe({ shard: s.shard }, (performance.now() - t0) / 1000);
         metrics.publishBatchSize.observe({ shard: s.shard }, f.changes.length);
-        // The next batch is encoded now and persisted in the transaction that marks this one published.
-        const next = await this.#prepareBatch(s);
+        // The next batch is persisted in the transaction that marks this one published.
+        const prepared = await ahead;
+        let next = 'batch' in prepared ? prepared.batch : await this.#prepareBatch(s);
+        // Changes queued while this one was in flight: a fuller batch is worth encoding again.
+        if (
+          next === undefined
+            ? s.queue.length > 0
+            : next.changes.length < this.#options.maxBatchChanges && s.queue.length >= 2 * next.changes.length
+        )
+          next = await this.#prepareBatch(s);
         await writer.run(() => outbox.commit(s.shard, f.changes, next?.entry), 'urgent');
         metrics.published.inc(f.changes.length);
         this.lastPublishAt = Date.now();

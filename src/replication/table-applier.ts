@@ -142,6 +142,33 @@ export class TableApplier {
     return stmt;
   }
 
+  /** The columns of the last insert/update and their statement: consecutive changes mostly share them. */
+  #lastCols: readonly string[] = [];
+  #lastStmt: Statement | undefined;
+
+  /** The upsert for a change carrying exactly `cols`; SchemaLagError for a column this table lacks. */
+  #upsertFor(cols: readonly string[]): Statement {
+    const last = this.#lastCols;
+    if (this.#lastStmt !== undefined && cols.length === last.length) {
+      let same = true;
+      for (let i = 0; i < cols.length; i++) {
+        if (cols[i] !== last[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.#lastStmt;
+    }
+    for (const c of cols) {
+      if (!this.#columns.has(c))
+        throw new SchemaLagError(`table ${this.schema.name} has no column ${JSON.stringify(c)}`);
+    }
+    const stmt = this.#upsert(cols);
+    this.#lastCols = cols;
+    this.#lastStmt = stmt;
+    return stmt;
+  }
+
   /** Applies one change; SchemaLagError when this node's schema cannot take it yet. */
   apply(type: 'insert' | 'update' | 'delete', row: Record<string, WireValue>): ApplyOutcome {
     try {
@@ -151,12 +178,9 @@ export class TableApplier {
       }
       this.#key(row); // insert/update must name its row, as a delete must
       const cols = Object.keys(row);
-      for (const c of cols) {
-        if (!this.#columns.has(c))
-          throw new SchemaLagError(`table ${this.schema.name} has no column ${JSON.stringify(c)}`);
-      }
-      const values = cols.map((c) => fromWire(row[c]));
-      const stmt = this.#upsert(cols);
+      const stmt = this.#upsertFor(cols);
+      const values: SqlValue[] = new Array(cols.length);
+      for (let i = 0; i < cols.length; i++) values[i] = fromWire(row[cols[i]!]);
       try {
         stmt.run(values);
         return { displaced: 0 };
