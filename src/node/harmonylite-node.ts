@@ -19,6 +19,7 @@ import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
 import { OwnBatches } from '../replication/own-batches.ts';
+import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
 import { ShardConsumer } from '../replication/shard-consumer.ts';
@@ -448,7 +449,12 @@ export class HarmonyLiteNode {
 
   async #cleanup(): Promise<void> {
     try {
-      const n = await this.writer.run(() => cleanupChangeLogs(this.#writeDb!, this.config.cleanup_interval));
+      const db = this.#writeDb!;
+      const n = await this.writer.run(() =>
+        whenWriteLockFree(db, this.config.busy_timeout, () =>
+          cleanupChangeLogs(db, this.config.cleanup_interval),
+        ),
+      );
       this.metrics.cleanedUp.inc(n);
       if (n > 0) this.logger.info({ rows: n }, 'Cleaned up DB change logs');
     } catch (err) {
@@ -473,7 +479,10 @@ export class HarmonyLiteNode {
     // PASSIVE never waits for readers or writers; TRUNCATE once the WAL is far too big.
     const mode = walBytes > 4 * this.config.wal_checkpoint_bytes ? 'TRUNCATE' : 'PASSIVE';
     try {
-      await this.writer.run(() => this.#writeDb!.pragma(`wal_checkpoint(${mode})`));
+      const db = this.#writeDb!;
+      await this.writer.run(() =>
+        whenWriteLockFree(db, this.config.busy_timeout, () => db.pragma(`wal_checkpoint(${mode})`)),
+      );
     } catch (err) {
       this.logger.debug({ err: String(err) }, 'checkpoint skipped');
     }
