@@ -64,8 +64,8 @@ function memberKey(table: string, changeId: number): string {
   return `${changeId}\u0000${table}`;
 }
 
-/** How many scanned-but-unpublished changes may wait in memory before scanning pauses. */
-const HIGH_WATER = 50_000;
+/** How many scanned-but-unpublished changes may wait in memory before scanning pauses (ten full batches). */
+const HIGH_WATER = 10_000;
 /**
  * Longest pause between retries of a failed publish. Short: an attempt is cheap, and after a
  * stream leader election (a clustered server restarted) the stream answers again within seconds.

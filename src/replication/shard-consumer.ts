@@ -44,8 +44,11 @@ export type ShardConsumerState =
   | { readonly type: 'behind'; readonly position: number; readonly firstSeq: number }
   | { readonly type: 'failing'; readonly reason: string };
 
-/** Buffered messages beyond which reading from NATS pauses. */
+/** Buffered messages, or bytes, beyond which reading from NATS pauses (a message may be up to 1 MB). */
 const HIGH_WATER = 20_000;
+const HIGH_WATER_BYTES = 16 * 1024 * 1024;
+/** Message bytes beyond which an apply transaction takes no further message (each is copied to the worker). */
+const APPLY_BATCH_BYTES = 4 * 1024 * 1024;
 /**
  * Lifetime of one pull request; idle heartbeats come every half of it, and two
  * missed ones mean the consumer's server is gone (detected in about this long).
@@ -72,6 +75,7 @@ export class ShardConsumer {
   readonly #deps: ShardConsumerDeps;
   readonly options: ShardConsumerOptions;
   readonly #buffer: InboundMessage[] = [];
+  #bufferedBytes = 0;
   readonly #arrived = new Wakeup();
   readonly #drained = new Wakeup();
   readonly #retry = new Wakeup();
@@ -212,7 +216,12 @@ export class ShardConsumer {
           const own = this.#deps.ownBatches?.claim(shard, inbound);
           this.#buffer.push(own === undefined ? inbound : { ...inbound, own });
           this.#arrived.notify();
-          while (this.#buffer.length >= HIGH_WATER && !signal.aborted) await this.#drained.wait(signal);
+          this.#bufferedBytes += m.data.length;
+          while (
+            (this.#buffer.length >= HIGH_WATER || this.#bufferedBytes >= HIGH_WATER_BYTES) &&
+            !signal.aborted
+          )
+            await this.#drained.wait(signal);
           if (signal.aborted) break;
         }
         if (signal.aborted) break;
@@ -237,6 +246,15 @@ export class ShardConsumer {
     }
   }
 
+  /** The buffered messages of the next apply transaction: at most `max`, and a bounded copy to the worker. */
+  #nextBatch(max: number): InboundMessage[] {
+    let bytes = 0;
+    let n = 0;
+    while (n < this.#buffer.length && n < max && (n === 0 || bytes < APPLY_BATCH_BYTES))
+      bytes += this.#buffer[n++]!.data.length;
+    return this.#buffer.slice(0, n);
+  }
+
   async #applyLoop(signal: AbortSignal): Promise<void> {
     const { pool, writer, logger, metrics } = this.#deps;
     const { shard, maxBatchMessages, schemaRetryMs } = this.options;
@@ -247,7 +265,7 @@ export class ShardConsumer {
         await this.#arrived.wait(signal);
         continue;
       }
-      const batch = this.#buffer.slice(0, maxBatchMessages);
+      const batch = this.#nextBatch(maxBatchMessages);
       let result: ApplyResult;
       const t0 = performance.now();
       try {
@@ -265,7 +283,7 @@ export class ShardConsumer {
       metrics.applyBatchSize.observe(label, batch.length);
       let done = 0;
       while (done < this.#buffer.length && this.#buffer[done]!.seq <= result.position) done++;
-      this.#buffer.splice(0, done);
+      for (const m of this.#buffer.splice(0, done)) this.#bufferedBytes -= m.data.length;
       this.#drained.notify();
       this.position = result.position;
       metrics.appliedPosition.set(label, result.position);
