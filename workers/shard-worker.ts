@@ -1,11 +1,10 @@
 /**
- * One shard's worker thread (piscina): zstd compression of outgoing batches and
- * replay of incoming ones against the worker's own SQLite connection. Thin: it
+ * One shard's worker thread (piscina): replay of incoming batches (zstd, CBOR,
+ * apply) against the worker's own SQLite connection. Thin: it
  * imports exact pure modules and the applier, never NATS or the AWS SDK.
  */
 import { workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { compressBody } from '../src/codec/change-batch-codec.ts';
 import { BatchApplier, type ApplyResult, type InboundMessage } from '../src/replication/batch-applier.ts';
 import type { ShardWorkerData } from '../src/replication/shard-pool.ts';
 
@@ -29,10 +28,6 @@ function open(): BatchApplier {
     });
   }
   return applier;
-}
-
-export function compress(task: { cbor: Uint8Array; level: number }): Uint8Array {
-  return compressBody(task.cbor, task.level);
 }
 
 export function apply(task: { shard: number; messages: InboundMessage[]; schemaEpoch: number }): ApplyResult {

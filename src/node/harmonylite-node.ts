@@ -250,7 +250,6 @@ export class HarmonyLiteNode {
           scanner: this.#scanner,
           outbox: (this.#outbox = new OutboxStore(this.#writeDb, { busyTimeoutMs: config.busy_timeout })),
           writer: this.writer,
-          pool: this.#pool,
           js: this.#js,
           hasher: await createShardHasher(rl.shards),
           logger: logger.child({ component: 'publisher' }),

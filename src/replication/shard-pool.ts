@@ -52,10 +52,6 @@ export class ShardPool {
     this.#schemaEpoch++;
   }
 
-  compress(shard: number, cbor: Uint8Array, level: number): Promise<Uint8Array> {
-    return this.#pool(shard).run({ cbor, level }, { name: 'compress' }) as Promise<Uint8Array>;
-  }
-
   apply(shard: number, messages: InboundMessage[]): Promise<ApplyResult> {
     return this.#pool(shard).run(
       { shard, messages, schemaEpoch: this.#schemaEpoch },
