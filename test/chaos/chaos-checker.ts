@@ -1,0 +1,149 @@
+/**
+ * The verdict of a chaos run, once writes stopped and the cluster is quiet:
+ *  - every user table is identical on every node (first differing rows reported);
+ *  - no lost write: every upsert a writer committed is in the stream history
+ *    (including what faults discarded from the streams), and every node's
+ *    tables equal the fold of that history in stream order (last writer wins);
+ *  - no dead letters.
+ */
+import Database from 'better-sqlite3';
+import { decodeBody } from '../../src/codec/change-batch-codec.ts';
+import { fromWire } from '../../src/codec/sql-value.ts';
+import { DEAD_LETTERS } from '../../src/cdc/names.ts';
+import { parseMsgId } from '../../src/replication/msg-id.ts';
+import { tableContents } from '../helpers/node-harness.ts';
+import { waitFor } from '../helpers/wait-for.ts';
+import { CHAOS_TABLES, type ChaosNode } from './chaos-cluster.ts';
+import type { Write } from './chaos-writers.ts';
+import type { ReadHistory } from './stream-history.ts';
+
+export interface ChaosVerdict {
+  readonly streamChanges: number;
+  readonly divergences: string[];
+  readonly lostWrites: string[];
+  readonly deadLetters: number;
+  /** Writes a fault labelled (e.g. made while a node was down for a restore): how many, how many lost. */
+  readonly labelledWrites: Record<string, { readonly writes: number; readonly lost: number }>;
+}
+
+const keyOf = (table: string, row: Record<string, unknown>) =>
+  table === 'kv' ? String(row.k) : `${String(row.a)}/${String(row.b)}`;
+
+/** Waits up to `timeoutMs` for identical tables; returns the first difference of each table that stays different. */
+export async function waitForIdenticalTables(
+  nodes: readonly ChaosNode[],
+  timeoutMs: number,
+): Promise<string[]> {
+  try {
+    await waitFor(
+      'identical tables on every node',
+      () => CHAOS_TABLES.every((t) => new Set(nodes.map((n) => tableContents(n.dbPath, t))).size === 1),
+      { timeoutMs, intervalMs: 250 },
+    );
+    return [];
+  } catch {
+    const out: string[] = [];
+    for (const t of CHAOS_TABLES) {
+      const contents = nodes.map((n) => tableContents(n.dbPath, t));
+      if (new Set(contents).size > 1) out.push(`${t}: ${firstDifference(contents)}`);
+    }
+    return out;
+  }
+}
+
+/** Checks the writes and every node's tables against the stream history. */
+export function checkAgainstHistory(
+  nodes: readonly ChaosNode[],
+  writes: readonly Write[],
+  history: ReadHistory,
+): ChaosVerdict {
+  const model = new Map<string, Map<string, string | undefined>>(CHAOS_TABLES.map((t) => [t, new Map()]));
+  const seenTokens = new Set<string>();
+  let streamChanges = 0;
+  for (const messages of history.shards) {
+    const applied = new Map<number, number>();
+    for (const m of messages) {
+      const id = parseMsgId(m.msgId);
+      if (id !== undefined) {
+        if (id.seq <= (applied.get(id.origin) ?? 0)) continue; // a re-published batch: receivers skip it too
+        applied.set(id.origin, id.seq);
+      }
+      for (const rec of decodeBody(m.data)) {
+        const p = rec.Payload;
+        const row = Object.fromEntries(Object.entries(p.Row).map(([k, v]) => [k, fromWire(v)]));
+        const key = keyOf(p.TableName, row);
+        streamChanges++;
+        if (p.Type === 'delete') model.get(p.TableName)!.set(key, undefined);
+        else {
+          const token = p.TableName === 'kv' ? String(row.v) : Buffer.from(row.v as Uint8Array).toString();
+          seenTokens.add(token);
+          model.get(p.TableName)!.set(key, token);
+        }
+      }
+    }
+  }
+  const lost = writes.filter((w) => w.op === 'upsert' && !seenTokens.has(w.token!));
+  const lostWrites = lost.map(
+    (w) => `${w.table} ${w.key} ${w.token}${w.label === undefined ? '' : ` (${w.label})`}`,
+  );
+  const labelledWrites: Record<string, { writes: number; lost: number }> = {};
+  for (const w of writes) {
+    if (w.label === undefined || w.op !== 'upsert') continue;
+    const entry = (labelledWrites[w.label] ??= { writes: 0, lost: 0 });
+    entry.writes++;
+    if (!seenTokens.has(w.token!)) entry.lost++;
+  }
+
+  const divergences: string[] = [];
+  let deadLetters = 0;
+  for (const n of nodes) {
+    const db = new Database(n.dbPath, { readonly: true });
+    try {
+      const actual = new Map<string, Map<string, string>>([
+        [
+          'kv',
+          new Map(
+            (db.prepare('SELECT k, v FROM kv').all() as { k: number; v: string }[]).map((r) => [
+              String(r.k),
+              r.v,
+            ]),
+          ),
+        ],
+        [
+          'pairs',
+          new Map(
+            (db.prepare('SELECT a, b, v FROM pairs').all() as { a: string; b: number; v: Buffer }[]).map(
+              (r) => [`${r.a}/${r.b}`, r.v.toString()],
+            ),
+          ),
+        ],
+      ]);
+      for (const t of CHAOS_TABLES) {
+        const want = [...model.get(t)!].filter(([, v]) => v !== undefined);
+        const have = actual.get(t)!;
+        if (want.length !== have.size || want.some(([k, v]) => have.get(k) !== v)) {
+          const diff =
+            want.find(([k, v]) => have.get(k) !== v) ??
+            [...have].find(([k]) => model.get(t)!.get(k) === undefined);
+          divergences.push(
+            `node ${n.id} ${t} differs from the stream fold: first at ${JSON.stringify(diff)} (have ${JSON.stringify(diff ? have.get(diff[0]) : undefined)})`,
+          );
+        }
+      }
+      deadLetters += db.prepare(`SELECT count(*) FROM "${DEAD_LETTERS}"`).pluck().get() as number;
+    } finally {
+      db.close();
+    }
+  }
+  return { streamChanges, divergences, lostWrites, deadLetters, labelledWrites };
+}
+
+function firstDifference(contents: string[]): string {
+  const rows = contents.map((c) => JSON.parse(c) as unknown[]);
+  const n = Math.max(...rows.map((r) => r.length));
+  for (let i = 0; i < n; i++) {
+    const at = rows.map((r) => JSON.stringify(r[i]));
+    if (new Set(at).size > 1) return `row ${i}: ${at.join(' vs ')}`;
+  }
+  return 'lengths differ';
+}

@@ -1,0 +1,76 @@
+/**
+ * The seeded fault schedule of a chaos run: which fault comes next, on which
+ * target, for how long. It draws from its own random sequence, so the same
+ * seed gives the same schedule whatever the writers did meanwhile.
+ */
+
+export const FAULTS = [
+  'kill-node',
+  'kill-server',
+  'pause-node',
+  'pause-server',
+  'partition-node',
+  /** A node stopped while the streams discard its history: it restores a snapshot at restart, under load. */
+  'snapshot-restore',
+  /** The snapshot store or temp dir fills up: saves fail clearly, replication goes on, a later save succeeds. */
+  'full-snapshot-disk',
+] as const;
+export type FaultKind = (typeof FAULTS)[number];
+
+/** mulberry32: small, fast, seedable. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Fault kinds dealt from shuffled decks: each deck holds every enabled kind
+ * once, so any run with as many faults as kinds exercises each of them
+ * (`uncovered` says how many are still to come), and the order stays random.
+ */
+export class FaultSchedule {
+  readonly rand: () => number;
+  readonly #kinds: readonly FaultKind[];
+  readonly #seen = new Set<FaultKind>();
+  #deck: FaultKind[] = [];
+
+  constructor(seed: number, kinds: readonly FaultKind[]) {
+    if (kinds.length === 0) throw new Error('a fault schedule needs at least one fault kind');
+    // Decorrelated from the writers, which draw from the seed itself.
+    this.rand = prng(Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1));
+    this.#kinds = kinds;
+  }
+
+  next(): FaultKind {
+    if (this.#deck.length === 0) {
+      this.#deck = [...this.#kinds];
+      for (let i = this.#deck.length - 1; i > 0; i--) {
+        const j = Math.floor(this.rand() * (i + 1));
+        [this.#deck[i], this.#deck[j]] = [this.#deck[j]!, this.#deck[i]!];
+      }
+    }
+    const kind = this.#deck.pop()!;
+    this.#seen.add(kind);
+    return kind;
+  }
+
+  /** Enabled kinds not dealt yet. */
+  get uncovered(): number {
+    return this.#kinds.length - this.#seen.size;
+  }
+
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.rand() * xs.length)]!;
+  }
+
+  /** A duration in [minMs, maxMs). */
+  durationMs(minMs: number, maxMs: number): number {
+    return minMs + Math.floor(this.rand() * (maxMs - minMs));
+  }
+}
