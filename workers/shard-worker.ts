@@ -6,6 +6,7 @@
 import { workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { BatchApplier, type ApplyResult, type InboundMessage } from '../src/replication/batch-applier.ts';
+import { isSqliteBusy } from '../src/metrics/busy-write-counter.ts';
 import type { ShardWorkerData } from '../src/replication/shard-pool.ts';
 
 const config = workerData as ShardWorkerData;
@@ -30,13 +31,29 @@ function open(): BatchApplier {
   return applier;
 }
 
-export function apply(task: { shard: number; messages: InboundMessage[]; schemaEpoch: number }): ApplyResult {
+export function apply(task: {
+  shard: number;
+  messages: InboundMessage[];
+  schemaEpoch: number;
+  lockWaitMs?: number;
+}): ApplyResult | undefined {
   const a = open();
   if (task.schemaEpoch !== schemaEpoch) {
     a.invalidateSchema();
     schemaEpoch = task.schemaEpoch;
   }
-  return a.apply(task.shard, task.messages);
+  if (task.lockWaitMs === undefined) return a.apply(task.shard, task.messages);
+  // A short wait: the caller retries without holding the writer queue, so the publisher's
+  // writes can go in between (an application that commits back to back leaves few openings).
+  db!.pragma(`busy_timeout = ${task.lockWaitMs}`);
+  try {
+    return a.apply(task.shard, task.messages);
+  } catch (err) {
+    if (isSqliteBusy(err)) return undefined;
+    throw err;
+  } finally {
+    db!.pragma(`busy_timeout = ${config.busyTimeoutMs}`);
+  }
 }
 
 export function position(task: { shard: number }): number {

@@ -303,6 +303,7 @@ export class HarmonyLiteNode {
             stream: streamName(config.nats.stream_prefix, shard),
             maxBatchMessages: 500,
             schemaRetryMs: config.schema_retry_interval,
+            busyTimeoutMs: config.busy_timeout,
           },
         );
         await c.open();

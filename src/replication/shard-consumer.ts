@@ -20,6 +20,8 @@ export interface ShardConsumerOptions {
   readonly maxBatchMessages: number;
   /** How often a shard held by a schema lag re-checks, ms. */
   readonly schemaRetryMs: number;
+  /** How long an apply may wait for SQLite's write lock in all, ms (`busy_timeout`). */
+  readonly busyTimeoutMs: number;
 }
 
 export interface ShardConsumerDeps {
@@ -49,6 +51,8 @@ const HIGH_WATER = 20_000;
 const HIGH_WATER_BYTES = 16 * 1024 * 1024;
 /** Message bytes beyond which an apply transaction takes no further message (each is copied to the worker). */
 const APPLY_BATCH_BYTES = 4 * 1024 * 1024;
+/** How long one apply attempt waits for SQLite's write lock, ms (see #applyWhenLockFree). */
+const LOCK_TRY_MS = 5;
 /**
  * Lifetime of one pull request; idle heartbeats come every half of it, and two
  * missed ones mean the consumer's server is gone (detected in about this long).
@@ -255,8 +259,30 @@ export class ShardConsumer {
     return this.#buffer.slice(0, n);
   }
 
+  /**
+   * One apply transaction. Each attempt waits at most LOCK_TRY_MS for SQLite's
+   * write lock; between attempts the writer queue is free, so this node's
+   * publisher is not stuck behind an apply that waits for the application.
+   * SQLITE_BUSY only after `busyTimeoutMs` in all.
+   */
+  async #applyWhenLockFree(batch: InboundMessage[], signal: AbortSignal): Promise<ApplyResult> {
+    const { pool, writer } = this.#deps;
+    const start = performance.now();
+    for (;;) {
+      const result = await writer.run(() => pool.apply(this.options.shard, batch, LOCK_TRY_MS));
+      if (result !== undefined) return result;
+      if (performance.now() - start >= this.options.busyTimeoutMs || signal.aborted) {
+        this.#deps.metrics.sqliteBusy.inc();
+        throw Object.assign(new Error(`database is locked (waited ${this.options.busyTimeoutMs} ms)`), {
+          code: 'SQLITE_BUSY',
+        });
+      }
+      await sleep(1);
+    }
+  }
+
   async #applyLoop(signal: AbortSignal): Promise<void> {
-    const { pool, writer, logger, metrics } = this.#deps;
+    const { logger, metrics } = this.#deps;
     const { shard, maxBatchMessages, schemaRetryMs } = this.options;
     const label = { shard: String(shard) };
     let backoffMs = 100;
@@ -269,7 +295,7 @@ export class ShardConsumer {
       let result: ApplyResult;
       const t0 = performance.now();
       try {
-        result = await writer.run(() => pool.apply(shard, batch));
+        result = await this.#applyWhenLockFree(batch, signal);
         backoffMs = 100;
       } catch (err) {
         if (signal.aborted) return;

@@ -52,11 +52,14 @@ export class ShardPool {
     this.#schemaEpoch++;
   }
 
-  apply(shard: number, messages: InboundMessage[]): Promise<ApplyResult> {
+  apply(shard: number, messages: InboundMessage[]): Promise<ApplyResult>;
+  /** With `lockWaitMs`: undefined when SQLite's write lock stayed taken that long (nothing applied). */
+  apply(shard: number, messages: InboundMessage[], lockWaitMs: number): Promise<ApplyResult | undefined>;
+  apply(shard: number, messages: InboundMessage[], lockWaitMs?: number): Promise<ApplyResult | undefined> {
     return this.#pool(shard).run(
-      { shard, messages, schemaEpoch: this.#schemaEpoch },
+      { shard, messages, schemaEpoch: this.#schemaEpoch, lockWaitMs },
       { name: 'apply' },
-    ) as Promise<ApplyResult>;
+    ) as Promise<ApplyResult | undefined>;
   }
 
   position(shard: number): Promise<number> {

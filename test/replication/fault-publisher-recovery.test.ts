@@ -186,4 +186,63 @@ describe('publisher recovery', () => {
       await server.close();
     }
   });
+
+  it('a receiver whose application holds the write lock past busy_timeout retries its apply and loses nothing', async () => {
+    using dir = tempDir();
+    const server = await startNatsServer();
+    const nodes: TestNode[] = [];
+    let app: Database.Database | undefined;
+    let passed = false;
+    try {
+      const cfg = configure((c) => {
+        c.busy_timeout = 200;
+      });
+      const a = await startNode({
+        dir: dir.path,
+        nodeId: 1,
+        urls: [server.url],
+        schema: ITEMS_SCHEMA,
+        configure: cfg,
+      });
+      nodes.push(a);
+      const b = await startNode({
+        dir: dir.path,
+        nodeId: 2,
+        urls: [server.url],
+        schema: ITEMS_SCHEMA,
+        configure: cfg,
+      });
+      nodes.push(b);
+      app = new Database(b.dbPath);
+      app.exec('BEGIN IMMEDIATE');
+      const writer = new Database(a.dbPath);
+      writer
+        .prepare("INSERT INTO items (id, origin, ver, note) VALUES (2000001, 1, 1, 'waits for node 2')")
+        .run();
+      writer.close();
+      const failure = await waitFor(
+        'node 2 to report its apply waiting for the lock',
+        () => b.logs.records.find((r) => r.msg === 'apply failed; retrying'),
+        { timeoutMs: 10_000 },
+      );
+      assert.match(String(failure.err), /database is locked \(waited 200 ms\)/);
+      assert.equal(rowVersion(b.dbPath, 2_000_001), undefined);
+      app.exec('ROLLBACK');
+      await waitFor(
+        'the change to reach node 2 once the lock is free',
+        () => rowVersion(b.dbPath, 2_000_001) === 1,
+        {
+          timeoutMs: 15_000,
+        },
+      );
+      for (const n of nodes) assertClean(n.dbPath);
+      passed = true;
+    } finally {
+      if (app?.inTransaction) app.exec('ROLLBACK');
+      app?.close();
+      await Promise.allSettled(nodes.map((n) => n.close()));
+      for (const n of nodes) dumpLogs(`node ${n.config.node_id}`, n.logs.records, !passed);
+      await server.close();
+    }
+  });
 });
