@@ -60,6 +60,14 @@ export function position(task: { shard: number }): number {
   return open().position(task.shard);
 }
 
+export function savePosition(task: {
+  shard: number;
+  position: number;
+  origin: { origin: number; seq: number } | undefined;
+}): void {
+  open().savePosition(task.shard, task.position, task.origin);
+}
+
 export function deadLetter(task: { shard: number; message: InboundMessage; reason: string }): void {
   open().deadLetter(task.shard, task.message, task.reason);
 }

@@ -15,7 +15,7 @@ import type { TableSchema } from '../cdc/table-schema.ts';
 import { decodeBody } from '../codec/change-batch-codec.ts';
 import { MalformedMessageError, type ChangeRecord } from '../codec/change-record.ts';
 import { parseMsgId, type BatchId } from './msg-id.ts';
-import { raiseWatermark, type OwnClaim } from './own-batches.ts';
+import { claimInPlace, raiseWatermark, type OwnClaim } from './own-batches.ts';
 import { SchemaLagError, TableApplier } from './table-applier.ts';
 
 /** A message of a shard stream, as handed to the applier. */
@@ -212,7 +212,7 @@ export class BatchApplier {
         position = m.seq;
         continue;
       }
-      if (m.own !== undefined && wm !== undefined && Atomics.load(wm, 0) < BigInt(m.own.firstGlobalId)) {
+      if (m.own !== undefined && wm !== undefined && claimInPlace(wm, m.own)) {
         // Committed here after the last replayed write: its rows already hold it (see OwnBatches).
         skippedOwn += m.own.changes;
         appliedMessages++;
@@ -269,6 +269,25 @@ export class BatchApplier {
       lastChangeAt,
     };
     return blocked === undefined ? result : { ...result, blocked };
+  }
+
+  /**
+   * Stores a shard's position (and one origin's batch sequence) reached without
+   * this worker: own batches the consumer skipped (see ShardConsumer). Never
+   * moves either backwards.
+   */
+  savePosition(shard: number, position: number, origin: { origin: number; seq: number } | undefined): void {
+    this.#db
+      .transaction(() => {
+        if (position <= this.position(shard)) return;
+        const s = this.#stmts;
+        if (origin !== undefined) {
+          const seq = Number((s.originSeq.get(origin.origin, shard) as number | bigint | undefined) ?? 0);
+          if (origin.seq > seq) s.setOriginSeq.run(origin.origin, shard, origin.seq);
+        }
+        s.setPosition.run(shard, position, Date.now(), 0);
+      })
+      .immediate();
   }
 
   /**

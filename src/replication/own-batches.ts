@@ -54,6 +54,11 @@ export class OwnBatches {
     if (this.#entries.size > CAPACITY) this.#entries.delete(this.#entries.keys().next().value!);
   }
 
+  /** True when the claimed batch's rows provably hold its changes (or later local ones). */
+  inPlace(claim: OwnClaim): boolean {
+    return claimInPlace(this.watermark, claim);
+  }
+
   /** The database was swapped (snapshot restore): nothing registered so far may be skipped. */
   forget(): void {
     this.#entries.clear();
@@ -70,6 +75,11 @@ export class OwnBatches {
     if (!sameBytes(e.payload, m.data)) return undefined;
     return { firstGlobalId: e.firstGlobalId, changes: e.changes };
   }
+}
+
+/** True when every change of the claimed batch was committed after the last replayed write. */
+export function claimInPlace(watermark: BigInt64Array, claim: OwnClaim): boolean {
+  return Atomics.load(watermark, 0) < BigInt(claim.firstGlobalId);
 }
 
 /** Raises a shared watermark (never lowers it). */

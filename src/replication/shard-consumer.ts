@@ -9,6 +9,7 @@ import { Wakeup } from '../changelog/wakeup.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { ApplyResult, InboundMessage } from './batch-applier.ts';
+import { parseMsgId } from './msg-id.ts';
 import type { OwnBatches } from './own-batches.ts';
 import type { ShardPool } from './shard-pool.ts';
 import type { WriterQueue } from './writer-queue.ts';
@@ -51,6 +52,8 @@ const HIGH_WATER = 20_000;
 const HIGH_WATER_BYTES = 16 * 1024 * 1024;
 /** Message bytes beyond which an apply transaction takes no further message (each is copied to the worker). */
 const APPLY_BATCH_BYTES = 4 * 1024 * 1024;
+/** Longest time the position reached by skipped own batches stays unsaved, ms (see #skipOwn). */
+const POSITION_SAVE_MS = 1000;
 /** How long one apply attempt waits for SQLite's write lock, ms (see #applyWhenLockFree). */
 const LOCK_TRY_MS = 5;
 /**
@@ -87,8 +90,10 @@ export class ShardConsumer {
   #loops: Promise<void>[] = [];
   #messages: ConsumerMessages | undefined;
   #state: ShardConsumerState = { type: 'starting' };
-  /** Highest stream sequence applied (the stored position). */
+  /** Highest stream sequence applied (stored, or reached by skipped own batches: see #skipOwn). */
   position = 0;
+  /** Position and own batch sequence reached by skipped own batches and not stored yet. */
+  #unsaved: { position: number; ownSeq: number; since: number } | undefined;
   /** Highest stream sequence read into the buffer (the next consumer starts after it). */
   #lastRead = 0;
   /** Stops the current consumer so that the read loop creates a fresh one (set while one runs). */
@@ -148,6 +153,8 @@ export class ShardConsumer {
     void this.#messages?.close().catch(() => undefined);
     await Promise.allSettled(this.#loops);
     this.#loops = [];
+    // Best effort: unsaved skips are otherwise replayed from the stream at the next start.
+    await this.#saveSkipped().catch(() => undefined);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -260,6 +267,52 @@ export class ShardConsumer {
   }
 
   /**
+   * Skips a batch without the worker when every message in it is an own batch
+   * provably in place (see OwnBatches): the position moves on in memory, and is
+   * stored within POSITION_SAVE_MS or before the next apply. After a crash the
+   * unsaved ones are replayed from the stream, in order, which is always right.
+   * On a writing node this spares a write transaction per batch, each of which
+   * took the write lock from the application.
+   */
+  async #skipOwn(batch: readonly InboundMessage[]): Promise<boolean> {
+    const { ownBatches, writer, metrics } = this.#deps;
+    if (ownBatches === undefined) return false;
+    // Decided in the writer queue, so that no other shard's apply runs meanwhile.
+    const skip = await writer.run(() =>
+      batch.every((m) => m.own !== undefined && m.seq > this.position && ownBatches.inPlace(m.own)),
+    );
+    if (!skip) return false;
+    const last = batch[batch.length - 1]!;
+    this.#unsaved = {
+      position: last.seq,
+      ownSeq: parseMsgId(last.msgId)!.seq, // claimed: an id of this node
+      since: this.#unsaved?.since ?? performance.now(),
+    };
+    this.position = last.seq;
+    for (const m of this.#buffer.splice(0, batch.length)) this.#bufferedBytes -= m.data.length;
+    this.#drained.notify();
+    const label = { shard: String(this.options.shard) };
+    const changes = batch.reduce((n, m) => n + m.own!.changes, 0);
+    metrics.appliedPosition.set(label, last.seq);
+    metrics.applied.inc(label, changes);
+    metrics.ownSkipped.inc(label, changes);
+    this.lastApplyAt = Date.now();
+    if (this.#state.type !== 'running') this.#setState({ type: 'running' });
+    return true;
+  }
+
+  /** Stores the position and own batch sequence reached by skipped own batches, if not yet stored. */
+  async #saveSkipped(): Promise<void> {
+    const u = this.#unsaved;
+    const own = this.#deps.ownBatches;
+    if (u === undefined || own === undefined) return;
+    await this.#deps.writer.run(() =>
+      this.#deps.pool.savePosition(this.options.shard, u.position, { origin: own.nodeId, seq: u.ownSeq }),
+    );
+    if (this.#unsaved === u) this.#unsaved = undefined;
+  }
+
+  /**
    * One apply transaction. Each attempt waits at most LOCK_TRY_MS for SQLite's
    * write lock; between attempts the writer queue is free, so this node's
    * publisher is not stuck behind an apply that waits for the application.
@@ -288,13 +341,34 @@ export class ShardConsumer {
     let backoffMs = 100;
     while (!signal.aborted) {
       if (this.#buffer.length === 0) {
-        await this.#arrived.wait(signal);
+        if (this.#unsaved === undefined) {
+          await this.#arrived.wait(signal);
+          continue;
+        }
+        await this.#arrived.waitFor(POSITION_SAVE_MS, signal);
+        if (this.#buffer.length > 0 || signal.aborted) continue;
+        try {
+          await this.#saveSkipped();
+        } catch (err) {
+          if (signal.aborted) return;
+          logger.warn(
+            { shard, err: String((err as Error).message ?? err) },
+            'saving the position failed; retrying',
+          );
+          await this.#retry.waitFor(1000, signal);
+        }
         continue;
       }
       const batch = this.#nextBatch(maxBatchMessages);
       let result: ApplyResult;
       const t0 = performance.now();
       try {
+        if (await this.#skipOwn(batch)) {
+          if (performance.now() - this.#unsaved!.since >= POSITION_SAVE_MS) await this.#saveSkipped();
+          continue;
+        }
+        // Stored before anything else applies: the worker's duplicate check reads the origin sequences.
+        await this.#saveSkipped();
         result = await this.#applyWhenLockFree(batch, signal);
         backoffMs = 100;
       } catch (err) {

@@ -66,6 +66,14 @@ export class ShardPool {
     return this.#pool(shard).run({ shard }, { name: 'position' }) as Promise<number>;
   }
 
+  savePosition(
+    shard: number,
+    position: number,
+    origin: { origin: number; seq: number } | undefined,
+  ): Promise<void> {
+    return this.#pool(shard).run({ shard, position, origin }, { name: 'savePosition' }) as Promise<void>;
+  }
+
   deadLetter(shard: number, message: InboundMessage, reason: string): Promise<void> {
     return this.#pool(shard).run({ shard, message, reason }, { name: 'deadLetter' }) as Promise<void>;
   }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { installCapture } from '../../src/cdc/capture-installer.ts';
-import { GLOBAL_LOG } from '../../src/cdc/names.ts';
+import { GLOBAL_LOG, POSITIONS } from '../../src/cdc/names.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { BatchApplier, type InboundMessage } from '../../src/replication/batch-applier.ts';
 import { OwnBatches } from '../../src/replication/own-batches.ts';
@@ -206,6 +206,23 @@ test('two nodes: the writer does not replay its own changes, the other applies t
       query(a.dbPath, 'SELECT * FROM items ORDER BY id'),
       query(b.dbPath, 'SELECT * FROM items ORDER BY id'),
     );
+    // Skipped without a transaction of their own: the position is stored within a second.
+    const inMemory = a.node.consumers.map((c) => [c.options.shard, c.position]);
+    await waitFor('node 1 stores the position its skips reached', () => {
+      const stored = query(a.dbPath, `SELECT shard, stream_seq FROM ${POSITIONS} ORDER BY shard`).map(
+        ([shard, seq]) => [Number(shard), Number(seq)],
+      );
+      return JSON.stringify(stored) === JSON.stringify(inMemory);
+    });
+    // Remote changes after the skips apply as usual, on both nodes.
+    const other = appConnection(b.dbPath);
+    other.prepare("UPDATE items SET v = 'from 2' WHERE id <= 10").run();
+    other.close();
+    await waitFor(
+      "node 1 applies node 2's update",
+      () => query(a.dbPath, "SELECT count(*) FROM items WHERE v = 'from 2'")[0]![0] === 10n,
+    );
+    assert.equal(await counterValue(a, 'deadLetters'), 0);
   } finally {
     await closeAll(nodes, () => nats.close());
   }
