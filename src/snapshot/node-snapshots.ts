@@ -5,6 +5,7 @@ import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { leaseBucket } from '../nats/naming.ts';
+import { objectStorePurgeDefect } from '../nats/server-defects.ts';
 import type { WriterQueue } from '../replication/writer-queue.ts';
 import { createSnapshotStore } from './create-snapshot-store.ts';
 import { listSnapshots } from './snapshot-catalog.ts';
@@ -200,8 +201,14 @@ export class NodeSnapshots {
   /** The store, created and opened once; a failed open is retried by the next call. */
   #openStore(): Promise<SnapshotStore> {
     this.#store ??= (async () => {
-      const store = createSnapshotStore(this.#o.config, { nc: this.#o.nc });
+      const { config, nc } = this.#o;
+      const store = createSnapshotStore(config, { nc });
       await store.open(this.#abort.signal);
+      const defect =
+        config.snapshot.store === 'nats'
+          ? objectStorePurgeDefect(nc?.info?.version, config.snapshot.nats.replicas)
+          : undefined;
+      if (defect !== undefined) this.#logger.warn({ store: 'nats' }, defect);
       return store;
     })();
     this.#store.catch(() => (this.#store = undefined));
