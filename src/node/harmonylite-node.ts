@@ -480,9 +480,13 @@ export class HarmonyLiteNode {
     const mode = walBytes > 4 * this.config.wal_checkpoint_bytes ? 'TRUNCATE' : 'PASSIVE';
     try {
       const db = this.#writeDb!;
-      await this.writer.run(() =>
+      // Never waits (the event loop runs on): a checkpoint that readers or writers keep from
+      // finishing reports busy and is tried again at the next housekeeping, a second later.
+      const [result] = (await this.writer.run(() =>
         whenWriteLockFree(db, this.config.busy_timeout, () => db.pragma(`wal_checkpoint(${mode})`)),
-      );
+      )) as { busy: number }[];
+      if (result?.busy)
+        this.logger.debug({ mode, wal_bytes: walBytes }, 'checkpoint could not finish yet; retrying');
     } catch (err) {
       this.logger.debug({ err: String(err) }, 'checkpoint skipped');
     }

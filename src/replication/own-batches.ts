@@ -13,8 +13,9 @@ interface Entry extends OwnClaim {
   readonly payload: Uint8Array;
 }
 
-/** Registered batches not consumed yet beyond which the oldest are forgotten (they are then replayed). */
+/** Registered batches (count, payload bytes) not consumed yet beyond which the oldest are forgotten (then replayed). */
 const CAPACITY = 512;
+const CAPACITY_BYTES = 32 * 1024 * 1024;
 
 /**
  * The batches this process published, so that replaying them on this node can
@@ -37,6 +38,7 @@ export class OwnBatches {
   /** [0]: the watermark; shared memory, structured-cloned to the shard workers. */
   readonly watermark: BigInt64Array;
   readonly #entries = new Map<string, Entry>();
+  #bytes = 0;
 
   constructor(nodeId: number) {
     this.nodeId = nodeId;
@@ -50,8 +52,22 @@ export class OwnBatches {
 
   /** A batch was persisted in the outbox and is about to be published. */
   register(shard: number, seq: number, claim: OwnClaim, payload: Uint8Array): void {
-    this.#entries.set(`${shard}:${seq}`, { ...claim, payload });
-    if (this.#entries.size > CAPACITY) this.#entries.delete(this.#entries.keys().next().value!);
+    const key = `${shard}:${seq}`;
+    this.#remove(key);
+    this.#entries.set(key, { ...claim, payload });
+    this.#bytes += payload.length;
+    // A shard that stopped consuming (behind, held, failing) must not pin payloads without end.
+    while (this.#entries.size > CAPACITY || this.#bytes > CAPACITY_BYTES)
+      this.#remove(this.#entries.keys().next().value!);
+  }
+
+  #remove(key: string): Entry | undefined {
+    const e = this.#entries.get(key);
+    if (e !== undefined) {
+      this.#entries.delete(key);
+      this.#bytes -= e.payload.length;
+    }
+    return e;
   }
 
   /** True when the claimed batch's rows provably hold its changes (or later local ones). */
@@ -62,16 +78,15 @@ export class OwnBatches {
   /** The database was swapped (snapshot restore): nothing registered so far may be skipped. */
   forget(): void {
     this.#entries.clear();
+    this.#bytes = 0;
   }
 
   /** The claim to attach to an inbound message of `shard`, if it is a batch this process published. */
   claim(shard: number, m: InboundMessage): OwnClaim | undefined {
     const id = parseMsgId(m.msgId);
     if (id === undefined || id.origin !== this.nodeId || id.shard !== shard) return undefined;
-    const key = `${shard}:${id.seq}`;
-    const e = this.#entries.get(key);
+    const e = this.#remove(`${shard}:${id.seq}`);
     if (e === undefined) return undefined;
-    this.#entries.delete(key);
     if (!sameBytes(e.payload, m.data)) return undefined;
     return { firstGlobalId: e.firstGlobalId, changes: e.changes };
   }
@@ -85,7 +100,11 @@ export function claimInPlace(watermark: BigInt64Array, claim: OwnClaim): boolean
 /** Raises a shared watermark (never lowers it). */
 export function raiseWatermark(watermark: BigInt64Array, globalId: number): void {
   const v = BigInt(globalId);
-  if (Atomics.load(watermark, 0) < v) Atomics.store(watermark, 0, v);
+  for (let seen = Atomics.load(watermark, 0); seen < v;) {
+    const was = Atomics.compareExchange(watermark, 0, seen, v);
+    if (was === seen) return;
+    seen = was;
+  }
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

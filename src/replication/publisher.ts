@@ -273,6 +273,9 @@ export class Publisher {
           },
           'Unable to publish: change is larger than the largest NATS message; kept in the change log with state 2',
         );
+        // This local write never enters a stream: replaying this node's earlier batches must not be
+        // skipped any more (their rows may hold it; the other nodes converge on the stream's values).
+        this.#deps.ownBatches?.raiseWatermark(c.globalId);
         await writer.run(() => outbox.refuse(c));
         metrics.publishRefused.inc({ shard: s.shard });
         s.queue.shift();
@@ -339,16 +342,17 @@ export class Publisher {
           f = this.#take(s, batch);
         }
         const t0 = performance.now();
-        // The next batch is encoded while this one waits for its PubAck.
+        const publishing = js.publish(subject, f.entry.payload, {
+          msgID: f.msgId,
+          timeout: this.#options.publishTimeoutMs,
+        });
+        // The next batch is encoded while this one waits for its PubAck (after the publish was sent).
         const ahead = this.#prepareBatch(s).then(
           (batch) => ({ batch }),
           (err: unknown) => ({ err }),
         );
         try {
-          await js.publish(subject, f.entry.payload, {
-            msgID: f.msgId,
-            timeout: this.#options.publishTimeoutMs,
-          });
+          await publishing;
         } catch (err) {
           if (signal.aborted) return;
           metrics.publishFailures.inc({ shard: s.shard });
@@ -375,16 +379,25 @@ export class Publisher {
         backoffMs = 100;
         metrics.publishLatency.observe({ shard: s.shard }, (performance.now() - t0) / 1000);
         metrics.publishBatchSize.observe({ shard: s.shard }, f.changes.length);
-        // The next batch is persisted in the transaction that marks this one published.
-        const prepared = await ahead;
-        let next = 'batch' in prepared ? prepared.batch : await this.#prepareBatch(s);
-        // Changes queued while this one was in flight: a fuller batch is worth encoding again.
-        if (
-          next === undefined
-            ? s.queue.length > 0
-            : next.changes.length < this.#options.maxBatchChanges && s.queue.length >= 2 * next.changes.length
-        )
-          next = await this.#prepareBatch(s);
+        // The next batch is persisted in the transaction that marks this one published. Failing to
+        // prepare it never holds this one back: it is marked alone, and the error retried after.
+        let next: InFlight | undefined;
+        let prepareError: unknown;
+        try {
+          const prepared = await ahead;
+          next = 'batch' in prepared ? prepared.batch : await this.#prepareBatch(s);
+          // Changes queued while this one was in flight: a fuller batch is worth encoding again.
+          if (
+            next === undefined
+              ? s.queue.length > 0
+              : next.changes.length < this.#options.maxBatchChanges &&
+                s.queue.length >= 2 * next.changes.length
+          )
+            next = await this.#prepareBatch(s);
+        } catch (err) {
+          next = undefined;
+          prepareError = err;
+        }
         await writer.run(() => outbox.commit(s.shard, f.changes, next?.entry), 'urgent');
         metrics.published.inc(f.changes.length);
         this.lastPublishAt = Date.now();
@@ -392,6 +405,7 @@ export class Publisher {
         if (next !== undefined) this.#take(s, next);
         this.#queued -= f.changes.length;
         this.#space.notify();
+        if (prepareError !== undefined) throw prepareError;
       } catch (err) {
         if (signal.aborted) return;
         logger.error({ shard: s.shard, err }, 'publisher step failed; retrying');

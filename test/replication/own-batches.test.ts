@@ -6,6 +6,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { installCapture } from '../../src/cdc/capture-installer.ts';
@@ -223,6 +224,41 @@ test('two nodes: the writer does not replay its own changes, the other applies t
       () => query(a.dbPath, "SELECT count(*) FROM items WHERE v = 'from 2'")[0]![0] === 10n,
     );
     assert.equal(await counterValue(a, 'deadLetters'), 0);
+  } finally {
+    await closeAll(nodes, () => nats.close());
+  }
+});
+
+test('a change refused as too large stops the skip: the writer replays its batch like every node', async () => {
+  const nats = await startNatsServer();
+  const nodes: TestNode[] = [];
+  const nodeDir = join(dir.path, 'refused');
+  mkdirSync(nodeDir);
+  try {
+    for (const nodeId of [1, 2])
+      nodes.push(
+        await startNode({
+          dir: nodeDir,
+          nodeId,
+          urls: [nats.url],
+          schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+          configure: (c) => {
+            c.replication_log.max_batch_bytes = 4096;
+          },
+        }),
+      );
+    const [a, b] = nodes as [TestNode, TestNode];
+    const app = appConnection(a.dbPath);
+    app.prepare("INSERT INTO items VALUES (1, 'small')").run();
+    // Never published (state 2): the insert's batch must not be skipped on node 1.
+    app.prepare('UPDATE items SET v = ? WHERE id = 1').run('x'.repeat(10_000));
+    app.close();
+    await waitFor('node 2 has row 1', () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 1n);
+    await waitFor('node 1 consumed its batch', async () => (await counterValue(a, 'applied')) >= 1);
+    assert.equal(await counterValue(a, 'ownSkipped'), 0);
+    const value = (path: string) => query(path, 'SELECT v FROM items WHERE id = 1')[0]![0];
+    assert.equal(value(b.dbPath), 'small');
+    assert.equal(value(a.dbPath), 'small', 'node 1 holds what the stream says, as node 2 does');
   } finally {
     await closeAll(nodes, () => nats.close());
   }
