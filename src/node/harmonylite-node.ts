@@ -248,7 +248,10 @@ export class HarmonyLiteNode {
       this.#publisher = new Publisher(
         {
           scanner: this.#scanner,
-          outbox: (this.#outbox = new OutboxStore(this.#writeDb, { busyTimeoutMs: config.busy_timeout })),
+          outbox: (this.#outbox = new OutboxStore(this.#writeDb, {
+            busyTimeoutMs: config.busy_timeout,
+            writer: this.writer,
+          })),
           writer: this.writer,
           js: this.#js,
           hasher: await createShardHasher(rl.shards),

@@ -2,6 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { changeLogTable, GLOBAL_LOG, OUTBOX, quoteIdent as q } from '../cdc/names.ts';
 import type { PendingChange } from '../changelog/changelog-scanner.ts';
 import { whenWriteLockFree } from './write-lock-poll.ts';
+import type { WriterQueue } from './writer-queue.ts';
 
 /** A batch persisted before it is published, so a retry after a crash is byte-identical (invariant 2). */
 export interface OutboxEntry {
@@ -12,7 +13,19 @@ export interface OutboxEntry {
   readonly payload: Uint8Array;
 }
 
-/** The publisher's writes on the main thread's connection; every call runs inside the writer queue. */
+interface GroupedWrite {
+  readonly run: () => void;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/**
+ * The publisher's writes on the main thread's connection. `persist` and
+ * `commit` queue themselves in the writer queue (urgent lane) and are grouped:
+ * every one queued, by any shard, before the group's turn comes shares one
+ * transaction, so with many shards the application sees one short write where
+ * it saw one per shard step. The other calls run inside the caller's writer job.
+ */
 export class OutboxStore {
   readonly #db: Database;
   readonly #persist: Statement;
@@ -22,10 +35,13 @@ export class OutboxStore {
   readonly #refuseByTable = new Map<string, Statement>();
 
   readonly #busyTimeoutMs: number;
+  readonly #writer: WriterQueue;
+  #group: GroupedWrite[] = [];
 
-  constructor(db: Database, options: { busyTimeoutMs: number }) {
+  constructor(db: Database, options: { busyTimeoutMs: number; writer: WriterQueue }) {
     this.#db = db;
     this.#busyTimeoutMs = options.busyTimeoutMs;
+    this.#writer = options.writer;
     this.#persist = db.prepare(
       `INSERT INTO ${q(OUTBOX)} (shard, seq, last_global_id, payload) VALUES (?, ?, ?, ?) ` +
         `ON CONFLICT (shard) DO UPDATE SET seq = excluded.seq, last_global_id = excluded.last_global_id, payload = excluded.payload`,
@@ -62,9 +78,35 @@ export class OutboxStore {
     return { lastSeq, inFlight };
   }
 
-  /** Persists a batch before its first publish; waits for the write lock without blocking (`whenWriteLockFree`). */
+  /** Persists a batch before its first publish (grouped, see the class). */
   persist(entry: OutboxEntry): Promise<void> {
-    return whenWriteLockFree(this.#db, this.#busyTimeoutMs, () => this.#persistNow(entry));
+    return this.#grouped(() => this.#persistNow(entry));
+  }
+
+  /** Runs `write` in the next group transaction; rejects if that transaction fails (all of it rolls back). */
+  #grouped(write: () => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#group.push({ run: write, resolve, reject });
+      // Each waiter gets the outcome; the job's own rejection is for the writer queue's busy counter.
+      if (this.#group.length === 1)
+        this.#writer.run(() => this.#commitGroup(), 'urgent').catch(() => undefined);
+    });
+  }
+
+  /** One IMMEDIATE transaction for the group; waits for the write lock without blocking (`whenWriteLockFree`). */
+  async #commitGroup(): Promise<void> {
+    const group = this.#group;
+    this.#group = [];
+    const txn = this.#db.transaction(() => {
+      for (const w of group) w.run();
+    });
+    try {
+      await whenWriteLockFree(this.#db, this.#busyTimeoutMs, () => txn.immediate());
+    } catch (err) {
+      for (const w of group) w.reject(err);
+      throw err;
+    }
+    for (const w of group) w.resolve();
   }
 
   #persistNow(entry: OutboxEntry): void {
@@ -99,15 +141,14 @@ export class OutboxStore {
   /**
    * One transaction for a shard's step: the acknowledged batch's rows become
    * published (invariant 1), and the shard's next batch (if any) replaces it in
-   * the outbox before it is published (invariant 2). One write lock instead of two.
+   * the outbox before it is published (invariant 2). Grouped (see the class).
    */
   commit(shard: number, published: readonly PendingChange[], next: OutboxEntry | undefined): Promise<void> {
-    const txn = this.#db.transaction(() => {
+    return this.#grouped(() => {
       this.#mark(published);
       if (next === undefined) this.#clear.run(shard);
       else this.#persistNow(next);
     });
-    return whenWriteLockFree(this.#db, this.#busyTimeoutMs, () => txn.immediate());
   }
 
   /**

@@ -322,7 +322,7 @@ export class Publisher {
   }
 
   async #shardLoop(s: ShardState, signal: AbortSignal): Promise<void> {
-    const { js, logger, metrics, writer, outbox } = this.#deps;
+    const { js, logger, metrics, outbox } = this.#deps;
     const subject = subjectName(this.#options.subjectPrefix, s.shard);
     let backoffMs = 100;
     await Promise.race([
@@ -338,7 +338,7 @@ export class Publisher {
             await s.wakeup.wait(signal);
             continue;
           }
-          await writer.run(() => outbox.persist(batch.entry), 'urgent');
+          await outbox.persist(batch.entry);
           f = this.#take(s, batch);
         }
         const t0 = performance.now();
@@ -398,7 +398,7 @@ export class Publisher {
           next = undefined;
           prepareError = err;
         }
-        await writer.run(() => outbox.commit(s.shard, f.changes, next?.entry), 'urgent');
+        await outbox.commit(s.shard, f.changes, next?.entry);
         metrics.published.inc(f.changes.length);
         this.lastPublishAt = Date.now();
         s.inFlight = undefined;
