@@ -27,7 +27,7 @@ import { fullSnapshotDisk, snapshotRestore } from './snapshot-faults.ts';
 import { StreamHistory } from './stream-history.ts';
 
 export { CHAOS_SCHEMA } from './chaos-cluster.ts';
-export { FAULTS, prng, type FaultKind } from './fault-schedule.ts';
+export { FAULTS, type FaultKind } from './fault-schedule.ts';
 
 export interface ChaosOptions {
   readonly seed: number;

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { waitFor } from '../helpers/wait-for.ts';
 import { CHAOS_TABLES, type ChaosNode } from './chaos-cluster.ts';
-import { prng } from './fault-schedule.ts';
+import { mulberry32 } from '../helpers/prng.ts';
 
 export interface Write {
   readonly node: number;
@@ -94,7 +94,7 @@ export class ChaosWriters {
 
   async #write(n: ChaosNode): Promise<void> {
     // One sequence per writer: the same seed gives each writer the same choices.
-    const rand = prng(this.#seed + n.id * 0x9e3779b9);
+    const rand = mulberry32(this.#seed + n.id * 0x9e3779b9);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     const db = new Database(n.dbPath, { timeout: 100 });
     let counter = 0;

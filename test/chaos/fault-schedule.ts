@@ -3,6 +3,7 @@
  * target, for how long. It draws from its own random sequence, so the same
  * seed gives the same schedule whatever the writers did meanwhile.
  */
+import { mulberry32 } from '../helpers/prng.ts';
 
 export const FAULTS = [
   'kill-node',
@@ -16,18 +17,6 @@ export const FAULTS = [
   'full-snapshot-disk',
 ] as const;
 export type FaultKind = (typeof FAULTS)[number];
-
-/** mulberry32: small, fast, seedable. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Fault kinds dealt from shuffled decks: each deck holds every enabled kind
@@ -43,7 +32,7 @@ export class FaultSchedule {
   constructor(seed: number, kinds: readonly FaultKind[]) {
     if (kinds.length === 0) throw new Error('a fault schedule needs at least one fault kind');
     // Decorrelated from the writers, which draw from the seed itself.
-    this.rand = prng(Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1));
+    this.rand = mulberry32(Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1));
     this.#kinds = kinds;
   }
 

@@ -13,20 +13,9 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { startNode, waitConverged, type TestNode } from '../helpers/node-harness.ts';
 import { startNatsServer, type TestNatsServer } from '../helpers/nats-server.ts';
+import { mulberry32 } from '../helpers/prng.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { closeAll, counterValue, query, sqlite3Shell } from './converge-helpers.ts';
-
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   readonly next: () => number;

@@ -11,22 +11,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { changeLogTable, DEAD_LETTERS, GLOBAL_LOG, quoteIdent as q } from '../../src/cdc/names.ts';
 import type { TestNatsServer } from '../helpers/nats-server.ts';
+import { mulberry32 } from '../helpers/prng.ts';
 import { waitFor } from '../helpers/wait-for.ts';
 
 export const ITEMS_SCHEMA =
   'CREATE TABLE items (id INTEGER PRIMARY KEY, origin INTEGER NOT NULL, ver INTEGER NOT NULL, note TEXT)';
-
-/** A small deterministic PRNG (mulberry32), so a failing run can be replayed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * The application on one node: inserts, updates and deletes rows it owns
@@ -52,7 +41,7 @@ export class RowWriter {
   constructor(dbPath: string, origin: number, seed = origin) {
     this.origin = origin;
     this.#db = new Database(dbPath); // an application connection with default settings
-    this.#rand = rng(seed);
+    this.#rand = mulberry32(seed);
     this.#insert = this.#db.prepare('INSERT INTO items (id, origin, ver, note) VALUES (?, ?, 1, ?)');
     this.#update = this.#db.prepare('UPDATE items SET ver = ?, note = ? WHERE id = ?');
     this.#delete = this.#db.prepare('DELETE FROM items WHERE id = ?');

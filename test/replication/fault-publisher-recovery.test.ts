@@ -134,33 +134,9 @@ describe('publisher recovery', () => {
     }
   });
 
-  it('a failed outbox write (database locked by the application) loses nothing', async () => {
-    using dir = tempDir();
-    const server = await startNatsServer();
-    const nodes: TestNode[] = [];
-    let app: Database.Database | undefined;
-    let passed = false;
-    try {
-      const cfg = configure((c) => {
-        c.busy_timeout = 100;
-      });
-      const a = await startNode({
-        dir: dir.path,
-        nodeId: 1,
-        urls: [server.url],
-        schema: ITEMS_SCHEMA,
-        configure: cfg,
-      });
-      nodes.push(a);
-      const b = await startNode({
-        dir: dir.path,
-        nodeId: 2,
-        urls: [server.url],
-        schema: ITEMS_SCHEMA,
-        configure: cfg,
-      });
-      nodes.push(b);
-      app = new Database(a.dbPath);
+  it('a failed outbox write (database locked by the application) loses nothing', () =>
+    twoNodesWithApp(100, async (a, b, openApp) => {
+      const app = openApp(a.dbPath);
       app.prepare("INSERT INTO items (id, origin, ver, note) VALUES (1000001, 1, 1, 'locked out')").run();
       // Before the daemon can react (same thread), the application takes the write lock and keeps it.
       app.exec('BEGIN IMMEDIATE');
@@ -176,44 +152,11 @@ describe('publisher recovery', () => {
       await waitFor('the change to reach node 2', () => rowVersion(b.dbPath, 1_000_001) === 1, {
         timeoutMs: 15_000,
       });
-      for (const n of nodes) assertClean(n.dbPath);
-      passed = true;
-    } finally {
-      if (app?.inTransaction) app.exec('ROLLBACK');
-      app?.close();
-      await Promise.allSettled(nodes.map((n) => n.close()));
-      for (const n of nodes) dumpLogs(`node ${n.config.node_id}`, n.logs.records, !passed);
-      await server.close();
-    }
-  });
+    }));
 
-  it('a receiver whose application holds the write lock past busy_timeout retries its apply and loses nothing', async () => {
-    using dir = tempDir();
-    const server = await startNatsServer();
-    const nodes: TestNode[] = [];
-    let app: Database.Database | undefined;
-    let passed = false;
-    try {
-      const cfg = configure((c) => {
-        c.busy_timeout = 200;
-      });
-      const a = await startNode({
-        dir: dir.path,
-        nodeId: 1,
-        urls: [server.url],
-        schema: ITEMS_SCHEMA,
-        configure: cfg,
-      });
-      nodes.push(a);
-      const b = await startNode({
-        dir: dir.path,
-        nodeId: 2,
-        urls: [server.url],
-        schema: ITEMS_SCHEMA,
-        configure: cfg,
-      });
-      nodes.push(b);
-      app = new Database(b.dbPath);
+  it('a receiver whose application holds the write lock past busy_timeout retries its apply and loses nothing', () =>
+    twoNodesWithApp(200, async (a, b, openApp) => {
+      const app = openApp(b.dbPath);
       app.exec('BEGIN IMMEDIATE');
       const writer = new Database(a.dbPath);
       writer
@@ -235,14 +178,45 @@ describe('publisher recovery', () => {
           timeoutMs: 15_000,
         },
       );
-      for (const n of nodes) assertClean(n.dbPath);
-      passed = true;
-    } finally {
-      if (app?.inTransaction) app.exec('ROLLBACK');
-      app?.close();
-      await Promise.allSettled(nodes.map((n) => n.close()));
-      for (const n of nodes) dumpLogs(`node ${n.config.node_id}`, n.logs.records, !passed);
-      await server.close();
-    }
-  });
+    }));
 });
+
+/**
+ * Two nodes on a fresh nats-server with `busy_timeout`; `body` may open
+ * application connections (closed after, any transaction rolled back). Checks
+ * that nothing is left pending; dumps the logs on failure.
+ */
+async function twoNodesWithApp(
+  busyTimeoutMs: number,
+  body: (a: TestNode, b: TestNode, openApp: (path: string) => Database.Database) => Promise<void>,
+): Promise<void> {
+  using dir = tempDir();
+  const server = await startNatsServer();
+  const nodes: TestNode[] = [];
+  const apps: Database.Database[] = [];
+  let passed = false;
+  try {
+    const cfg = configure((c) => {
+      c.busy_timeout = busyTimeoutMs;
+    });
+    for (const nodeId of [1, 2])
+      nodes.push(
+        await startNode({ dir: dir.path, nodeId, urls: [server.url], schema: ITEMS_SCHEMA, configure: cfg }),
+      );
+    await body(nodes[0]!, nodes[1]!, (path) => {
+      const db = new Database(path);
+      apps.push(db);
+      return db;
+    });
+    for (const n of nodes) assertClean(n.dbPath);
+    passed = true;
+  } finally {
+    for (const app of apps) {
+      if (app.inTransaction) app.exec('ROLLBACK');
+      app.close();
+    }
+    await Promise.allSettled(nodes.map((n) => n.close()));
+    for (const n of nodes) dumpLogs(`node ${n.config.node_id}`, n.logs.records, !passed);
+    await server.close();
+  }
+}
