@@ -57,10 +57,14 @@ const POSITION_SAVE_MS = 1000;
 /** How long one apply attempt waits for SQLite's write lock, ms (see #applyWhenLockFree). */
 const LOCK_TRY_MS = 5;
 /**
- * Lifetime of one pull request; idle heartbeats come every half of it, and two
- * missed ones mean the consumer's server is gone (detected in about this long).
+ * Idle heartbeat of the pull requests: two missed ones mean the consumer's
+ * server is gone (detected in about 3 s). Pull requests themselves live long:
+ * with short-lived ones (3 s, heartbeat = half), a busy node regularly stopped
+ * receiving for two heartbeats around an expiry and recreated its consumer, a
+ * 3 s stall (measured at 4-8 shards; nats.js 3 and nats-server 2.9).
  */
-const CONSUME_EXPIRES_MS = 3000;
+const CONSUME_HEARTBEAT_MS = 1500;
+const CONSUME_EXPIRES_MS = 30_000;
 /** Consumer events after which a fresh consumer is created (see #readLoop). */
 const INTERRUPTIONS: ReadonlySet<string> = new Set([
   'reset',
@@ -185,7 +189,11 @@ export class ShardConsumer {
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: start,
         });
-        messages = await consumer.consume({ max_messages: 1000, expires: CONSUME_EXPIRES_MS });
+        messages = await consumer.consume({
+          max_messages: 1000,
+          expires: CONSUME_EXPIRES_MS,
+          idle_heartbeat: CONSUME_HEARTBEAT_MS,
+        });
         this.#messages = messages;
         if (signal.aborted) break;
         // Consuming: an idle shard is running, not starting (a held or failing apply keeps its state).
