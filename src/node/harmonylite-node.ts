@@ -61,6 +61,9 @@ export interface NodeStatus {
  * one consumer per shard over NATS JetStream, and the housekeeping timers.
  * `open()` starts everything in order; `close()` stops it in reverse.
  */
+/** Published change-log rows deleted per cleanup transaction. */
+const CLEANUP_CHUNK = 5000;
+
 export class HarmonyLiteNode {
   readonly config: Config;
   readonly logger: Logger;
@@ -453,12 +456,18 @@ export class HarmonyLiteNode {
   async #cleanup(): Promise<void> {
     try {
       const db = this.#writeDb!;
-      const n = await this.writer.run(() =>
-        whenWriteLockFree(db, this.config.busy_timeout, () =>
-          cleanupChangeLogs(db, this.config.cleanup_interval),
-        ),
-      );
-      this.metrics.cleanedUp.inc(n);
+      const now = Date.now();
+      let n = 0;
+      // In chunks, each its own writer job: applies and the publisher go on in between.
+      for (let chunk = CLEANUP_CHUNK; chunk === CLEANUP_CHUNK && !this.#abort.signal.aborted;) {
+        chunk = await this.writer.run(() =>
+          whenWriteLockFree(db, this.config.busy_timeout, () =>
+            cleanupChangeLogs(db, this.config.cleanup_interval, now, CLEANUP_CHUNK),
+          ),
+        );
+        n += chunk;
+        this.metrics.cleanedUp.inc(chunk);
+      }
       if (n > 0) this.logger.info({ rows: n }, 'Cleaned up DB change logs');
     } catch (err) {
       this.logger.warn(

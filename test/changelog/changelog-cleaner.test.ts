@@ -53,3 +53,28 @@ test('deletes only published rows older than the interval, never pending or refu
   // The default clock: rows of this test are all recent.
   assert.equal(cleanupChangeLogs(f.db, HOUR), 0);
 });
+
+test('deletes at most `limit` rows per call, across tables, so callers clean in short transactions', () => {
+  using f = captureFixture(
+    'CREATE TABLE a (id INTEGER PRIMARY KEY); CREATE TABLE b (id INTEGER PRIMARY KEY);',
+  );
+  sqlite3(f.path, 'INSERT INTO a VALUES (1), (2), (3), (4), (5); INSERT INTO b VALUES (1), (2), (3);');
+  const old = Date.now() - 10_000;
+  for (const t of ['a', 'b'])
+    f.db.prepare(`UPDATE ${q(changeLogTable(t))} SET state = 1, created_at = ?`).run(old);
+  const left = () =>
+    ['a', 'b'].reduce(
+      (n, t) =>
+        n +
+        (f.db
+          .prepare(`SELECT count(*) FROM ${q(changeLogTable(t))}`)
+          .pluck()
+          .get() as number),
+      0,
+    );
+  assert.equal(cleanupChangeLogs(f.db, 1000, Date.now(), 3), 3);
+  assert.equal(left(), 5);
+  assert.equal(cleanupChangeLogs(f.db, 1000, Date.now(), 3), 3, 'the rest of a, then b');
+  assert.equal(cleanupChangeLogs(f.db, 1000, Date.now(), 3), 2, 'fewer than the limit: done');
+  assert.equal(left(), 0);
+});
