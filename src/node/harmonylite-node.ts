@@ -19,6 +19,7 @@ import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
 import { OwnBatches } from '../replication/own-batches.ts';
+import { runSnapshotTask } from '../snapshot/snapshot-worker.ts';
 import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
@@ -84,6 +85,7 @@ export class HarmonyLiteNode {
   #publisher: Publisher | undefined;
   #consumers: ShardConsumer[] = [];
   #outbox: OutboxStore | undefined;
+  #checkpointing = false;
   #timers: NodeJS.Timeout[] = [];
   #capture: CaptureState | undefined;
   #schemaCheck: Promise<void> | undefined;
@@ -488,19 +490,20 @@ export class HarmonyLiteNode {
     }
     this.metrics.walBytes.set(walBytes);
     if (walBytes < this.config.wal_checkpoint_bytes) return;
-    // PASSIVE never waits for readers or writers; TRUNCATE once the WAL is far too big.
+    // PASSIVE never waits for readers or writers; TRUNCATE once the WAL is far too big. In a worker
+    // thread: copying a large WAL into the database took ~0.4 s, which on this thread stalled
+    // publishing and applying (p99 latency). PASSIVE needs no write lock, so it runs beside applies.
+    if (this.#checkpointing) return;
     const mode = walBytes > 4 * this.config.wal_checkpoint_bytes ? 'TRUNCATE' : 'PASSIVE';
+    // A TRUNCATE that readers keep from finishing gives up soon (it holds the writer queue) and is tried again.
+    const task = { kind: 'checkpoint', dbPath: this.config.db_path, busyTimeoutMs: 100, mode } as const;
+    this.#checkpointing = true;
     try {
-      const db = this.#writeDb!;
-      // Never waits (the event loop runs on): a checkpoint that readers or writers keep from
-      // finishing reports busy and is tried again at the next housekeeping, a second later.
-      const [result] = (await this.writer.run(() =>
-        whenWriteLockFree(db, this.config.busy_timeout, () => db.pragma(`wal_checkpoint(${mode})`)),
-      )) as { busy: number }[];
-      if (result?.busy)
-        this.logger.debug({ mode, wal_bytes: walBytes }, 'checkpoint could not finish yet; retrying');
+      await (mode === 'PASSIVE' ? runSnapshotTask(task) : this.writer.run(() => runSnapshotTask(task)));
     } catch (err) {
-      this.logger.debug({ err: String(err) }, 'checkpoint skipped');
+      this.logger.debug({ err: String(err), mode }, 'checkpoint skipped');
+    } finally {
+      this.#checkpointing = false;
     }
   }
 

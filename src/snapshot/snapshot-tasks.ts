@@ -86,11 +86,13 @@ export interface PrepareTask extends PrepareRestoreOptions {
   readonly kind: 'prepare';
 }
 
-/** Folds the WAL back into the database file (`wal_checkpoint(TRUNCATE)`), off the main thread. */
+/** Folds the WAL back into the database file (`wal_checkpoint(TRUNCATE)` by default), off the main thread. */
 export interface CheckpointTask {
   readonly kind: 'checkpoint';
   readonly dbPath: string;
   readonly busyTimeoutMs: number;
+  /** PASSIVE never waits for readers or writers; TRUNCATE also empties the WAL file. */
+  readonly mode?: 'PASSIVE' | 'TRUNCATE';
 }
 
 export type SnapshotTask = CreateTask | VerifyTask | PrepareTask | CheckpointTask;
@@ -243,7 +245,7 @@ export async function runSnapshotTaskHere<T extends SnapshotTask>(
     case 'checkpoint': {
       const db = new Database(task.dbPath, { fileMustExist: true, timeout: task.busyTimeoutMs });
       try {
-        db.pragma('wal_checkpoint(TRUNCATE)');
+        db.pragma(`wal_checkpoint(${task.mode ?? 'TRUNCATE'})`);
       } finally {
         db.close();
       }

@@ -1,0 +1,61 @@
+/**
+ * The node folds a grown WAL back into the database off its main thread:
+ * PASSIVE past `wal_checkpoint_bytes`, TRUNCATE (the -wal file emptied) past
+ * four times that, while replication goes on.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import { appConnection, startNode, type TestNode } from '../helpers/node-harness.ts';
+import { startNatsServer } from '../helpers/nats-server.ts';
+import { tempDir } from '../helpers/temp-dir.ts';
+import { waitFor } from '../helpers/wait-for.ts';
+import { closeAll, query } from './converge-helpers.ts';
+
+test('a WAL past four times wal_checkpoint_bytes is truncated, and replication goes on', async () => {
+  using dir = tempDir();
+  const nats = await startNatsServer();
+  const nodes: TestNode[] = [];
+  try {
+    for (const nodeId of [1, 2])
+      nodes.push(
+        await startNode({
+          dir: dir.path,
+          nodeId,
+          urls: [nats.url],
+          schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+          configure: (c) => {
+            c.wal_checkpoint_bytes = 64 * 1024;
+          },
+        }),
+      );
+    const [a, b] = nodes as [TestNode, TestNode];
+    const app = appConnection(a.dbPath);
+    // An application that never checkpoints: only the daemon can fold the WAL back (and only TRUNCATE empties the file).
+    app.pragma('wal_autocheckpoint = 0');
+    const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
+    app.transaction(() => {
+      for (let i = 1; i <= 2000; i++) insert.run(i, 'x'.repeat(200));
+    })();
+    app.close();
+    const walBytes = () => statSync(`${a.dbPath}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+    await waitFor(
+      'node 2 holds the 2000 rows',
+      () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 2000n,
+    );
+    await waitFor('the WAL of node 1 is truncated', () => walBytes() === 0, {
+      timeoutMs: 15_000,
+      seen: walBytes,
+    });
+    const more = appConnection(a.dbPath);
+    more.prepare("INSERT INTO items (id, v) VALUES (5000, 'after')").run();
+    more.close();
+    await waitFor(
+      'a later write reaches node 2',
+      () => query(b.dbPath, 'SELECT count(*) FROM items WHERE id = 5000')[0]![0] === 1n,
+    );
+    assert.equal(query(a.dbPath, 'PRAGMA integrity_check')[0]![0], 'ok');
+  } finally {
+    await closeAll(nodes, () => nats.close());
+  }
+});
