@@ -14,11 +14,10 @@
 import Database from 'better-sqlite3';
 import { changeLogTable, GLOBAL_LOG, quoteIdent as q, valueColumn } from '../../src/cdc/names.ts';
 import { shardNumbers, streamName } from '../../src/nats/naming.ts';
-import { listSnapshots } from '../../src/snapshot/snapshot-catalog.ts';
-import { manifestPosition, type SnapshotManifest } from '../../src/snapshot/snapshot-manifest.ts';
-import { LocalSnapshotStore } from '../../src/snapshot/stores/local-store.ts';
+import { manifestPosition } from '../../src/snapshot/snapshot-manifest.ts';
 import { spawnCli } from '../helpers/node-harness.ts';
 import { waitFor } from '../helpers/wait-for.ts';
+import { storedSnapshots } from '../snapshot/snapshot-test-kit.ts';
 import {
   CHAOS_TABLES,
   STREAM_PREFIX,
@@ -274,17 +273,6 @@ async function lastSeqs(ctx: FaultContext): Promise<Map<number, number>> {
   for (const shard of shardNumbers(ctx.shards))
     last.set(shard, (await ctx.jsm.streams.info(streamName(STREAM_PREFIX, shard))).state.last_seq);
   return last;
-}
-
-/** The restorable snapshots in the local store, newest first. */
-async function storedSnapshots(storeDir: string): Promise<SnapshotManifest[]> {
-  const store = new LocalSnapshotStore({ path: storeDir });
-  await store.open();
-  try {
-    return await listSnapshots(store);
-  } finally {
-    await store.close();
-  }
 }
 
 /** Whether the node's running process holds the snapshot leader lease, by its log. */

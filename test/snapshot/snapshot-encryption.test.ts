@@ -20,11 +20,10 @@ import {
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import type { Config } from '../../src/config/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { HarmonyLiteNode } from '../../src/node/harmonylite-node.ts';
 import { CIPHER_HEADER_BYTES, DEFAULT_CHUNK_BYTES } from '../../src/snapshot/snapshot-cipher.ts';
-import { listSnapshots, uploadSnapshot } from '../../src/snapshot/snapshot-catalog.ts';
+import { uploadSnapshot } from '../../src/snapshot/snapshot-catalog.ts';
 import { createSnapshotFile, type CreatedSnapshot } from '../../src/snapshot/snapshot-creator.ts';
 import { SnapshotError } from '../../src/snapshot/snapshot-error.ts';
 import { SnapshotKey, snapshotKeyMismatch } from '../../src/snapshot/snapshot-key.ts';
@@ -33,7 +32,6 @@ import {
   encodeManifest,
   encryptionContext,
   manifestObjectName,
-  manifestPosition,
   parseSnapshotObjectName,
   type SnapshotManifest,
 } from '../../src/snapshot/snapshot-manifest.ts';
@@ -58,6 +56,7 @@ import {
   setPositions,
   smallStreams,
   streamRanges,
+  waitForRolloverAndSnapshot,
   writeRows,
 } from './snapshot-test-kit.ts';
 
@@ -288,36 +287,6 @@ describe('encrypted snapshot files', () => {
     assert.doesNotMatch(JSON.stringify({ key }), new RegExp(Buffer.from(key.bytes).toString('hex')));
   });
 });
-
-async function storedSnapshots(storeDir: string): Promise<SnapshotManifest[]> {
-  const store = new LocalSnapshotStore({ path: storeDir });
-  await store.open();
-  try {
-    return await listSnapshots(store);
-  } finally {
-    await store.close();
-  }
-}
-
-/** Waits until every stream discarded history and the newest snapshot reaches every stream's first message. */
-async function waitForRolloverAndSnapshot(
-  url: string,
-  config: Config,
-  storeDir: string,
-): Promise<SnapshotManifest> {
-  let seen: unknown;
-  return waitFor(
-    'streams that discarded history and a snapshot that reaches their first messages',
-    async () => {
-      const ranges = await streamRanges(url, config);
-      const newest = (await storedSnapshots(storeDir))[0];
-      seen = { ranges, newest: newest?.positions };
-      if (ranges.some((r) => r.firstSeq <= 1) || newest === undefined) return undefined;
-      return ranges.every((r) => manifestPosition(newest, r.shard) + 1 >= r.firstSeq) ? newest : undefined;
-    },
-    { timeoutMs: 30_000, intervalMs: 200, seen: () => seen },
-  );
-}
 
 describe('encrypted snapshots end to end', () => {
   const dir = join(root.path, 'cluster');

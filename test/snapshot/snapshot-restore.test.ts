@@ -11,10 +11,7 @@ import { after, describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { createLogger } from '../../src/logger.ts';
 import { HarmonyLiteNode } from '../../src/node/harmonylite-node.ts';
-import { listSnapshots } from '../../src/snapshot/snapshot-catalog.ts';
 import { SnapshotError } from '../../src/snapshot/snapshot-error.ts';
-import { manifestPosition, type SnapshotManifest } from '../../src/snapshot/snapshot-manifest.ts';
-import { LocalSnapshotStore } from '../../src/snapshot/stores/local-store.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import {
   createDatabase,
@@ -23,46 +20,22 @@ import {
   startNode,
   tableContents,
   waitConverged,
-  type TestNode,
 } from '../helpers/node-harness.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
-import { count, counterTotal, SCHEMA, smallStreams, streamRanges, writeRows } from './snapshot-test-kit.ts';
+import {
+  count,
+  counterTotal,
+  SCHEMA,
+  smallStreams,
+  streamRanges,
+  waitForRolloverAndSnapshot,
+  writeRows,
+} from './snapshot-test-kit.ts';
 
 const root = tempDir('hl-restore-');
 after(() => root.remove());
 let n = 0;
-
-async function storedSnapshots(storeDir: string): Promise<SnapshotManifest[]> {
-  const store = new LocalSnapshotStore({ path: storeDir });
-  await store.open();
-  try {
-    return await listSnapshots(store);
-  } finally {
-    await store.close();
-  }
-}
-
-/** Waits until every stream discarded history and the newest snapshot reaches every stream's first message. */
-async function waitForRolloverAndSnapshot(
-  url: string,
-  nodes: TestNode[],
-  storeDir: string,
-): Promise<SnapshotManifest> {
-  const config = nodes[0]!.config;
-  let seen: unknown;
-  return waitFor(
-    'streams that discarded history and a snapshot that reaches their first messages',
-    async () => {
-      const ranges = await streamRanges(url, config);
-      const newest = (await storedSnapshots(storeDir))[0];
-      seen = { ranges, newest: newest?.positions };
-      if (ranges.some((r) => r.firstSeq <= 1) || newest === undefined) return undefined;
-      return ranges.every((r) => manifestPosition(newest, r.shard) + 1 >= r.firstSeq) ? newest : undefined;
-    },
-    { timeoutMs: 30_000, intervalMs: 200, seen: () => seen },
-  );
-}
 
 describe('snapshot restore', () => {
   it('a new node restores the newest snapshot, skips the discarded history and converges', async () => {
@@ -77,7 +50,7 @@ describe('snapshot restore', () => {
       writeRows(a.dbPath, 1, 150, 'a');
       writeRows(b.dbPath, 1001, 1150, 'b');
       await waitConverged([a.dbPath, b.dbPath], ['items']);
-      const snapshot = await waitForRolloverAndSnapshot(server.url, [a, b], storeDir);
+      const snapshot = await waitForRolloverAndSnapshot(server.url, a.config, storeDir);
       assert.ok(a.logs.has('Snapshot saved') || b.logs.has('Snapshot saved'));
       assert.ok(
         [a, b].filter((x) => x.logs.has('became snapshot leader')).length === 1,
@@ -127,7 +100,7 @@ describe('snapshot restore', () => {
       writeRows(c.dbPath, 201, 230, 'c-offline');
       writeRows(c.dbPath, 5, 5, 'c-offline-update');
       writeRows(a.dbPath, 1000, 1200, 'a-rollover');
-      await waitForRolloverAndSnapshot(server.url, [a], storeDir);
+      await waitForRolloverAndSnapshot(server.url, a.config, storeDir);
 
       c = await startNode({ dir, nodeId: 3, urls: [server.url], configure });
       assert.ok(c.logs.has('Snapshot restored'), c.logs.messages().join('\n'));
@@ -156,7 +129,7 @@ describe('snapshot restore', () => {
       await waitConverged([a.dbPath, c.dbPath], ['items']);
       await c.close();
       writeRows(a.dbPath, 1000, 1200, 'a-rollover');
-      await waitForRolloverAndSnapshot(server.url, [a], storeDir);
+      await waitForRolloverAndSnapshot(server.url, a.config, storeDir);
       // An application process keeps writing to c's database while c starts and restores.
       const app = startAppWriter(c.dbPath, 20_000);
       try {
@@ -195,7 +168,7 @@ describe('snapshot restore', () => {
     const a = await startNode({ dir, nodeId: 1, urls: [server.url], schema: SCHEMA, configure });
     try {
       writeRows(a.dbPath, 1, 200, 'a');
-      const snapshot = await waitForRolloverAndSnapshot(server.url, [a], storeDir);
+      const snapshot = await waitForRolloverAndSnapshot(server.url, a.config, storeDir);
       await a.close(); // no newer snapshot replaces the damaged one
       // Flip bytes in the middle of the stored data object (same size: only the checksum can tell).
       const dataPath = join(storeDir, snapshot.dataObject);

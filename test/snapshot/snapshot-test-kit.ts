@@ -15,7 +15,10 @@ import { ORIGIN_SEQS, POSITIONS, quoteIdent as q } from '../../src/cdc/names.ts'
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import type { Config } from '../../src/config/config.ts';
 import { shardNumbers, streamName } from '../../src/nats/naming.ts';
+import { listSnapshots } from '../../src/snapshot/snapshot-catalog.ts';
+import { manifestPosition, type SnapshotManifest } from '../../src/snapshot/snapshot-manifest.ts';
 import { readPositions } from '../../src/snapshot/snapshot-restorer.ts';
+import { LocalSnapshotStore } from '../../src/snapshot/stores/local-store.ts';
 import { spawnCli } from '../helpers/node-harness.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
@@ -235,4 +238,35 @@ export async function counterTotal(counter: {
   get(): Promise<{ values: { value: number }[] }>;
 }): Promise<number> {
   return (await counter.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
+/** The restorable snapshots in a local store directory, newest first. */
+export async function storedSnapshots(storeDir: string): Promise<SnapshotManifest[]> {
+  const store = new LocalSnapshotStore({ path: storeDir });
+  await store.open();
+  try {
+    return await listSnapshots(store);
+  } finally {
+    await store.close();
+  }
+}
+
+/** Waits until every stream discarded history and the newest snapshot reaches every stream's first message. */
+export async function waitForRolloverAndSnapshot(
+  url: string,
+  config: Config,
+  storeDir: string,
+): Promise<SnapshotManifest> {
+  let seen: unknown;
+  return waitFor(
+    'streams that discarded history and a snapshot that reaches their first messages',
+    async () => {
+      const ranges = await streamRanges(url, config);
+      const newest = (await storedSnapshots(storeDir))[0];
+      seen = { ranges, newest: newest?.positions };
+      if (ranges.some((r) => r.firstSeq <= 1) || newest === undefined) return undefined;
+      return ranges.every((r) => manifestPosition(newest, r.shard) + 1 >= r.firstSeq) ? newest : undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 200, seen: () => seen },
+  );
 }
