@@ -147,7 +147,8 @@ export class BenchCluster {
         for (const l of b.toString('utf8').split('\n')) {
           if (l === '') continue;
           lines.push(l);
-          if (process.env.HL_BENCH_LOG_GREP && l.includes(process.env.HL_BENCH_LOG_GREP)) console.error(`[node ${id}] ${l}`);
+          if (process.env.HL_BENCH_LOG_GREP && l.includes(process.env.HL_BENCH_LOG_GREP))
+            console.error(`[node ${id}] ${l}`);
           if (lines.length > 200) lines.shift();
           if (l.includes('HarmonyLite node started')) ok();
         }
