@@ -29,8 +29,9 @@ const CAPACITY_BYTES = 32 * 1024 * 1024;
  * time of the last transaction that wrote replayed rows, on any shard. A batch
  * whose first change has a higher id was committed after every replayed write:
  * no replay, cascade or UNIQUE displacement can have touched its rows since, so
- * its rows hold its changes or later local ones (which follow it in the stream).
- * Anything else (an earlier process's batches, a payload that is not byte for
+ * its rows hold its changes or later local ones (which follow it in the stream;
+ * a local change refused as too large never does, so its refusal raises the
+ * watermark too). Anything else (an earlier process's batches, a payload that is not byte for
  * byte the one published, after a snapshot swap) is replayed as usual.
  */
 export class OwnBatches {
