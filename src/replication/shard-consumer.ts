@@ -284,29 +284,35 @@ export class ShardConsumer {
    */
   async #skipOwn(batch: readonly InboundMessage[]): Promise<boolean> {
     const { ownBatches, writer, metrics } = this.#deps;
-    if (ownBatches === undefined) return false;
+    // Most batches hold another node's message: no writer-queue round trip for them.
+    if (ownBatches === undefined || !batch.every((m) => m.own !== undefined && m.seq > this.position))
+      return false;
     // Decided in the writer queue, so that no other shard's apply runs meanwhile.
-    const skip = await writer.run(() =>
-      batch.every((m) => m.own !== undefined && m.seq > this.position && ownBatches.inPlace(m.own)),
-    );
-    if (!skip) return false;
+    if (!(await writer.run(() => batch.every((m) => ownBatches.inPlace(m.own!))))) return false;
     const last = batch[batch.length - 1]!;
     this.#unsaved = {
       position: last.seq,
       ownSeq: parseMsgId(last.msgId)!.seq, // claimed: an id of this node
       since: this.#unsaved?.since ?? performance.now(),
     };
-    this.position = last.seq;
-    for (const m of this.#buffer.splice(0, batch.length)) this.#bufferedBytes -= m.data.length;
-    this.#drained.notify();
+    this.#advanceTo(last.seq);
     const label = { shard: String(this.options.shard) };
     const changes = batch.reduce((n, m) => n + m.own!.changes, 0);
-    metrics.appliedPosition.set(label, last.seq);
     metrics.applied.inc(label, changes);
     metrics.ownSkipped.inc(label, changes);
     this.lastApplyAt = Date.now();
     if (this.#state.type !== 'running') this.#setState({ type: 'running' });
     return true;
+  }
+
+  /** Messages up to `position` are done: off the buffer, and the position moves on. */
+  #advanceTo(position: number): void {
+    let done = 0;
+    while (done < this.#buffer.length && this.#buffer[done]!.seq <= position) done++;
+    for (const m of this.#buffer.splice(0, done)) this.#bufferedBytes -= m.data.length;
+    this.#drained.notify();
+    this.position = position;
+    this.#deps.metrics.appliedPosition.set({ shard: String(this.options.shard) }, position);
   }
 
   /** Stores the position and own batch sequence reached by skipped own batches, if not yet stored. */
@@ -389,12 +395,7 @@ export class ShardConsumer {
       }
       metrics.applyLatency.observe(label, (performance.now() - t0) / 1000);
       metrics.applyBatchSize.observe(label, batch.length);
-      let done = 0;
-      while (done < this.#buffer.length && this.#buffer[done]!.seq <= result.position) done++;
-      for (const m of this.#buffer.splice(0, done)) this.#bufferedBytes -= m.data.length;
-      this.#drained.notify();
-      this.position = result.position;
-      metrics.appliedPosition.set(label, result.position);
+      this.#advanceTo(result.position);
       if (result.appliedChanges > 0) metrics.applied.inc(label, result.appliedChanges);
       if (result.duplicates > 0) metrics.duplicatesSkipped.inc(label, result.duplicates);
       if (result.skippedOwn > 0) metrics.ownSkipped.inc(label, result.skippedOwn);
