@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { BatchApplier, type ApplyResult, type InboundMessage } from '../src/replication/batch-applier.ts';
 import { isSqliteBusy } from '../src/metrics/busy-write-counter.ts';
 import type { ShardWorkerData } from '../src/replication/shard-pool.ts';
+import { disableAutoCheckpoint } from '../src/node/open-database.ts';
 
 const config = workerData as ShardWorkerData;
 let db: Database.Database | undefined;
@@ -19,6 +20,7 @@ function open(): BatchApplier {
     db = new Database(config.dbPath, { timeout: config.busyTimeoutMs });
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
+    disableAutoCheckpoint(db);
     // Replicas mirror states the origin already checked; parents and children may travel on different shards.
     db.pragma('foreign_keys = OFF');
     db.pragma('recursive_triggers = OFF');
@@ -29,6 +31,15 @@ function open(): BatchApplier {
     });
   }
   return applier;
+}
+
+/** `PRAGMA busy_timeout = ms`, prepared once per value (two per apply otherwise). */
+const busyTimeouts = new Map<number, Database.Statement>();
+function busyTimeout(ms: number): void {
+  let stmt = busyTimeouts.get(ms);
+  if (stmt === undefined)
+    busyTimeouts.set(ms, (stmt = db!.prepare(`PRAGMA busy_timeout = ${Math.trunc(ms)}`)));
+  stmt.run();
 }
 
 export function apply(task: {
@@ -45,14 +56,14 @@ export function apply(task: {
   if (task.lockWaitMs === undefined) return a.apply(task.shard, task.messages);
   // A short wait: the caller retries without holding the writer queue, so the publisher's
   // writes can go in between (an application that commits back to back leaves few openings).
-  db!.pragma(`busy_timeout = ${task.lockWaitMs}`);
+  busyTimeout(task.lockWaitMs);
   try {
     return a.apply(task.shard, task.messages);
   } catch (err) {
     if (isSqliteBusy(err)) return undefined;
     throw err;
   } finally {
-    db!.pragma(`busy_timeout = ${config.busyTimeoutMs}`);
+    busyTimeout(config.busyTimeoutMs);
   }
 }
 
@@ -75,5 +86,6 @@ export function deadLetter(task: { shard: number; message: InboundMessage; reaso
 export function close(): void {
   db?.close();
   db = undefined;
+  busyTimeouts.clear();
   applier = undefined;
 }

@@ -1,6 +1,6 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import type { Database } from 'better-sqlite3';
+import type { Database, Statement } from 'better-sqlite3';
 
 export interface ChangeDetectorOptions {
   /** The database file; its `-wal` (and the file itself) are watched. */
@@ -26,9 +26,14 @@ export class ChangeDetector {
   readonly #listeners = new Set<() => void>();
   #dataVersion = -1;
   #schemaVersion = -1;
+  /** Prepared once (`db.pragma()` prepares per call; the schema check runs on every scan). */
+  readonly #dataVersionStmt: Statement;
+  readonly #schemaVersionStmt: Statement;
 
   constructor(options: ChangeDetectorOptions) {
     this.#options = options;
+    this.#dataVersionStmt = options.db.prepare('PRAGMA data_version').pluck();
+    this.#schemaVersionStmt = options.db.prepare('PRAGMA schema_version').pluck();
   }
 
   open(): void {
@@ -55,7 +60,7 @@ export class ChangeDetector {
 
   #poll(): void {
     try {
-      const v = this.#options.db.pragma('data_version', { simple: true }) as number;
+      const v = this.#dataVersionStmt.get() as number;
       if (v !== this.#dataVersion) {
         this.#dataVersion = v;
         this.notify();
@@ -78,7 +83,7 @@ export class ChangeDetector {
 
   /** True once per schema change (including the first call). */
   schemaChanged(): boolean {
-    const v = this.#options.db.pragma('schema_version', { simple: true }) as number;
+    const v = this.#schemaVersionStmt.get() as number;
     if (v === this.#schemaVersion) return false;
     this.#schemaVersion = v;
     return true;

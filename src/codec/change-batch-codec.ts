@@ -80,6 +80,48 @@ export function encodeRecords(records: readonly ChangeRecord[]): Uint8Array {
   return encoder.encode(records);
 }
 
+/**
+ * One change record as CBOR. A batch is records joined under an array header
+ * (`joinRecords`), the same bytes as `encodeRecords` of them: the publisher
+ * encodes each change once when it reads it and keeps these bytes, not the row
+ * objects, while the change waits to be published.
+ */
+export function encodeRecord(record: ChangeRecord): Uint8Array {
+  return encoder.encode(record);
+}
+
+/** Bytes of the CBOR header of an array of `n` items. */
+export function arrayHeaderBytes(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+}
+
+/** A CBOR array of already encoded items (`encodeRecord`): the batch body. */
+export function joinRecords(items: readonly Uint8Array[]): Uint8Array {
+  const n = items.length;
+  const head = arrayHeaderBytes(n);
+  let bytes = head;
+  for (const item of items) bytes += item.length;
+  const out = Buffer.allocUnsafe(bytes);
+  if (head === 1) {
+    out[0] = 0x80 | n;
+  } else if (head === 2) {
+    out[0] = 0x98;
+    out[1] = n;
+  } else if (head === 3) {
+    out[0] = 0x99;
+    out.writeUInt16BE(n, 1);
+  } else {
+    out[0] = 0x9a;
+    out.writeUInt32BE(n, 1);
+  }
+  let at = head;
+  for (const item of items) {
+    out.set(item, at);
+    at += item.length;
+  }
+  return out;
+}
+
 export function compressBody(cbor: Uint8Array, level = 3): Uint8Array {
   return compress(cbor, { compressionLevel: level });
 }

@@ -74,10 +74,11 @@ export function validateChangeBatch(decoded: unknown): ChangeRecord[] {
     // A plain map only: typed arrays and other decoded objects would read as columns "0", "1", ...
     if (proto !== Object.prototype && proto !== null)
       fail(i, `Payload.Row: expected a map, got ${describe(row)}`);
-    const entries = Object.entries(row as Record<string, unknown>);
-    if (entries.length === 0) fail(i, 'Payload.Row is empty');
-    for (const [col, v] of entries) {
+    const cols = Object.keys(row as Record<string, unknown>);
+    if (cols.length === 0) fail(i, 'Payload.Row is empty');
+    for (const col of cols) {
       if (col.length === 0 || col.length > MAX_NAME_LENGTH) fail(i, 'Payload.Row has an invalid column name');
+      const v = (row as Record<string, unknown>)[col];
       if (!isWireValue(v)) fail(i, `Payload.Row.${col.slice(0, 64)} is ${describe(v)}, not an SQLite value`);
     }
   });

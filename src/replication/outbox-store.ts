@@ -4,6 +4,9 @@ import type { PendingChange } from '../changelog/changelog-scanner.ts';
 import { whenWriteLockFree } from './write-lock-poll.ts';
 import type { WriterQueue } from './writer-queue.ts';
 
+/** Which change-log row a change is, and its place in the global log. */
+export type ChangeRef = Pick<PendingChange, 'globalId' | 'table' | 'changeId'>;
+
 /** A batch persisted before it is published, so a retry after a crash is byte-identical (invariant 2). */
 export interface OutboxEntry {
   readonly shard: number;
@@ -12,6 +15,14 @@ export interface OutboxEntry {
   readonly lastGlobalId: number;
   readonly payload: Uint8Array;
 }
+
+/** Statements on a table by id: a range, and a JSON list. */
+interface IdStatements {
+  readonly range: Statement;
+  readonly list: Statement;
+}
+/** Runs at least this long are marked by range; shorter ones join the list. */
+const MIN_RANGE = 8;
 
 interface GroupedWrite {
   readonly run: () => void;
@@ -30,9 +41,9 @@ export class OutboxStore {
   readonly #db: Database;
   readonly #persist: Statement;
   readonly #clear: Statement;
-  readonly #deleteGlobal: Statement;
-  readonly #markByTable = new Map<string, Statement>();
-  readonly #refuseByTable = new Map<string, Statement>();
+  readonly #markById = new Map<string, IdStatements>();
+  readonly #deleteById = new Map<string, IdStatements>();
+  readonly #refuseById = new Map<string, IdStatements>();
 
   readonly #busyTimeoutMs: number;
   readonly #writer: WriterQueue;
@@ -47,9 +58,6 @@ export class OutboxStore {
         `ON CONFLICT (shard) DO UPDATE SET seq = excluded.seq, last_global_id = excluded.last_global_id, payload = excluded.payload`,
     );
     this.#clear = db.prepare(`UPDATE ${q(OUTBOX)} SET payload = NULL, last_global_id = NULL WHERE shard = ?`);
-    this.#deleteGlobal = db.prepare(
-      `DELETE FROM ${q(GLOBAL_LOG)} WHERE id IN (SELECT value FROM json_each(?))`,
-    );
   }
 
   /** The highest global-log id ever assigned (0 before the first change). */
@@ -113,19 +121,12 @@ export class OutboxStore {
     this.#persist.run(entry.shard, entry.seq, entry.lastGlobalId, entry.payload);
   }
 
-  #stmt(cache: Map<string, Statement>, table: string, state: number): Statement {
-    let s = cache.get(table);
-    if (s === undefined) {
-      s = this.#db.prepare(
-        `UPDATE ${q(changeLogTable(table))} SET state = ${state} WHERE id IN (SELECT value FROM json_each(?))`,
-      );
-      cache.set(table, s);
-    }
-    return s;
-  }
-
-  /** Rows become published (state 1) and leave the global log: one statement per table, not two per row. */
-  #mark(changes: readonly PendingChange[]): void {
+  /**
+   * Rows become published (state 1) and leave the global log. Runs of
+   * consecutive ids (every batch of a single-shard node) go by id range, the
+   * rest by one json_each list per table: ~1.5 against ~2.4 µs per row, measured.
+   */
+  #mark(changes: readonly ChangeRef[]): void {
     const idsByTable = new Map<string, number[]>();
     const globalIds: number[] = [];
     for (const c of changes) {
@@ -134,8 +135,37 @@ export class OutboxStore {
       ids.push(c.changeId);
       globalIds.push(c.globalId);
     }
-    for (const [table, ids] of idsByTable) this.#stmt(this.#markByTable, table, 1).run(JSON.stringify(ids));
-    this.#deleteGlobal.run(JSON.stringify(globalIds));
+    for (const [table, ids] of idsByTable)
+      this.#byIds(this.#markById, changeLogTable(table), 'UPDATE', 'SET state = 1', ids);
+    this.#byIds(this.#deleteById, GLOBAL_LOG, 'DELETE FROM', '', globalIds);
+  }
+
+  /** `<verb> <table> <set> WHERE id ...` for `ids`: runs of consecutive ids by range, the rest in one list. */
+  #byIds(
+    cache: Map<string, IdStatements>,
+    table: string,
+    verb: string,
+    set: string,
+    ids: readonly number[],
+  ): void {
+    let s = cache.get(table);
+    if (s === undefined) {
+      const head = `${verb} ${q(table)} ${set} WHERE id`;
+      s = {
+        range: this.#db.prepare(`${head} BETWEEN ? AND ?`),
+        list: this.#db.prepare(`${head} IN (SELECT value FROM json_each(?))`),
+      };
+      cache.set(table, s);
+    }
+    const singles: number[] = [];
+    for (let i = 0; i < ids.length;) {
+      let j = i;
+      while (j + 1 < ids.length && ids[j + 1] === ids[j]! + 1) j++;
+      if (j - i + 1 >= MIN_RANGE) s.range.run(ids[i], ids[j]);
+      else for (let k = i; k <= j; k++) singles.push(ids[k]!);
+      i = j + 1;
+    }
+    if (singles.length > 0) s.list.run(JSON.stringify(singles));
   }
 
   /**
@@ -143,7 +173,7 @@ export class OutboxStore {
    * published (invariant 1), and the shard's next batch (if any) replaces it in
    * the outbox before it is published (invariant 2). Grouped (see the class).
    */
-  commit(shard: number, published: readonly PendingChange[], next: OutboxEntry | undefined): Promise<void> {
+  commit(shard: number, published: readonly ChangeRef[], next: OutboxEntry | undefined): Promise<void> {
     return this.#grouped(() => {
       this.#mark(published);
       if (next === undefined) this.#clear.run(shard);
@@ -155,17 +185,19 @@ export class OutboxStore {
    * A change too big for any message: kept in its change log with state 2 for
    * the operator (never dropped silently), removed from the publish order.
    */
-  refuse(change: PendingChange): void {
+  refuse(change: ChangeRef): void {
     this.#db
       .transaction(() => {
-        this.#stmt(this.#refuseByTable, change.table, 2).run(JSON.stringify([change.changeId]));
-        this.#deleteGlobal.run(JSON.stringify([change.globalId]));
+        this.#byIds(this.#refuseById, changeLogTable(change.table), 'UPDATE', 'SET state = 2', [
+          change.changeId,
+        ]);
+        this.#byIds(this.#deleteById, GLOBAL_LOG, 'DELETE FROM', '', [change.globalId]);
       })
       .immediate();
   }
 
   /** Global-log rows of tables no longer captured: nothing to publish. */
   dropOrphans(globalIds: readonly number[]): void {
-    this.#deleteGlobal.run(JSON.stringify(globalIds));
+    this.#byIds(this.#deleteById, GLOBAL_LOG, 'DELETE FROM', '', globalIds);
   }
 }

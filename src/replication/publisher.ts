@@ -2,14 +2,20 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import type { ChangelogScanner, PendingChange } from '../changelog/changelog-scanner.ts';
 import { Wakeup } from '../changelog/wakeup.ts';
 import type { TableFilter } from '../cdc/table-filter.ts';
-import { compressBody, decodeBody, encodeRecords } from '../codec/change-batch-codec.ts';
+import {
+  arrayHeaderBytes,
+  compressBody,
+  decodeBody,
+  encodeRecord,
+  joinRecords,
+} from '../codec/change-batch-codec.ts';
 import type { ChangeRecord } from '../codec/change-record.ts';
 import type { SqlValue } from '../codec/sql-value.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, subjectName } from '../nats/naming.ts';
 import { formatMsgId } from './msg-id.ts';
-import type { OutboxEntry, OutboxStore } from './outbox-store.ts';
+import type { ChangeRef, OutboxEntry, OutboxStore } from './outbox-store.ts';
 import type { OwnBatches } from './own-batches.ts';
 import type { ShardHasher } from './shard-hasher.ts';
 import type { WriterQueue } from './writer-queue.ts';
@@ -40,15 +46,26 @@ export interface PublisherDeps {
   readonly ownBatches?: OwnBatches;
 }
 
+/**
+ * A change waiting to be published: its record encoded once when it was read
+ * (`encodeRecord`), so the queue holds bytes, not row objects (fewer objects
+ * surviving into the old generation: less GC work and a lower peak RSS).
+ */
+interface QueuedChange extends ChangeRef {
+  /** Primary-key values, for the refusal log (routing is decided when read). */
+  readonly key: readonly SqlValue[];
+  readonly record: Uint8Array;
+}
+
 interface InFlight {
   readonly entry: OutboxEntry;
-  readonly changes: PendingChange[];
+  readonly changes: QueuedChange[];
   readonly msgId: string;
 }
 
 interface ShardState {
   readonly shard: number;
-  readonly queue: PendingChange[];
+  readonly queue: QueuedChange[];
   /** New changes queued (scan loop) or the step may go on. */
   readonly wakeup: Wakeup;
   /** Cuts a failed publish's backoff short: only when NATS reconnects (see retryNow). */
@@ -206,7 +223,8 @@ export class Publisher {
           logger.warn({ count: res.orphans.length }, 'dropping pending changes of tables no longer captured');
           await writer.run(() => outbox.dropOrphans(res.orphans));
         }
-        for (const change of res.changes) {
+        for (const pending of res.changes) {
+          const change = this.#encodeChange(pending);
           const resumed =
             recovering.size > 0 ? recovering.get(memberKey(change.table, change.changeId)) : undefined;
           if (resumed !== undefined) {
@@ -240,49 +258,60 @@ export class Publisher {
     }
   }
 
-  #toRecord(c: PendingChange): ChangeRecord {
-    return {
+  #encodeChange(c: PendingChange): QueuedChange {
+    const record: ChangeRecord = {
       FromNodeId: this.#options.nodeId,
       Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: c.row, CreatedAt: c.createdAt },
+    };
+    return {
+      globalId: c.globalId,
+      table: c.table,
+      changeId: c.changeId,
+      key: c.key,
+      record: encodeRecord(record),
     };
   }
 
   /**
-   * Encodes the next batch of the shard queue: as many changes as fit in one
-   * message, in order. It stays queued until the caller has persisted it (`#take`).
+   * The next batch of the shard queue: as many changes as fit in one message,
+   * in order; a change too large for any message is refused (state 2). It
+   * stays queued until the caller has persisted it (`#take`).
    */
   async #prepareBatch(s: ShardState): Promise<InFlight | undefined> {
     const { logger, metrics, writer, outbox } = this.#deps;
-    let count = Math.min(s.queue.length, this.#options.maxBatchChanges);
-    while (count > 0) {
-      const changes = s.queue.slice(0, count);
-      const cbor = encodeRecords(changes.map((c) => this.#toRecord(c)));
-      if (cbor.length > this.#options.maxBatchBytes) {
-        if (count > 1) {
-          count = Math.ceil(count / 2);
-          continue;
-        }
-        const c = changes[0]!;
+    const limit = this.#options.maxBatchBytes;
+    for (;;) {
+      const max = Math.min(s.queue.length, this.#options.maxBatchChanges);
+      if (max === 0) return undefined;
+      const first = s.queue[0]!;
+      const alone = arrayHeaderBytes(1) + first.record.length;
+      if (alone > limit) {
         logger.error(
           {
-            table: c.table,
-            key: c.key.map(String),
-            bytes: cbor.length,
-            limit: this.#options.maxBatchBytes,
-            change_id: c.changeId,
+            table: first.table,
+            key: first.key.map(String),
+            bytes: alone,
+            limit,
+            change_id: first.changeId,
           },
           'Unable to publish: change is larger than the largest NATS message; kept in the change log with state 2',
         );
         // This local write never enters a stream: replaying this node's earlier batches must not be
         // skipped any more (their rows may hold it; the other nodes converge on the stream's values).
-        this.#deps.ownBatches?.raiseWatermark(c.globalId);
-        await writer.run(() => outbox.refuse(c));
+        this.#deps.ownBatches?.raiseWatermark(first.globalId);
+        await writer.run(() => outbox.refuse(first));
         metrics.publishRefused.inc({ shard: s.shard });
         s.queue.shift();
         this.#queued--;
-        count = Math.min(s.queue.length, this.#options.maxBatchChanges);
         continue;
       }
+      // As many changes as fit in one message, in order (the header is counted for `max` items: at most 4 bytes over).
+      let count = 0;
+      let bytes = arrayHeaderBytes(max);
+      while (count < max && bytes + s.queue[count]!.record.length <= limit)
+        bytes += s.queue[count++]!.record.length;
+      const changes = s.queue.slice(0, Math.max(count, 1));
+      const cbor = joinRecords(changes.map((c) => c.record));
       // Compressed here, not in the shard's worker: zstd at level 3 costs ~0.4 µs per row, less than
       // a worker round trip, and the buffers it leaves behind in each worker's heap until that
       // worker's next GC took 160 MB of RSS at 8 shards (measured, bench).
@@ -299,7 +328,6 @@ export class Publisher {
       };
       return { entry, changes, msgId: formatMsgId({ origin: this.#options.nodeId, shard: s.shard, seq }) };
     }
-    return undefined;
   }
 
   /**

@@ -37,6 +37,7 @@ export class ShardPool {
           maxThreads: 1,
           idleTimeout: Number.POSITIVE_INFINITY,
           workerData: data,
+          resourceLimits: { maxYoungGenerationSizeMb: Number(process.env.HL_YOUNG ?? 8) },
         }),
     );
   }

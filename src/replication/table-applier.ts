@@ -88,15 +88,19 @@ export class TableApplier {
   }
 
   /** Every change must carry its key: without it no node can tell which row it means. */
-  #key(row: Record<string, WireValue>): SqlValue[] {
-    return this.schema.keyColumns.map((k) => {
+  #requireKey(row: Record<string, WireValue>): void {
+    for (const k of this.schema.keyColumns) {
       if (!Object.hasOwn(row, k)) {
         throw new MalformedMessageError(
           `table ${this.schema.name}: change has no value for key column ${JSON.stringify(k)}`,
         );
       }
-      return fromWire(row[k]);
-    });
+    }
+  }
+
+  #key(row: Record<string, WireValue>): SqlValue[] {
+    this.#requireKey(row);
+    return this.schema.keyColumns.map((k) => fromWire(row[k]));
   }
 
   #prepare(sql: string): Statement {
@@ -176,7 +180,7 @@ export class TableApplier {
         this.#delete.run(this.#key(row));
         return { displaced: 0 };
       }
-      this.#key(row); // insert/update must name its row, as a delete must
+      this.#requireKey(row); // insert/update must name its row, as a delete must
       const cols = Object.keys(row);
       const stmt = this.#upsertFor(cols);
       const values: SqlValue[] = new Array(cols.length);

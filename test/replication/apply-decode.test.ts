@@ -12,7 +12,9 @@ import { CompressStream } from 'zstd-napi';
 import {
   compressBody,
   decodeBody,
+  encodeRecord,
   encodeRecords,
+  joinRecords,
   MAX_DECODED_BYTES,
 } from '../../src/codec/change-batch-codec.ts';
 import { MalformedMessageError } from '../../src/codec/change-record.ts';
@@ -48,6 +50,16 @@ test('round trip, plain and compressed, keeps every storage class', () => {
     assert.deepEqual([...(a!.Payload.Row.b as Uint8Array)], [0, 255]);
     assert.equal(a!.Payload.Row.n, null);
     assert.equal(b!.Payload.Row.id, -(2n ** 63n));
+  }
+});
+
+test('records encoded one by one and joined are the bytes of the batch encoded at once, at every header size', () => {
+  // 23/24, 255/256 and 65535/65536 items: the four CBOR array header lengths.
+  for (const n of [1, 23, 24, 255, 256, 65_535, 65_536]) {
+    const batch = Array.from({ length: n }, (_, i) => records[i % 2]!);
+    const joined = joinRecords(batch.map((r) => encodeRecord(r)));
+    assert.deepEqual(Buffer.from(joined), Buffer.from(encodeRecords(batch)), `${n} records`);
+    assert.equal(decodeBody(joined).length, n);
   }
 });
 
