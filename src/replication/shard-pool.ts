@@ -19,6 +19,13 @@ const WORKER_FILE = new URL(
 ).href;
 
 /**
+ * A worker's young generation (V8's default is sized for a whole process, up to
+ * 48 MB per worker). Decoding allocates short-lived objects only, so a small one
+ * costs no measurable CPU and took ~15 MB off a receiver's peak RSS per worker (bench/pipeline.ts).
+ */
+const WORKER_YOUNG_GENERATION_MB = 8;
+
+/**
  * One piscina worker per shard (design card), so a shard's applies always run
  * on the same thread and SQLite connection. Measured: a task costs ~37 µs, so
  * callers send whole batches, never single rows.
@@ -37,7 +44,7 @@ export class ShardPool {
           maxThreads: 1,
           idleTimeout: Number.POSITIVE_INFINITY,
           workerData: data,
-          resourceLimits: { maxYoungGenerationSizeMb: Number(process.env.HL_YOUNG ?? 8) },
+          resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
         }),
     );
   }
