@@ -77,6 +77,7 @@ export class Metrics {
   readonly sqliteBusy: Counter;
   readonly poolUtilization: Gauge;
   readonly walBytes: Gauge;
+  readonly walCheckpoints: Counter<'mode'>;
   readonly cleanedUp: Counter;
   // Snapshots.
   readonly snapshotAge: Gauge;
@@ -257,6 +258,12 @@ export class Metrics {
       registers,
     });
     this.walBytes = new Gauge({ name: name('wal_bytes'), help: 'Size of the -wal file', registers });
+    this.walCheckpoints = new Counter({
+      name: name('wal_checkpoints_total'),
+      help: 'WAL checkpoints the node ran past wal_checkpoint_bytes, by mode (PASSIVE, TRUNCATE)',
+      labelNames: ['mode'],
+      registers,
+    });
     this.cleanedUp = new Counter({
       name: name('changes_cleaned_up_total'),
       help: 'Published change-log rows deleted',

@@ -86,6 +86,8 @@ export class HarmonyLiteNode {
   #consumers: ShardConsumer[] = [];
   #outbox: OutboxStore | undefined;
   #checkpointing = false;
+  /** Size of the -wal file when a checkpoint last completed (every frame in the database file). */
+  #walCheckpointed: number | undefined;
   #timers: NodeJS.Timeout[] = [];
   #capture: CaptureState | undefined;
   #schemaCheck: Promise<void> | undefined;
@@ -490,6 +492,10 @@ export class HarmonyLiteNode {
     }
     this.metrics.walBytes.set(walBytes);
     if (walBytes < this.config.wal_checkpoint_bytes) return;
+    // The -wal file keeps its size after a complete checkpoint (SQLite writes it again from the start):
+    // only a file grown past that size, or a checkpoint that did not finish, needs another one.
+    // Otherwise a node past the threshold once would start a checkpoint thread every second, forever.
+    if (this.#walCheckpointed !== undefined && walBytes <= this.#walCheckpointed) return;
     // PASSIVE never waits for readers or writers; TRUNCATE once the WAL is far too big. In a worker
     // thread: copying a large WAL into the database took ~0.4 s, which on this thread stalled
     // publishing and applying (p99 latency). PASSIVE needs no write lock, so it runs beside applies.
@@ -499,7 +505,12 @@ export class HarmonyLiteNode {
     const task = { kind: 'checkpoint', dbPath: this.config.db_path, busyTimeoutMs: 100, mode } as const;
     this.#checkpointing = true;
     try {
-      await (mode === 'PASSIVE' ? runSnapshotTask(task) : this.writer.run(() => runSnapshotTask(task)));
+      const r = await (mode === 'PASSIVE'
+        ? runSnapshotTask(task)
+        : this.writer.run(() => runSnapshotTask(task)));
+      this.metrics.walCheckpoints.inc({ mode });
+      const complete = !r.busy && r.checkpointedFrames === r.logFrames;
+      this.#walCheckpointed = complete ? walBytes : undefined;
     } catch (err) {
       this.logger.debug({ err: String(err), mode }, 'checkpoint skipped');
     } finally {

@@ -95,12 +95,21 @@ export interface CheckpointTask {
   readonly mode?: 'PASSIVE' | 'TRUNCATE';
 }
 
+/** SQLite's answer to `wal_checkpoint`: frames in the WAL and how many are now in the database file. */
+export interface CheckpointResult {
+  readonly busy: boolean;
+  readonly logFrames: number;
+  readonly checkpointedFrames: number;
+}
+
 export type SnapshotTask = CreateTask | VerifyTask | PrepareTask | CheckpointTask;
 export type SnapshotTaskResult<T extends SnapshotTask> = T extends CreateTask
   ? CreateResult
   : T extends VerifyTask
     ? VerifyResult
-    : void;
+    : T extends CheckpointTask
+      ? CheckpointResult
+      : void;
 
 export async function runCreateTask(
   task: CreateTask,
@@ -245,11 +254,20 @@ export async function runSnapshotTaskHere<T extends SnapshotTask>(
     case 'checkpoint': {
       const db = new Database(task.dbPath, { fileMustExist: true, timeout: task.busyTimeoutMs });
       try {
-        db.pragma(`wal_checkpoint(${task.mode ?? 'TRUNCATE'})`);
+        const [r] = db.pragma(`wal_checkpoint(${task.mode ?? 'TRUNCATE'})`) as {
+          busy: number;
+          log: number;
+          checkpointed: number;
+        }[];
+        const result: CheckpointResult = {
+          busy: r?.busy === 1,
+          logFrames: r?.log ?? 0,
+          checkpointedFrames: r?.checkpointed ?? 0,
+        };
+        return result as SnapshotTaskResult<T>;
       } finally {
         db.close();
       }
-      return undefined as SnapshotTaskResult<T>;
     }
   }
   throw new Error(`unknown snapshot task ${(task as { kind: string }).kind}`);

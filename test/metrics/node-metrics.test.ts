@@ -53,6 +53,8 @@ export const EXPECTED_METRICS: Readonly<Record<string, string>> = {
   harmonylite_writer_queue_wait_seconds: 'histogram',
   harmonylite_sqlite_busy_total: 'counter',
   harmonylite_worker_pool_utilization: 'gauge',
+  harmonylite_wal_bytes: 'gauge',
+  harmonylite_wal_checkpoints_total: 'counter',
   // Process.
   harmonylite_process_resident_memory_bytes: 'gauge',
   harmonylite_nodejs_eventloop_lag_seconds: 'gauge',

@@ -10,7 +10,7 @@ import { appConnection, startNode, type TestNode } from '../helpers/node-harness
 import { startNatsServer } from '../helpers/nats-server.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
-import { closeAll, query } from './converge-helpers.ts';
+import { closeAll, counterValue, query } from './converge-helpers.ts';
 
 test('a WAL past four times wal_checkpoint_bytes is truncated, and replication goes on', async () => {
   using dir = tempDir();
@@ -55,6 +55,67 @@ test('a WAL past four times wal_checkpoint_bytes is truncated, and replication g
       () => query(b.dbPath, 'SELECT count(*) FROM items WHERE id = 5000')[0]![0] === 1n,
     );
     assert.equal(query(a.dbPath, 'PRAGMA integrity_check')[0]![0], 'ok');
+  } finally {
+    await closeAll(nodes, () => nats.close());
+  }
+});
+
+test('a WAL checkpointed in full is not checkpointed again until it grows: no checkpoint thread every second', async () => {
+  using dir = tempDir();
+  const nats = await startNatsServer();
+  const nodes: TestNode[] = [];
+  try {
+    for (const nodeId of [1, 2])
+      nodes.push(
+        await startNode({
+          dir: dir.path,
+          nodeId,
+          urls: [nats.url],
+          schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+          configure: (c) => {
+            c.wal_checkpoint_bytes = 256 * 1024;
+          },
+        }),
+      );
+    const [a, b] = nodes as [TestNode, TestNode];
+    const app = appConnection(a.dbPath);
+    app.pragma('wal_autocheckpoint = 0');
+    const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
+    app.transaction(() => {
+      for (let i = 1; i <= 2000; i++) insert.run(i, 'x'.repeat(200));
+    })();
+    await waitFor(
+      'node 2 holds the 2000 rows',
+      () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 2000n,
+    );
+    // Node 2 only replays (its daemon connections never checkpoint on commit): its WAL passes the threshold.
+    await waitFor('node 2 checkpointed its WAL', async () => (await counterValue(b, 'walCheckpoints')) >= 1, {
+      timeoutMs: 10_000,
+    });
+    const walBytes = statSync(`${b.dbPath}-wal`).size;
+    assert.ok(
+      walBytes >= 256 * 1024 && walBytes < 4 * 256 * 1024,
+      `node 2 WAL ${walBytes} bytes: PASSIVE range`,
+    );
+    const settled = await counterValue(b, 'walCheckpoints');
+    await new Promise((r) => setTimeout(r, 3500)); // three housekeeping ticks with the file still that size
+    assert.equal(await counterValue(b, 'walCheckpoints'), settled, 'no checkpoint while nothing was written');
+    // New writes that grow the file past its size are checkpointed again.
+    app.transaction(() => {
+      for (let i = 2001; i <= 6000; i++) insert.run(i, 'x'.repeat(200));
+    })();
+    app.close();
+    await waitFor(
+      'node 2 holds the 6000 rows',
+      () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 6000n,
+    );
+    await waitFor(
+      'node 2 checkpointed again',
+      async () => (await counterValue(b, 'walCheckpoints')) > settled,
+      {
+        timeoutMs: 10_000,
+      },
+    );
   } finally {
     await closeAll(nodes, () => nats.close());
   }
