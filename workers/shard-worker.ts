@@ -8,7 +8,6 @@ import Database from 'better-sqlite3';
 import { BatchApplier, type ApplyResult, type InboundMessage } from '../src/replication/batch-applier.ts';
 import { isSqliteBusy } from '../src/metrics/busy-write-counter.ts';
 import type { ShardWorkerData } from '../src/replication/shard-pool.ts';
-import { disableAutoCheckpoint } from '../src/node/open-database.ts';
 
 const config = workerData as ShardWorkerData;
 let db: Database.Database | undefined;
@@ -20,7 +19,6 @@ function open(): BatchApplier {
     db = new Database(config.dbPath, { timeout: config.busyTimeoutMs });
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
-    disableAutoCheckpoint(db);
     // Replicas mirror states the origin already checked; parents and children may travel on different shards.
     db.pragma('foreign_keys = OFF');
     db.pragma('recursive_triggers = OFF');

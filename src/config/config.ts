@@ -166,7 +166,7 @@ export function defaultConfig(): Config {
     include_tables: [],
     exclude_tables: [],
     busy_timeout: 5000,
-    wal_checkpoint_bytes: 16 * 1024 * 1024,
+    wal_checkpoint_bytes: 64 * 1024 * 1024,
     schema_retry_interval: 5000,
     replication_log: {
       shards: 1,

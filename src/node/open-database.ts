@@ -15,20 +15,8 @@ export class DatabaseOpenError extends Error {
 }
 
 /**
- * A daemon connection never checkpoints on commit: SQLite's automatic
- * checkpoint (every 1000 WAL pages) runs inside the commit that crosses the
- * line, copying ~4 MB and syncing the database file on the committing thread,
- * the main thread's event loop or a shard worker mid-apply. The node folds the
- * WAL back in a worker thread instead (`wal_checkpoint_bytes`); applications
- * keep their own setting.
- */
-export function disableAutoCheckpoint(db: Database.Database): void {
-  db.pragma('wal_autocheckpoint = 0');
-}
-
-/**
  * Opens a daemon connection: WAL journal (readers never block the writer; any
- * SQLite client keeps working with it), busy timeout, `synchronous = NORMAL`, no automatic checkpoints.
+ * SQLite client keeps working with it), busy timeout, `synchronous = NORMAL`.
  */
 export function openDatabase(
   path: string,
@@ -45,7 +33,6 @@ export function openDatabase(
       const mode = db.pragma('journal_mode = WAL', { simple: true }) as string;
       if (mode !== 'wal') throw new Error(`journal_mode stayed ${mode}`);
       db.pragma('synchronous = NORMAL');
-      disableAutoCheckpoint(db);
     }
     db.prepare('SELECT count(*) FROM sqlite_schema').get();
     return db;
