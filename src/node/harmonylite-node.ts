@@ -247,6 +247,9 @@ export class HarmonyLiteNode {
       nodeId: this.nodeId,
       nc: this.#nc,
       writer: this.writer,
+      beforeSave: async () => {
+        await Promise.all(this.#consumers.map((c) => c.storePosition()));
+      },
     });
     await this.#snapshots.checkRestore();
 

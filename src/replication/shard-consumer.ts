@@ -315,6 +315,11 @@ export class ShardConsumer {
     this.#deps.metrics.appliedPosition.set({ shard: String(this.options.shard) }, position);
   }
 
+  /** Stores the position reached by skipped own batches now (before a snapshot copies the database). */
+  storePosition(): Promise<void> {
+    return this.#saveSkipped();
+  }
+
   /** Stores the position and own batch sequence reached by skipped own batches, if not yet stored. */
   async #saveSkipped(): Promise<void> {
     const u = this.#unsaved;

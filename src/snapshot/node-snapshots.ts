@@ -31,6 +31,13 @@ export interface NodeSnapshotsOptions {
   readonly writer: WriterQueue;
   /** Lease lifetime of the snapshot leader. Default 15 s. */
   readonly leaseTtlMs?: number;
+  /**
+   * Brings the database's stored positions up to what it holds before a snapshot
+   * copies it (positions reached by skipped own batches, see ShardConsumer): a
+   * snapshot whose positions lag its rows sends a restored node back to messages
+   * the streams may have discarded already.
+   */
+  readonly beforeSave?: () => Promise<void>;
 }
 
 const LEASE_RETRY_MS = 5000;
@@ -195,6 +202,7 @@ export class NodeSnapshots {
       this.#logger.error({ err: errorMessage(err) }, 'Unable to save snapshot');
       throw err;
     }
+    await this.#o.beforeSave?.();
     return (await saveSnapshot({ config, nodeId, store, logger: this.#logger, metrics, signal })).manifest;
   }
 
