@@ -224,6 +224,29 @@ test('two nodes: the writer does not replay its own changes, the other applies t
       () => query(a.dbPath, "SELECT count(*) FROM items WHERE v = 'from 2'")[0]![0] === 10n,
     );
     assert.equal(await counterValue(a, 'deadLetters'), 0);
+    // Before a snapshot copies the database, the skips' positions are stored at once (storePosition),
+    // not up to a second later: a snapshot must not say less than its rows hold.
+    const more = appConnection(a.dbPath);
+    const insertMore = more.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
+    more.transaction(() => {
+      for (let i = 301; i <= 400; i++) insertMore.run(i, `v${i}`);
+    })();
+    more.close();
+    await waitFor(
+      'node 1 skipped its 100 new changes',
+      async () => (await counterValue(a, 'ownSkipped')) === 400,
+      {
+        intervalMs: 5,
+      },
+    );
+    await Promise.all(a.node.consumers.map((c) => c.storePosition()));
+    assert.deepEqual(
+      query(a.dbPath, `SELECT shard, stream_seq FROM ${POSITIONS} ORDER BY shard`).map(([shard, seq]) => [
+        Number(shard),
+        Number(seq),
+      ]),
+      a.node.consumers.map((c) => [c.options.shard, c.position]),
+    );
   } finally {
     await closeAll(nodes, () => nats.close());
   }
