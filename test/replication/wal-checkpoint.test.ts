@@ -12,23 +12,33 @@ import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
 import { closeAll, counterValue, query } from './converge-helpers.ts';
 
+/** Two nodes with one table and the given `wal_checkpoint_bytes`, pushed to `nodes` (closed by the caller). */
+async function startPair(
+  nodes: TestNode[],
+  dir: string,
+  url: string,
+  walCheckpointBytes: number,
+): Promise<void> {
+  for (const nodeId of [1, 2])
+    nodes.push(
+      await startNode({
+        dir,
+        nodeId,
+        urls: [url],
+        schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+        configure: (c) => {
+          c.wal_checkpoint_bytes = walCheckpointBytes;
+        },
+      }),
+    );
+}
+
 test('a WAL past four times wal_checkpoint_bytes is truncated, and replication goes on', async () => {
   using dir = tempDir();
   const nats = await startNatsServer();
   const nodes: TestNode[] = [];
   try {
-    for (const nodeId of [1, 2])
-      nodes.push(
-        await startNode({
-          dir: dir.path,
-          nodeId,
-          urls: [nats.url],
-          schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
-          configure: (c) => {
-            c.wal_checkpoint_bytes = 64 * 1024;
-          },
-        }),
-      );
+    await startPair(nodes, dir.path, nats.url, 64 * 1024);
     const [a, b] = nodes as [TestNode, TestNode];
     const app = appConnection(a.dbPath);
     // An application that never checkpoints: only the daemon can fold the WAL back (and only TRUNCATE empties the file).
@@ -65,18 +75,7 @@ test('a WAL checkpointed in full is not checkpointed again until it grows: no ch
   const nats = await startNatsServer();
   const nodes: TestNode[] = [];
   try {
-    for (const nodeId of [1, 2])
-      nodes.push(
-        await startNode({
-          dir: dir.path,
-          nodeId,
-          urls: [nats.url],
-          schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
-          configure: (c) => {
-            c.wal_checkpoint_bytes = 256 * 1024;
-          },
-        }),
-      );
+    await startPair(nodes, dir.path, nats.url, 256 * 1024);
     const [a, b] = nodes as [TestNode, TestNode];
     const app = appConnection(a.dbPath);
     app.pragma('wal_autocheckpoint = 0');
