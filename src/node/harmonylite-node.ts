@@ -494,6 +494,9 @@ export class HarmonyLiteNode {
       return;
     }
     this.metrics.walBytes.set(walBytes);
+    // Smaller than at the last complete checkpoint: truncated since (by us or the application).
+    if (this.#walCheckpointed !== undefined && walBytes < this.#walCheckpointed)
+      this.#walCheckpointed = undefined;
     if (walBytes < this.config.wal_checkpoint_bytes) return;
     // The -wal file keeps its size after a complete checkpoint (SQLite writes it again from the start):
     // only a file grown past that size, or a checkpoint that did not finish, needs another one.
@@ -513,7 +516,7 @@ export class HarmonyLiteNode {
         : this.writer.run(() => runSnapshotTask(task)));
       this.metrics.walCheckpoints.inc({ mode });
       const complete = !r.busy && r.checkpointedFrames === r.logFrames;
-      this.#walCheckpointed = complete ? walBytes : undefined;
+      this.#walCheckpointed = !complete ? undefined : mode === 'TRUNCATE' ? 0 : walBytes;
     } catch (err) {
       this.logger.debug({ err: String(err), mode }, 'checkpoint skipped');
     } finally {

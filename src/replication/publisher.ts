@@ -87,6 +87,8 @@ const HIGH_WATER = 10_000;
  */
 const MAX_BACKOFF_MS = 2000;
 const NO_KEY: readonly SqlValue[] = [];
+/** Queued records may share an encoder buffer up to this size (cbor-x starts at 8 KB). */
+const SHARED_BUFFER_KEEP_BYTES = 64 * 1024;
 
 /**
  * Publishes pending changes: scans the change logs in global (commit) order,
@@ -223,17 +225,19 @@ export class Publisher {
           logger.warn({ count: res.orphans.length }, 'dropping pending changes of tables no longer captured');
           await writer.run(() => outbox.dropOrphans(res.orphans));
         }
-        for (const pending of res.changes) {
+        // Every change is encoded and routed before any is queued: if one throws, the scan is retried
+        // from the same cursor, and a change queued on the first attempt would go out twice.
+        const routed = res.changes.map((pending) => {
           const change = this.#encodeChange(pending);
           const resumed =
             recovering.size > 0 ? recovering.get(memberKey(change.table, change.changeId)) : undefined;
-          if (resumed !== undefined) {
-            resumed.changes.push(change);
-          } else {
-            // Tables in shard_by_table hash on their name alone: all their rows share one stream.
-            const key = this.#options.shardByTable?.accepts(change.table) ? NO_KEY : change.key;
-            this.#shards.get(hasher(change.table, key) + 1)!.queue.push(change);
-          }
+          // Tables in shard_by_table hash on their name alone: all their rows share one stream.
+          const key = this.#options.shardByTable?.accepts(change.table) ? NO_KEY : change.key;
+          return { change, resumed, shard: resumed === undefined ? hasher(change.table, key) + 1 : 0 };
+        });
+        for (const { change, resumed, shard } of routed) {
+          if (resumed !== undefined) resumed.changes.push(change);
+          else this.#shards.get(shard)!.queue.push(change);
           this.#queued++;
         }
         cursor = res.lastGlobalId;
@@ -263,13 +267,11 @@ export class Publisher {
       FromNodeId: this.#options.nodeId,
       Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: c.row, CreatedAt: c.createdAt },
     };
-    return {
-      globalId: c.globalId,
-      table: c.table,
-      changeId: c.changeId,
-      key: c.key,
-      record: encodeRecord(record),
-    };
+    let bytes = encodeRecord(record);
+    // A view into cbor-x's shared buffer, which grows to ~4x the largest record it ever encoded:
+    // a record from a big buffer is copied, so a queued change never keeps a large buffer alive.
+    if (bytes.buffer.byteLength > SHARED_BUFFER_KEEP_BYTES) bytes = bytes.slice();
+    return { globalId: c.globalId, table: c.table, changeId: c.changeId, key: c.key, record: bytes };
   }
 
   /**

@@ -32,10 +32,12 @@ export interface NodeSnapshotsOptions {
   /** Lease lifetime of the snapshot leader. Default 15 s. */
   readonly leaseTtlMs?: number;
   /**
-   * Brings the database's stored positions up to what it holds before a snapshot
-   * copies it (positions reached by skipped own batches, see ShardConsumer): a
-   * snapshot whose positions lag its rows sends a restored node back to messages
-   * the streams may have discarded already.
+   * Brings the database's stored positions up to what it holds just before a
+   * snapshot copies it (positions reached by skipped own batches, see
+   * ShardConsumer): a snapshot whose positions lag its rows sends a restored node
+   * back to messages the streams may have discarded already. Batches skipped
+   * between this and the copy (milliseconds) still lag; replaying them is harmless
+   * while the streams hold them.
    */
   readonly beforeSave?: () => Promise<void>;
 }
@@ -196,13 +198,13 @@ export class NodeSnapshots {
     const { config, nodeId, metrics } = this.#o;
     let store: SnapshotStore;
     try {
+      await this.#o.beforeSave?.();
       store = await this.#openStore();
     } catch (err) {
       metrics.snapshotFailures.inc({ operation: 'save' });
       this.#logger.error({ err: errorMessage(err) }, 'Unable to save snapshot');
       throw err;
     }
-    await this.#o.beforeSave?.();
     return (await saveSnapshot({ config, nodeId, store, logger: this.#logger, metrics, signal })).manifest;
   }
 

@@ -64,6 +64,18 @@ test('a WAL past four times wal_checkpoint_bytes is truncated, and replication g
       'a later write reaches node 2',
       () => query(b.dbPath, 'SELECT count(*) FROM items WHERE id = 5000')[0]![0] === 1n,
     );
+    // Grown again past four times the threshold, though less than the first time: truncated again.
+    const again = appConnection(a.dbPath);
+    again.pragma('wal_autocheckpoint = 0');
+    const insertAgain = again.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
+    again.transaction(() => {
+      for (let i = 10_001; i <= 11_000; i++) insertAgain.run(i, 'x'.repeat(200));
+    })();
+    again.close();
+    await waitFor('the WAL of node 1 is truncated again', () => walBytes() === 0, {
+      timeoutMs: 15_000,
+      seen: walBytes,
+    });
     assert.equal(query(a.dbPath, 'PRAGMA integrity_check')[0]![0], 'ok');
   } finally {
     await closeAll(nodes, () => nats.close());
