@@ -21,6 +21,7 @@ import {
   BENCH_SCHEMA,
   commitToVisibleLatency,
   replicatedThroughput,
+  waitForRows,
   type LatencyResult,
 } from './workloads.ts';
 
@@ -167,13 +168,14 @@ try {
   for (let from = 0; from < opts.catchupRows; from += 1000) tx(from);
   const pending = writer.prepare('SELECT count(*) FROM "__harmonylite___global_change_log"').pluck();
   while ((pending.get() as number) > 0) await new Promise((r) => setTimeout(r, 50));
+  const lastId = writer.prepare('SELECT max(id) FROM items').pluck().get() as number;
   writer.close();
   const restarted = await cluster.startNode(stopped.id, options);
   const reader = new Database(restarted.dbPath, { readonly: true });
   const count = reader.prepare('SELECT count(*) FROM items').pluck();
   const t0 = performance.now();
   const atStart = count.get() as number;
-  while ((count.get() as number) < opts.catchupRows) await new Promise((r) => setTimeout(r, 10));
+  await waitForRows([reader], opts.catchupRows, { lastId });
   catchupRowsPerSecond = (opts.catchupRows - atStart) / ((performance.now() - t0) / 1000);
   reader.close();
 } finally {
