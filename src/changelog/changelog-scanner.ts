@@ -4,6 +4,7 @@ import { toWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
 import { CAPTURED_TABLES, changeLogTable, GLOBAL_LOG, quoteIdent as q, valueColumn } from '../cdc/names.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
 import { capturedColumns } from '../cdc/trigger-sql.ts';
+import { recordLayout, type RecordLayout } from '../codec/change-record-writer.ts';
 
 /** One captured change, read from the change logs in global (commit) order. */
 export interface PendingChange {
@@ -12,10 +13,42 @@ export interface PendingChange {
   readonly changeId: number;
   readonly type: ChangeType;
   readonly createdAt: number;
-  /** Column name to value in wire form (`toWire`), built once here and encoded as is. */
+  /** Column name to value in wire form (`toWire`), built when first read. */
   readonly row: Record<string, WireValue>;
   /** Primary-key values in key order (the rowid for tables keyed by it); integers as bigint. */
   readonly key: readonly SqlValue[];
+  /** The values as read (safe integers) in `layout` column order, from index `valuesFrom` of this array. */
+  readonly values: readonly SqlValue[];
+  readonly valuesFrom: number;
+  /** The table's encoded record parts, for `ChangeRecordWriter` (the publisher writes records from `values`). */
+  readonly layout: RecordLayout;
+}
+
+/** A scanned change; its `row` object is built only if asked for (the publisher does not). */
+class ScannedChange implements PendingChange {
+  #row: Record<string, WireValue> | undefined;
+  constructor(
+    readonly globalId: number,
+    readonly table: string,
+    readonly changeId: number,
+    readonly type: ChangeType,
+    readonly createdAt: number,
+    readonly key: readonly SqlValue[],
+    readonly values: readonly SqlValue[],
+    readonly valuesFrom: number,
+    readonly layout: RecordLayout,
+    readonly columns: readonly string[],
+  ) {}
+
+  get row(): Record<string, WireValue> {
+    if (this.#row === undefined) {
+      const row: Record<string, WireValue> = {};
+      for (let i = 0; i < this.columns.length; i++)
+        row[this.columns[i]!] = toWire(this.values[this.valuesFrom + i] as SqlValue);
+      this.#row = row;
+    }
+    return this.#row;
+  }
 }
 
 export interface ScanResult {
@@ -28,6 +61,7 @@ export interface ScanResult {
 
 interface TableReader {
   readonly columns: readonly string[];
+  readonly layout: RecordLayout;
   readonly keyIndexes: readonly number[];
   /** (firstGlobalId, lastGlobalId, table): the change-log rows the global log points at in that window. */
   readonly window: Statement;
@@ -88,7 +122,12 @@ export class ChangelogScanner {
         )
         .raw(true)
         .safeIntegers(true);
-      r = { columns, keyIndexes: schema.keyColumns.map((k) => columns.indexOf(k)), window };
+      r = {
+        columns,
+        layout: recordLayout(table, columns),
+        keyIndexes: schema.keyColumns.map((k) => columns.indexOf(k)),
+        window,
+      };
     }
     this.#readers.set(table, r);
     return r;
@@ -119,18 +158,20 @@ export class ChangelogScanner {
         orphans.push(globalId);
         continue;
       }
-      const row: Record<string, WireValue> = {};
-      const cols = reader.columns;
-      for (let i = 0; i < cols.length; i++) row[cols[i]!] = toWire(raw[i + 3] as SqlValue);
-      changes.push({
-        globalId,
-        table,
-        changeId,
-        type: raw[1] as ChangeType,
-        createdAt: Number(raw[2] as bigint),
-        row,
-        key: reader.keyIndexes.map((i) => raw[i + 3] as SqlValue),
-      });
+      changes.push(
+        new ScannedChange(
+          globalId,
+          table,
+          changeId,
+          raw[1] as ChangeType,
+          Number(raw[2] as bigint),
+          reader.keyIndexes.map((i) => raw[i + 3] as SqlValue),
+          raw as SqlValue[],
+          3,
+          reader.layout,
+          reader.columns,
+        ),
+      );
     }
     return { changes, orphans, lastGlobalId: last };
   }

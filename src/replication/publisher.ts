@@ -2,14 +2,8 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import type { ChangelogScanner, PendingChange } from '../changelog/changelog-scanner.ts';
 import { Wakeup } from '../changelog/wakeup.ts';
 import type { TableFilter } from '../cdc/table-filter.ts';
-import {
-  arrayHeaderBytes,
-  compressBody,
-  decodeBody,
-  encodeRecord,
-  joinRecords,
-} from '../codec/change-batch-codec.ts';
-import type { ChangeRecord } from '../codec/change-record.ts';
+import { arrayHeaderBytes, compressBody, decodeBody, joinRecords } from '../codec/change-batch-codec.ts';
+import { ChangeRecordWriter } from '../codec/change-record-writer.ts';
 import type { SqlValue } from '../codec/sql-value.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -87,7 +81,7 @@ const HIGH_WATER = 10_000;
  */
 const MAX_BACKOFF_MS = 2000;
 const NO_KEY: readonly SqlValue[] = [];
-/** Queued records may share an encoder buffer up to this size (cbor-x starts at 8 KB). */
+/** Queued records may share a writer chunk up to this size (ChangeRecordWriter's are 64 KB). */
 const SHARED_BUFFER_KEEP_BYTES = 64 * 1024;
 
 /**
@@ -102,6 +96,8 @@ const SHARED_BUFFER_KEEP_BYTES = 64 * 1024;
 export class Publisher {
   readonly #deps: PublisherDeps;
   readonly #options: PublisherOptions;
+  /** Writes each change's record straight from its change-log row (the same bytes as `encodeRecord`). */
+  readonly #records: ChangeRecordWriter;
   readonly #shards: Map<number, ShardState>;
   readonly #scanWakeup = new Wakeup();
   readonly #space = new Wakeup();
@@ -116,6 +112,7 @@ export class Publisher {
   constructor(deps: PublisherDeps, options: PublisherOptions) {
     this.#deps = deps;
     this.#options = options;
+    this.#records = new ChangeRecordWriter(options.nodeId);
     this.#shards = new Map(
       shardNumbers(options.shards).map((shard) => [
         shard,
@@ -263,13 +260,9 @@ export class Publisher {
   }
 
   #encodeChange(c: PendingChange): QueuedChange {
-    const record: ChangeRecord = {
-      FromNodeId: this.#options.nodeId,
-      Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: c.row, CreatedAt: c.createdAt },
-    };
-    let bytes = encodeRecord(record);
-    // A view into cbor-x's shared buffer, which grows to ~4x the largest record it ever encoded:
-    // a record from a big buffer is copied, so a queued change never keeps a large buffer alive.
+    let bytes = this.#records.write(c.layout, c.changeId, c.type, c.values, c.createdAt, c.valuesFrom);
+    // A view into the writer's current chunk (64 KB; larger after a large record): a record in a
+    // larger chunk is copied, so a queued change never keeps a large buffer alive.
     if (bytes.buffer.byteLength > SHARED_BUFFER_KEEP_BYTES) bytes = bytes.slice();
     return { globalId: c.globalId, table: c.table, changeId: c.changeId, key: c.key, record: bytes };
   }
