@@ -59,6 +59,9 @@ export interface ScanResult {
   readonly lastGlobalId: number;
 }
 
+/** Where the values start in a window row (after global id, change id, type, created_at). */
+const VALUES_FROM = 4;
+
 interface TableReader {
   readonly columns: readonly string[];
   readonly layout: RecordLayout;
@@ -72,12 +75,16 @@ interface TableReader {
  * one table are fetched with one query per pass, not one query per row, and
  * exactly the rows the global log points at: a range over change-log ids would
  * also read the published rows between two pending ones (other shards publish
- * ahead of a stuck one), up to seconds per pass. Values are read with safe
- * integers, so 64-bit integers stay exact.
+ * ahead of a stuck one), up to seconds per pass. A window of one table (the
+ * usual case) needs only that table's query, which returns the global ids too;
+ * windows of several tables, or with orphans, read the global entries first.
+ * Values are read with safe integers, so 64-bit integers stay exact.
  */
 export class ChangelogScanner {
   readonly #db: Database;
   readonly #global: Statement;
+  /** (first table name, last table name, last global id, count) of the next window. */
+  readonly #span: Statement;
   readonly #count: Statement;
   readonly #registry: Statement;
   #readers = new Map<string, TableReader | null>();
@@ -87,6 +94,12 @@ export class ChangelogScanner {
     this.#global = db
       .prepare(
         `SELECT id, change_table_id, table_name FROM ${q(GLOBAL_LOG)} WHERE id > ? ORDER BY id LIMIT ?`,
+      )
+      .raw(true);
+    this.#span = db
+      .prepare(
+        `SELECT min(table_name), max(table_name), max(id), count(*) FROM ` +
+          `(SELECT id, table_name FROM ${q(GLOBAL_LOG)} WHERE id > ? ORDER BY id LIMIT ?)`,
       )
       .raw(true);
     this.#count = db.prepare(`SELECT count(*) FROM ${q(GLOBAL_LOG)}`).pluck();
@@ -112,13 +125,17 @@ export class ChangelogScanner {
     } else {
       const schema = JSON.parse(json) as TableSchema;
       const columns = capturedColumns(schema);
-      const select = ['c.id', 'c.type', 'c.created_at', ...columns.map((c) => `c.${q(valueColumn(c))}`)].join(
-        ', ',
-      );
+      const select = [
+        'g.id',
+        'c.id',
+        'c.type',
+        'c.created_at',
+        ...columns.map((c) => `c.${q(valueColumn(c))}`),
+      ].join(', ');
       const window = this.#db
         .prepare(
           `SELECT ${select} FROM ${q(GLOBAL_LOG)} AS g JOIN ${q(changeLogTable(table))} AS c ON c.id = g.change_table_id ` +
-            `WHERE g.id BETWEEN ? AND ? AND g.table_name = ?`,
+            `WHERE g.id BETWEEN ? AND ? AND g.table_name = ? ORDER BY g.id`,
         )
         .raw(true)
         .safeIntegers(true);
@@ -135,6 +152,32 @@ export class ChangelogScanner {
 
   /** Up to `limit` changes with a global id greater than `afterGlobalId`, in global order. */
   scan(afterGlobalId: number, limit: number): ScanResult {
+    const [firstTable, lastTable, last, count] = this.#span.get(afterGlobalId, limit) as [
+      string | null,
+      string | null,
+      number | null,
+      number,
+    ];
+    if (count === 0 || last === null) return { changes: [], orphans: [], lastGlobalId: afterGlobalId };
+    // One table in the window (the usual case): its query alone, which also returns the global ids.
+    if (firstTable !== null && firstTable === lastTable) {
+      const reader = this.#reader(firstTable);
+      if (reader !== null) {
+        const rows = reader.window.all(afterGlobalId + 1, last, firstTable) as unknown[][];
+        // Fewer rows than global entries: some point at no change-log row (orphans): the general path.
+        if (rows.length === count)
+          return {
+            changes: rows.map((raw) => change(firstTable, reader, raw)),
+            orphans: [],
+            lastGlobalId: last,
+          };
+      }
+    }
+    return this.#scanMixed(afterGlobalId, limit);
+  }
+
+  /** The general path: global entries first, then each table's rows, matched by change-log id. */
+  #scanMixed(afterGlobalId: number, limit: number): ScanResult {
     const globals = this.#global.all(afterGlobalId, limit) as [number, number, string][];
     if (globals.length === 0) return { changes: [], orphans: [], lastGlobalId: afterGlobalId };
     const first = globals[0]![0];
@@ -146,7 +189,7 @@ export class ChangelogScanner {
       if (reader === null) continue;
       const rows = new Map<number, unknown[]>();
       for (const row of reader.window.all(first, last, table) as unknown[][])
-        rows.set(Number(row[0] as bigint), row);
+        rows.set(Number(row[1] as bigint), row);
       rowsByTable.set(table, rows);
     }
     const changes: PendingChange[] = [];
@@ -158,21 +201,24 @@ export class ChangelogScanner {
         orphans.push(globalId);
         continue;
       }
-      changes.push(
-        new ScannedChange(
-          globalId,
-          table,
-          changeId,
-          raw[1] as ChangeType,
-          Number(raw[2] as bigint),
-          reader.keyIndexes.map((i) => raw[i + 3] as SqlValue),
-          raw as SqlValue[],
-          3,
-          reader.layout,
-          reader.columns,
-        ),
-      );
+      changes.push(change(table, reader, raw));
     }
     return { changes, orphans, lastGlobalId: last };
   }
+}
+
+/** A change from a window row: (global id, change id, type, created_at, values...), integers as bigint. */
+function change(table: string, reader: TableReader, raw: unknown[]): PendingChange {
+  return new ScannedChange(
+    Number(raw[0] as bigint),
+    table,
+    Number(raw[1] as bigint),
+    raw[2] as ChangeType,
+    Number(raw[3] as bigint),
+    reader.keyIndexes.map((i) => raw[i + VALUES_FROM] as SqlValue),
+    raw as SqlValue[],
+    VALUES_FROM,
+    reader.layout,
+    reader.columns,
+  );
 }
