@@ -74,8 +74,13 @@ export class ChangeRecordWriter {
   #start = 0;
 
   constructor(nodeId: number) {
-    // {FromNodeId: <nodeId>, Payload: {Id: ... (the same for every record of this node)
-    this.#prefix = Buffer.concat([mapHead(2), text('FromNodeId'), this.#numberBytes(nodeId), PAYLOAD_HEAD]);
+    // {FromNodeId: <nodeId>, Payload: {Id: ... the same for every record of this node: written once, kept.
+    this.#bytes(mapHead(2));
+    this.#bytes(text('FromNodeId'));
+    this.#number(nodeId);
+    this.#bytes(PAYLOAD_HEAD);
+    this.#prefix = Uint8Array.from(this.#buf.subarray(0, this.#pos));
+    this.#pos = 0;
   }
 
   /** One record: `values` from index `from` on, in the layout's column order, as read with safe integers. */
@@ -144,17 +149,6 @@ export class ChangeRecordWriter {
       buf.writeUInt32BE(n, this.#pos);
       this.#pos += 4;
     }
-  }
-
-  #numberBytes(v: number): Uint8Array {
-    const saved = [this.#buf, this.#pos, this.#start] as const;
-    this.#buf = Buffer.allocUnsafeSlow(16);
-    this.#pos = 0;
-    this.#start = 0;
-    this.#number(v);
-    const out = Uint8Array.from(this.#buf.subarray(0, this.#pos));
-    [this.#buf, this.#pos, this.#start] = saved;
-    return out;
   }
 
   /** A JS number as cbor-x writes it: 32-bit integers minimal, anything else float64. */
