@@ -14,6 +14,8 @@ const SQL_REAL_TAG = 40_611;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
 const TWO_64 = 1n << 64n;
+/** Records share chunks of this size (a larger one only for a record that does not fit). */
+export const CHUNK_BYTES = 64 * 1024;
 
 /** A table's constant parts: its name and its column keys, encoded once. */
 export interface RecordLayout {
@@ -69,7 +71,7 @@ export function recordLayout(table: string, columns: readonly string[]): RecordL
  */
 export class ChangeRecordWriter {
   readonly #prefix: Uint8Array;
-  #buf = Buffer.allocUnsafeSlow(64 * 1024);
+  #buf = Buffer.allocUnsafeSlow(CHUNK_BYTES);
   #pos = 0;
   #start = 0;
 
@@ -92,6 +94,11 @@ export class ChangeRecordWriter {
     createdAt: number,
     from = 0,
   ): Uint8Array {
+    // A chunk grown for a large record is left to it: the next records start a normal one.
+    if (this.#buf.length > CHUNK_BYTES) {
+      this.#buf = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+      this.#pos = 0;
+    }
     this.#start = this.#pos;
     this.#bytes(this.#prefix);
     this.#number(changeId);
@@ -113,7 +120,7 @@ export class ChangeRecordWriter {
   #room(n: number): void {
     if (this.#pos + n <= this.#buf.length) return;
     const begun = this.#pos - this.#start;
-    const next = Buffer.allocUnsafeSlow(Math.max(64 * 1024, (begun + n) * 2));
+    const next = Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, (begun + n) * 2));
     this.#buf.copy(next, 0, this.#start, this.#pos);
     this.#buf = next;
     this.#start = 0;

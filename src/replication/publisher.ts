@@ -3,7 +3,7 @@ import type { ChangelogScanner, PendingChange } from '../changelog/changelog-sca
 import { Wakeup } from '../changelog/wakeup.ts';
 import type { TableFilter } from '../cdc/table-filter.ts';
 import { arrayHeaderBytes, compressBody, decodeBody, joinRecords } from '../codec/change-batch-codec.ts';
-import { ChangeRecordWriter } from '../codec/change-record-writer.ts';
+import { CHUNK_BYTES, ChangeRecordWriter } from '../codec/change-record-writer.ts';
 import type { SqlValue } from '../codec/sql-value.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -81,8 +81,6 @@ const HIGH_WATER = 10_000;
  */
 const MAX_BACKOFF_MS = 2000;
 const NO_KEY: readonly SqlValue[] = [];
-/** Queued records may share a writer chunk up to this size (ChangeRecordWriter's are 64 KB). */
-const SHARED_BUFFER_KEEP_BYTES = 64 * 1024;
 
 /**
  * Publishes pending changes: scans the change logs in global (commit) order,
@@ -261,9 +259,9 @@ export class Publisher {
 
   #encodeChange(c: PendingChange): QueuedChange {
     let bytes = this.#records.write(c.layout, c.changeId, c.type, c.values, c.createdAt, c.valuesFrom);
-    // A view into the writer's current chunk (64 KB; larger after a large record): a record in a
-    // larger chunk is copied, so a queued change never keeps a large buffer alive.
-    if (bytes.buffer.byteLength > SHARED_BUFFER_KEEP_BYTES) bytes = bytes.slice();
+    // A view into the writer's 64 KB chunk, or into a chunk grown for this one large record:
+    // that one is copied, so a queued change never keeps a large buffer alive.
+    if (bytes.buffer.byteLength > CHUNK_BYTES) bytes = bytes.slice();
     return { globalId: c.globalId, table: c.table, changeId: c.changeId, key: c.key, record: bytes };
   }
 
