@@ -7,6 +7,7 @@ import { workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { BatchApplier, type ApplyResult, type InboundMessage } from '../src/replication/batch-applier.ts';
 import { isSqliteBusy } from '../src/metrics/busy-write-counter.ts';
+import { setBusyTimeout } from '../src/replication/busy-timeout.ts';
 import type { ShardWorkerData } from '../src/replication/shard-pool.ts';
 
 const config = workerData as ShardWorkerData;
@@ -31,15 +32,6 @@ function open(): BatchApplier {
   return applier;
 }
 
-/** `PRAGMA busy_timeout = ms`, prepared once per value (two per apply otherwise). */
-const busyTimeouts = new Map<number, Database.Statement>();
-function busyTimeout(ms: number): void {
-  let stmt = busyTimeouts.get(ms);
-  if (stmt === undefined)
-    busyTimeouts.set(ms, (stmt = db!.prepare(`PRAGMA busy_timeout = ${Math.trunc(ms)}`)));
-  stmt.run();
-}
-
 export function apply(task: {
   shard: number;
   messages: InboundMessage[];
@@ -54,14 +46,14 @@ export function apply(task: {
   if (task.lockWaitMs === undefined) return a.apply(task.shard, task.messages);
   // A short wait: the caller retries without holding the writer queue, so the publisher's
   // writes can go in between (an application that commits back to back leaves few openings).
-  busyTimeout(task.lockWaitMs);
+  setBusyTimeout(db!, task.lockWaitMs);
   try {
     return a.apply(task.shard, task.messages);
   } catch (err) {
     if (isSqliteBusy(err)) return undefined;
     throw err;
   } finally {
-    busyTimeout(config.busyTimeoutMs);
+    setBusyTimeout(db!, config.busyTimeoutMs);
   }
 }
 
@@ -84,6 +76,5 @@ export function deadLetter(task: { shard: number; message: InboundMessage; reaso
 export function close(): void {
   db?.close();
   db = undefined;
-  busyTimeouts.clear();
   applier = undefined;
 }

@@ -28,7 +28,7 @@ export function cleanupChangeLogs(
         .prepare(
           `DELETE FROM ${log} WHERE id IN (SELECT id FROM ${log} WHERE state = 1 AND created_at < ? LIMIT ?)`,
         )
-        .run(cutoff, Math.min(limit - deleted, Number.MAX_SAFE_INTEGER)).changes;
+        .run(cutoff, limit - deleted).changes;
     }
   }).immediate();
   return deleted;

@@ -1,38 +1,11 @@
-import type { Database, Statement } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3';
 import { isSqliteBusy } from '../metrics/busy-write-counter.ts';
+import { busyTimeout, setBusyTimeout } from './busy-timeout.ts';
 
 /** Polling every turn of the event loop catches the short gaps between an application's transactions. */
 const EAGER_POLL_MS = 5;
 
 const nextTurn = () => new Promise<void>((r) => setImmediate(r));
-
-/**
- * The busy-timeout statements of a connection, prepared once: `db.pragma()`
- * prepares a statement per call, three per write (~0.7 µs per published row, profiled).
- */
-interface BusyTimeoutStatements {
-  readonly read: Statement;
-  readonly off: Statement;
-  readonly restore: Map<number, Statement>;
-}
-const statements = new WeakMap<Database, BusyTimeoutStatements>();
-function busyTimeoutStatements(db: Database): BusyTimeoutStatements {
-  let s = statements.get(db);
-  if (s === undefined) {
-    s = {
-      read: db.prepare('PRAGMA busy_timeout').pluck(),
-      off: db.prepare('PRAGMA busy_timeout = 0'),
-      restore: new Map(),
-    };
-    statements.set(db, s);
-  }
-  return s;
-}
-function setBusyTimeout(db: Database, s: BusyTimeoutStatements, ms: number): void {
-  let stmt = s.restore.get(ms);
-  if (stmt === undefined) s.restore.set(ms, (stmt = db.prepare(`PRAGMA busy_timeout = ${Math.trunc(ms)}`)));
-  stmt.run();
-}
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
@@ -48,9 +21,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  */
 export async function whenWriteLockFree<T>(db: Database, timeoutMs: number, job: () => T): Promise<T> {
   const start = performance.now();
-  const stmts = busyTimeoutStatements(db);
-  const previous = stmts.read.get() as number;
-  stmts.off.run();
+  const previous = busyTimeout(db);
+  setBusyTimeout(db, 0);
   try {
     for (;;) {
       try {
@@ -62,6 +34,6 @@ export async function whenWriteLockFree<T>(db: Database, timeoutMs: number, job:
       }
     }
   } finally {
-    setBusyTimeout(db, stmts, previous);
+    setBusyTimeout(db, previous);
   }
 }
