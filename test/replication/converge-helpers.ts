@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import Database from 'better-sqlite3';
-import type { TestNode } from '../helpers/node-harness.ts';
+import { startNode, type TestNode, type TestNodeOptions } from '../helpers/node-harness.ts';
 
 /**
  * Runs SQL in the stock sqlite3 shell (invariant 7), as an operator would.
@@ -54,4 +54,16 @@ export async function counterValue(
 ) {
   const m = await node.node.metrics[name].get();
   return m.values.reduce((s, v) => s + v.value, 0);
+}
+
+/**
+ * Nodes 1 and 2, each pushed to `nodes` as soon as it runs (so the caller's
+ * `closeAll(nodes, ...)` stops whatever started), both with `options`.
+ */
+export async function startTwoNodes(
+  nodes: TestNode[],
+  options: Omit<TestNodeOptions, 'nodeId'>,
+): Promise<[TestNode, TestNode]> {
+  for (const nodeId of [1, 2]) nodes.push(await startNode({ ...options, nodeId }));
+  return nodes.slice(-2) as [TestNode, TestNode];
 }

@@ -14,12 +14,12 @@ import { GLOBAL_LOG, POSITIONS } from '../../src/cdc/names.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { BatchApplier, type InboundMessage } from '../../src/replication/batch-applier.ts';
 import { OwnBatches } from '../../src/replication/own-batches.ts';
-import { appConnection, createDatabase, startNode, type TestNode } from '../helpers/node-harness.ts';
+import { appConnection, createDatabase, type TestNode } from '../helpers/node-harness.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
 import { change, message } from './apply-messages.ts';
-import { closeAll, counterValue, query } from './converge-helpers.ts';
+import { closeAll, counterValue, query, startTwoNodes } from './converge-helpers.ts';
 
 const SELF = 1;
 const OTHER = 2;
@@ -173,19 +173,14 @@ test('two nodes: the writer does not replay its own changes, the other applies t
   const nats = await startNatsServer();
   const nodes: TestNode[] = [];
   try {
-    for (const nodeId of [1, 2])
-      nodes.push(
-        await startNode({
-          dir: dir.path,
-          nodeId,
-          urls: [nats.url],
-          schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
-          configure: (c) => {
-            c.replication_log.shards = 2;
-          },
-        }),
-      );
-    const [a, b] = nodes as [TestNode, TestNode];
+    const [a, b] = await startTwoNodes(nodes, {
+      dir: dir.path,
+      urls: [nats.url],
+      schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+      configure: (c) => {
+        c.replication_log.shards = 2;
+      },
+    });
     const app = appConnection(a.dbPath);
     const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
     app.transaction(() => {
@@ -258,19 +253,14 @@ test('a change refused as too large stops the skip: the writer replays its batch
   const nodeDir = join(dir.path, 'refused');
   mkdirSync(nodeDir);
   try {
-    for (const nodeId of [1, 2])
-      nodes.push(
-        await startNode({
-          dir: nodeDir,
-          nodeId,
-          urls: [nats.url],
-          schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
-          configure: (c) => {
-            c.replication_log.max_batch_bytes = 4096;
-          },
-        }),
-      );
-    const [a, b] = nodes as [TestNode, TestNode];
+    const [a, b] = await startTwoNodes(nodes, {
+      dir: nodeDir,
+      urls: [nats.url],
+      schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+      configure: (c) => {
+        c.replication_log.max_batch_bytes = 4096;
+      },
+    });
     const app = appConnection(a.dbPath);
     app.prepare("INSERT INTO items VALUES (1, 'small')").run();
     // Never published (state 2): the insert's batch must not be skipped on node 1.

@@ -10,11 +10,11 @@ import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { changeLogTable, quoteIdent as q } from '../../src/cdc/names.ts';
 import { streamName } from '../../src/nats/naming.ts';
-import { appConnection, nodeConfig, startNode, type TestNode } from '../helpers/node-harness.ts';
+import { appConnection, nodeConfig, type TestNode } from '../helpers/node-harness.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
-import { closeAll, query } from './converge-helpers.ts';
+import { closeAll, query, startTwoNodes } from './converge-helpers.ts';
 
 test('a transaction larger than max_batch_bytes goes out as several messages that fit; an oversized row is refused alone', async () => {
   using dir = tempDir();
@@ -22,20 +22,15 @@ test('a transaction larger than max_batch_bytes goes out as several messages tha
   const nodes: TestNode[] = [];
   const LIMIT = 4096;
   try {
-    for (const nodeId of [1, 2])
-      nodes.push(
-        await startNode({
-          dir: dir.path,
-          nodeId,
-          urls: [nats.url],
-          schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
-          configure: (c) => {
-            c.replication_log.max_batch_bytes = LIMIT;
-            c.replication_log.compress = false; // message size = CBOR size
-          },
-        }),
-      );
-    const [a, b] = nodes as [TestNode, TestNode];
+    const [a, b] = await startTwoNodes(nodes, {
+      dir: dir.path,
+      urls: [nats.url],
+      schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+      configure: (c) => {
+        c.replication_log.max_batch_bytes = LIMIT;
+        c.replication_log.compress = false; // message size = CBOR size
+      },
+    });
     const app = appConnection(a.dbPath);
     const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
     app.transaction(() => {

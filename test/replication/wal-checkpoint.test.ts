@@ -6,31 +6,39 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
-import { appConnection, startNode, type TestNode } from '../helpers/node-harness.ts';
+import { appConnection, type TestNode } from '../helpers/node-harness.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
-import { closeAll, counterValue, query } from './converge-helpers.ts';
+import { closeAll, counterValue, query, startTwoNodes } from './converge-helpers.ts';
 
-/** Two nodes with one table and the given `wal_checkpoint_bytes`, pushed to `nodes` (closed by the caller). */
-async function startPair(
-  nodes: TestNode[],
-  dir: string,
-  url: string,
-  walCheckpointBytes: number,
-): Promise<void> {
-  for (const nodeId of [1, 2])
-    nodes.push(
-      await startNode({
-        dir,
-        nodeId,
-        urls: [url],
-        schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
-        configure: (c) => {
-          c.wal_checkpoint_bytes = walCheckpointBytes;
-        },
-      }),
-    );
+/** Nodes 1 and 2 with one table and the given `wal_checkpoint_bytes`, pushed to `nodes` (closed by the caller). */
+function startPair(nodes: TestNode[], dir: string, url: string, walCheckpointBytes: number) {
+  return startTwoNodes(nodes, {
+    dir,
+    urls: [url],
+    schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+    configure: (c) => {
+      c.wal_checkpoint_bytes = walCheckpointBytes;
+    },
+  });
+}
+
+/**
+ * Rows `from`..`to` (200 bytes each) in one transaction of an application that never
+ * checkpoints: only the daemon can fold the WAL back (and only TRUNCATE empties the file).
+ */
+function writeRows(dbPath: string, from: number, to: number): void {
+  const app = appConnection(dbPath);
+  try {
+    app.pragma('wal_autocheckpoint = 0');
+    const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
+    app.transaction(() => {
+      for (let i = from; i <= to; i++) insert.run(i, 'x'.repeat(200));
+    })();
+  } finally {
+    app.close();
+  }
 }
 
 test('a WAL past four times wal_checkpoint_bytes is truncated, and replication goes on', async () => {
@@ -38,16 +46,8 @@ test('a WAL past four times wal_checkpoint_bytes is truncated, and replication g
   const nats = await startNatsServer();
   const nodes: TestNode[] = [];
   try {
-    await startPair(nodes, dir.path, nats.url, 64 * 1024);
-    const [a, b] = nodes as [TestNode, TestNode];
-    const app = appConnection(a.dbPath);
-    // An application that never checkpoints: only the daemon can fold the WAL back (and only TRUNCATE empties the file).
-    app.pragma('wal_autocheckpoint = 0');
-    const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
-    app.transaction(() => {
-      for (let i = 1; i <= 2000; i++) insert.run(i, 'x'.repeat(200));
-    })();
-    app.close();
+    const [a, b] = await startPair(nodes, dir.path, nats.url, 64 * 1024);
+    writeRows(a.dbPath, 1, 2000);
     const walBytes = () => statSync(`${a.dbPath}-wal`, { throwIfNoEntry: false })?.size ?? 0;
     await waitFor(
       'node 2 holds the 2000 rows',
@@ -70,13 +70,7 @@ test('a WAL past four times wal_checkpoint_bytes is truncated, and replication g
       (await a.node.metrics.walCheckpoints.get()).values.find((v) => v.labels.mode === 'TRUNCATE')?.value ??
       0;
     const before = await truncations();
-    const again = appConnection(a.dbPath);
-    again.pragma('wal_autocheckpoint = 0');
-    const insertAgain = again.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
-    again.transaction(() => {
-      for (let i = 10_001; i <= 11_000; i++) insertAgain.run(i, 'x'.repeat(200));
-    })();
-    again.close();
+    writeRows(a.dbPath, 10_001, 11_000);
     await waitFor('the WAL of node 1 is truncated again', async () => (await truncations()) > before, {
       timeoutMs: 15_000,
       seen: walBytes,
@@ -92,14 +86,8 @@ test('a WAL checkpointed in full is not checkpointed again until it grows: no ch
   const nats = await startNatsServer();
   const nodes: TestNode[] = [];
   try {
-    await startPair(nodes, dir.path, nats.url, 256 * 1024);
-    const [a, b] = nodes as [TestNode, TestNode];
-    const app = appConnection(a.dbPath);
-    app.pragma('wal_autocheckpoint = 0');
-    const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
-    app.transaction(() => {
-      for (let i = 1; i <= 2000; i++) insert.run(i, 'x'.repeat(200));
-    })();
+    const [a, b] = await startPair(nodes, dir.path, nats.url, 256 * 1024);
+    writeRows(a.dbPath, 1, 2000);
     await waitFor(
       'node 2 holds the 2000 rows',
       () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 2000n,
@@ -117,10 +105,7 @@ test('a WAL checkpointed in full is not checkpointed again until it grows: no ch
     await new Promise((r) => setTimeout(r, 3500)); // three housekeeping ticks with the file still that size
     assert.equal(await counterValue(b, 'walCheckpoints'), settled, 'no checkpoint while nothing was written');
     // New writes that grow the file past its size are checkpointed again.
-    app.transaction(() => {
-      for (let i = 2001; i <= 6000; i++) insert.run(i, 'x'.repeat(200));
-    })();
-    app.close();
+    writeRows(a.dbPath, 2001, 6000);
     await waitFor(
       'node 2 holds the 6000 rows',
       () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 6000n,
