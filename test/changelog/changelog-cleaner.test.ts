@@ -1,13 +1,27 @@
 /**
- * cleanupChangeLogs deletes published rows (state 1) older than
- * `cleanup_interval`, in every captured table's change log; pending rows
- * (state 0) and refused ones (state 2) are never deleted, whatever their age.
+ * A cleanup pass (cleanupStep until it returns no next position) deletes
+ * published rows (state 1) older than `cleanup_interval`, in every captured
+ * table's change log; pending rows (state 0) and refused ones (state 2) are
+ * never deleted, whatever their age. Each step looks at `span` change ids.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { changeLogTable, quoteIdent as q } from '../../src/cdc/names.ts';
-import { cleanupChangeLogs } from '../../src/changelog/changelog-cleaner.ts';
+import type { Database } from 'better-sqlite3';
+import { cleanupStep, cleanupTables, type CleanupPosition } from '../../src/changelog/changelog-cleaner.ts';
 import { captureFixture, sqlite3 } from '../cdc/capture-fixture.ts';
+
+/** One whole pass, as the node runs it: rows deleted by each step. */
+function cleanupPass(db: Database, olderThanMs: number, now = Date.now(), span = 1000): number[] {
+  const tables = cleanupTables(db);
+  const steps: number[] = [];
+  for (let at: CleanupPosition | undefined; ;) {
+    const step = cleanupStep(db, tables, now - olderThanMs, span, at);
+    steps.push(step.deleted);
+    if ((at = step.next) === undefined) return steps;
+  }
+}
+const sum = (steps: number[]) => steps.reduce((a, b) => a + b, 0);
 
 test('deletes only published rows older than the interval, never pending or refused ones', () => {
   using f = captureFixture(
@@ -34,7 +48,7 @@ test('deletes only published rows older than the interval, never pending or refu
     .prepare(`UPDATE ${q(changeLogTable('b b'))} SET state = 1, created_at = ? WHERE id = 1`)
     .run(now - 2 * HOUR);
 
-  assert.equal(cleanupChangeLogs(f.db, HOUR, now), 3);
+  assert.equal(sum(cleanupPass(f.db, HOUR, now)), 3);
   assert.deepEqual(
     f.db
       .prepare(`SELECT id FROM ${q(changeLogTable('a'))} ORDER BY id`)
@@ -49,32 +63,47 @@ test('deletes only published rows older than the interval, never pending or refu
       .all(),
     [2],
   );
-  assert.equal(cleanupChangeLogs(f.db, HOUR, now), 0, 'nothing left to clean');
+  assert.equal(sum(cleanupPass(f.db, HOUR, now)), 0, 'nothing left to clean');
   // The default clock: rows of this test are all recent.
-  assert.equal(cleanupChangeLogs(f.db, HOUR), 0);
+  assert.equal(sum(cleanupPass(f.db, HOUR)), 0);
 });
 
-test('deletes at most `limit` rows per call, across tables, so callers clean in short transactions', () => {
+test('each step looks at `span` ids of one table; gaps and old pending or refused rows do not stall a pass', () => {
   using f = captureFixture(
     'CREATE TABLE a (id INTEGER PRIMARY KEY); CREATE TABLE b (id INTEGER PRIMARY KEY);',
   );
-  sqlite3(f.path, 'INSERT INTO a VALUES (1), (2), (3), (4), (5); INSERT INTO b VALUES (1), (2), (3);');
+  const values = (from: number, to: number) =>
+    Array.from({ length: to - from + 1 }, (_, i) => `(${from + i})`).join(', ');
+  sqlite3(f.path, `INSERT INTO a VALUES ${values(1, 10)}; INSERT INTO b VALUES ${values(1, 3)};`);
   const old = Date.now() - 10_000;
-  for (const t of ['a', 'b'])
-    f.db.prepare(`UPDATE ${q(changeLogTable(t))} SET state = 1, created_at = ?`).run(old);
-  const left = () =>
-    ['a', 'b'].reduce(
-      (n, t) =>
-        n +
-        (f.db
-          .prepare(`SELECT count(*) FROM ${q(changeLogTable(t))}`)
-          .pluck()
-          .get() as number),
-      0,
-    );
-  assert.equal(cleanupChangeLogs(f.db, 1000, Date.now(), 3), 3);
-  assert.equal(left(), 5);
-  assert.equal(cleanupChangeLogs(f.db, 1000, Date.now(), 3), 3, 'the rest of a, then b');
-  assert.equal(cleanupChangeLogs(f.db, 1000, Date.now(), 3), 2, 'fewer than the limit: done');
-  assert.equal(left(), 0);
+  const log = (t: string) => q(changeLogTable(t));
+  for (const t of ['a', 'b']) f.db.prepare(`UPDATE ${log(t)} SET state = 1, created_at = ?`).run(old);
+  // a: 1 and 2 pending and refused at the bottom, 5-7 already gone (a gap), 10 written just now.
+  f.db.prepare(`UPDATE ${log('a')} SET state = 0 WHERE id = 1`).run();
+  f.db.prepare(`UPDATE ${log('a')} SET state = 2 WHERE id = 2`).run();
+  f.db.prepare(`DELETE FROM ${log('a')} WHERE id BETWEEN 5 AND 7`).run();
+  f.db.prepare(`UPDATE ${log('a')} SET created_at = ? WHERE id = 10`).run(Date.now());
+  const ids = (t: string) =>
+    f.db
+      .prepare(`SELECT id FROM ${log(t)} ORDER BY id`)
+      .pluck()
+      .all();
+  // a: ids 1-3 (3), 4-6 (4), 8-10 (8, 9; 10 is young), then b: 1-3; then the end of the pass.
+  assert.deepEqual(cleanupPass(f.db, 1000, Date.now(), 3), [1, 1, 2, 3, 0]);
+  assert.deepEqual(ids('a'), [1, 2, 10]);
+  assert.deepEqual(ids('b'), []);
+  // The next pass starts at the pending row again and stops at the young one without deleting.
+  assert.deepEqual(cleanupPass(f.db, 1000, Date.now(), 3), [0, 0]);
+});
+
+test('a step that stops at a young row leaves the rows after it to the next pass', () => {
+  using f = captureFixture('CREATE TABLE a (id INTEGER PRIMARY KEY);');
+  sqlite3(f.path, 'INSERT INTO a VALUES (1), (2), (3);');
+  const now = Date.now();
+  const log = q(changeLogTable('a'));
+  f.db.prepare(`UPDATE ${log} SET state = 1, created_at = ?`).run(now - 10_000);
+  // The clock went back between rows 1 and 2: row 2 looks younger than row 3.
+  f.db.prepare(`UPDATE ${log} SET created_at = ? WHERE id = 2`).run(now);
+  assert.deepEqual(cleanupPass(f.db, 1000, now, 1), [1, 0]);
+  assert.equal(sum(cleanupPass(f.db, 1000, now + 2000, 1)), 2, 'once row 2 is old too');
 });
