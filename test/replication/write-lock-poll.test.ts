@@ -12,6 +12,7 @@ import { tempDir } from '../helpers/temp-dir.ts';
 
 const dir = tempDir('hl-write-lock-');
 after(() => dir.remove());
+const stackTraceLimit = Error.stackTraceLimit;
 
 function connections(name: string) {
   const path = join(dir.path, name);
@@ -44,6 +45,8 @@ test('waits for the application to commit while timers keep running, then writes
     assert.ok(doneAt - committedAt < 100, `written ${Math.round(doneAt - committedAt)} ms after the commit`);
     assert.deepEqual(daemon.prepare('SELECT v FROM t ORDER BY v').pluck().all(), [1, 2]);
     assert.equal(daemon.pragma('busy_timeout', { simple: true }), 2000, 'busy timeout restored');
+    // Retries run without stack capture (cheaper failed attempts); the setting comes back.
+    assert.equal(Error.stackTraceLimit, stackTraceLimit, 'stack trace limit restored');
   } finally {
     app.close();
     daemon.close();
@@ -63,6 +66,7 @@ test('gives up with SQLITE_BUSY after the timeout, having written nothing', asyn
     app.prepare('ROLLBACK').run();
     assert.equal(daemon.prepare('SELECT count(*) FROM t').pluck().get(), 0);
     assert.equal(daemon.pragma('busy_timeout', { simple: true }), 2000, 'busy timeout restored');
+    assert.equal(Error.stackTraceLimit, stackTraceLimit, 'stack trace limit restored');
   } finally {
     app.close();
     daemon.close();
