@@ -138,7 +138,9 @@ export class BenchCluster {
     const prof = process.env.HL_BENCH_CPU_PROF
       ? ['--cpu-prof', '--cpu-prof-dir', process.env.HL_BENCH_CPU_PROF]
       : [];
-    const child = spawn(process.execPath, [...prof, CLI, '-config', cfgPath], {
+    // HL_BENCH_NODE_FLAGS="--trace-gc ..." passes V8/Node flags to every node (NODE_OPTIONS refuses many).
+    const flags = process.env.HL_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
+    const child = spawn(process.execPath, [...prof, ...flags, CLI, '-config', cfgPath], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const lines: string[] = [];
