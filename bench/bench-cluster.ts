@@ -15,6 +15,12 @@ import { writeConfigFile } from '../test/helpers/node-harness.ts';
 
 export const ROOT = resolve(new URL('..', import.meta.url).pathname);
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+/**
+ * HL_BENCH_SOURCE=1 runs the nodes from the TypeScript source through tsx (the CI
+ * smoke run: no build step, and never a stale build). Figures are for the build.
+ */
+const FROM_SOURCE = process.env.HL_BENCH_SOURCE === '1';
+const NODE_ENTRY = FROM_SOURCE ? ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts')] : [CLI];
 
 export interface BenchNode {
   readonly id: number;
@@ -37,7 +43,7 @@ export interface BenchClusterOptions {
 }
 
 function ensureBuilt(): void {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`);
+  if (!FROM_SOURCE && !existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`);
 }
 
 /** Reads a process's RSS (bytes) and CPU seconds from /proc. */
@@ -140,7 +146,7 @@ export class BenchCluster {
       : [];
     // HL_BENCH_NODE_FLAGS="--trace-gc ..." passes V8/Node flags to every node (NODE_OPTIONS refuses many).
     const flags = process.env.HL_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
-    const child = spawn(process.execPath, [...prof, ...flags, CLI, '-config', cfgPath], {
+    const child = spawn(process.execPath, [...prof, ...flags, ...NODE_ENTRY, '-config', cfgPath], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const lines: string[] = [];
