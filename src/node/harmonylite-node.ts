@@ -64,6 +64,8 @@ export interface NodeStatus {
  */
 /** Change ids looked at per cleanup step (one short transaction, ~1 ms for 100-byte rows here). */
 const CLEANUP_SPAN = 1000;
+/** Longest pause between two cleanup steps, ms. */
+const CLEANUP_MAX_PAUSE_MS = 50;
 
 export class HarmonyLiteNode {
   readonly config: Config;
@@ -466,24 +468,29 @@ export class HarmonyLiteNode {
     this.#cleaning = true;
     try {
       const db = this.#writeDb!;
-      const cutoff = Date.now() - this.config.cleanup_interval;
+      const now = Date.now();
+      const window = { cutoff: now - this.config.cleanup_interval, now };
       const tables = await this.writer.run(() => cleanupTables(db));
       let n = 0;
       for (let at: CleanupPosition | undefined; !this.#abort.signal.aborted;) {
         // Each step its own writer job: applies and the publisher go on in between.
-        const t0 = performance.now();
+        let took = 0;
         const step = await this.writer.run(() =>
-          whenWriteLockFree(db, this.config.busy_timeout, () =>
-            cleanupStep(db, tables, cutoff, CLEANUP_SPAN, at),
-          ),
+          whenWriteLockFree(db, this.config.busy_timeout, () => {
+            const t0 = performance.now();
+            const r = cleanupStep(db, tables, window, CLEANUP_SPAN, at);
+            took = performance.now() - t0;
+            return r;
+          }),
         );
         n += step.deleted;
         this.metrics.cleanedUp.inc(step.deleted);
         if ((at = step.next) === undefined) break;
-        // A fifth of the time at most (waits in the queue included): an application's commit that finds
-        // the lock taken retries after 1, 2, 5, 10 ms (SQLite's busy handler); at half the time it
-        // often met the next step again and waited ~18 ms.
-        await sleep(Math.max(2, 4 * (performance.now() - t0)), undefined, {
+        if (step.deleted === 0) continue; // read only: no lock was taken
+        // A fifth of the time at most: an application's commit that finds the lock taken retries
+        // after 1, 2, 5, 10 ms (SQLite's busy handler); at half the time it often met the next step
+        // again and waited ~18 ms. Capped: a slow step (a busy disk) must not stall the pass.
+        await sleep(Math.min(CLEANUP_MAX_PAUSE_MS, Math.max(2, 4 * took)), undefined, {
           signal: this.#abort.signal,
         }).catch(() => {});
       }
@@ -528,7 +535,10 @@ export class HarmonyLiteNode {
       // Before a TRUNCATE, a PASSIVE copies the frames without the lock: the TRUNCATE that follows holds
       // the writer queue (and SQLite's write lock) only to reset the file. Copying a WAL of 200k rows'
       // changes under it stalled the application's commits and replication by ~50 ms (bench, after a burst).
-      if (mode === 'TRUNCATE') await runSnapshotTask({ ...task, mode: 'PASSIVE' });
+      if (mode === 'TRUNCATE') {
+        await runSnapshotTask({ ...task, mode: 'PASSIVE' });
+        if (this.#abort.signal.aborted) return; // closing: the writer queue is draining
+      }
       const r = await (mode === 'PASSIVE'
         ? runSnapshotTask(task)
         : this.writer.run(() => runSnapshotTask(task)));

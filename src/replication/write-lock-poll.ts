@@ -42,14 +42,18 @@ export async function whenWriteLockFree<T>(db: Database, timeoutMs: number, job:
  * Runs `fn` with V8's stack capture off: a retry that finds the lock taken throws
  * an SQLITE_BUSY error, and capturing its stack made each failed attempt ~3x as
  * dear (15 against 5 µs, measured; a writer node polled ~5,000 times during a
- * 200k-row burst). Only retries run so: an error of another kind is thrown by the
- * first attempt, with its stack.
+ * 200k-row burst). An error of another kind gets its stack here, where it is
+ * rethrown.
  */
 function withoutStackTraces<T>(fn: () => T): T {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
   try {
     return fn();
+  } catch (err) {
+    Error.stackTraceLimit = limit;
+    if (err instanceof Error && !isSqliteBusy(err)) Error.captureStackTrace(err);
+    throw err;
   } finally {
     Error.stackTraceLimit = limit;
   }

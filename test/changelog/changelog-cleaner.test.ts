@@ -7,16 +7,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { changeLogTable, quoteIdent as q } from '../../src/cdc/names.ts';
-import type { Database } from 'better-sqlite3';
+import Database from 'better-sqlite3';
 import { cleanupStep, cleanupTables, type CleanupPosition } from '../../src/changelog/changelog-cleaner.ts';
 import { captureFixture, sqlite3 } from '../cdc/capture-fixture.ts';
 
 /** One whole pass, as the node runs it: rows deleted by each step. */
-function cleanupPass(db: Database, olderThanMs: number, now = Date.now(), span = 1000): number[] {
+function cleanupPass(db: Database.Database, olderThanMs: number, now = Date.now(), span = 1000): number[] {
   const tables = cleanupTables(db);
   const steps: number[] = [];
   for (let at: CleanupPosition | undefined; ;) {
-    const step = cleanupStep(db, tables, now - olderThanMs, span, at);
+    const step = cleanupStep(db, tables, { cutoff: now - olderThanMs, now }, span, at);
     steps.push(step.deleted);
     if ((at = step.next) === undefined) return steps;
   }
@@ -106,4 +106,48 @@ test('a step that stops at a young row leaves the rows after it to the next pass
   f.db.prepare(`UPDATE ${log} SET created_at = ? WHERE id = 2`).run(now);
   assert.deepEqual(cleanupPass(f.db, 1000, now, 1), [1, 0]);
   assert.equal(sum(cleanupPass(f.db, 1000, now + 2000, 1)), 2, 'once row 2 is old too');
+});
+
+test('a row dated in the future (the clock was set back) does not hold up the rows after it', () => {
+  using f = captureFixture('CREATE TABLE a (id INTEGER PRIMARY KEY);');
+  sqlite3(f.path, 'INSERT INTO a VALUES (1), (2), (3);');
+  const now = Date.now();
+  const log = q(changeLogTable('a'));
+  f.db.prepare(`UPDATE ${log} SET state = 1, created_at = ?`).run(now - 10_000);
+  f.db.prepare(`UPDATE ${log} SET created_at = ? WHERE id = 1`).run(now + 3_600_000);
+  assert.equal(sum(cleanupPass(f.db, 1000, now, 1)), 2, 'rows 2 and 3 deleted');
+  assert.deepEqual(
+    f.db.prepare(`SELECT id FROM ${log}`).pluck().all(),
+    [1],
+    'the future-dated row waits until it is old',
+  );
+});
+
+test('a step takes the write lock only when its range holds rows to delete', () => {
+  using f = captureFixture('CREATE TABLE a (id INTEGER PRIMARY KEY);');
+  sqlite3(f.path, 'INSERT INTO a VALUES (1), (2), (3), (4);');
+  const now = Date.now();
+  const log = q(changeLogTable('a'));
+  // 1-2 pending (a backlog), 3-4 published: the application holds the write lock meanwhile.
+  f.db
+    .prepare(`UPDATE ${log} SET created_at = ?, state = CASE WHEN id > 2 THEN 1 ELSE 0 END`)
+    .run(now - 10_000);
+  const app = new Database(f.path, { timeout: 0 });
+  try {
+    app.prepare('BEGIN IMMEDIATE').run();
+    f.db.pragma('busy_timeout = 0');
+    const tables = cleanupTables(f.db);
+    const window = { cutoff: now - 1000, now };
+    const step = cleanupStep(f.db, tables, window, 2);
+    assert.deepEqual(step, { deleted: 0, next: { table: 0, fromId: 3 } }, 'pending rows only: read, no lock');
+    assert.throws(() => cleanupStep(f.db, tables, window, 2, step.next), /locked|busy/i);
+    app.prepare('ROLLBACK').run();
+    assert.equal(
+      cleanupStep(f.db, tables, window, 2, step.next).deleted,
+      2,
+      'the same step again, once free',
+    );
+  } finally {
+    app.close();
+  }
 });
