@@ -74,8 +74,8 @@ function memberKey(table: string, changeId: number): string {
 }
 
 /**
- * Scanning pauses while this many full batches of scanned changes wait in memory: enough
- * for the batch in flight and the next one of every shard. Changes that wait longer
+ * Scanning pauses while this many full batches of scanned changes wait in memory (or one
+ * per shard, if more: a shard's next batch may then be partial). Changes that wait longer
  * outlive V8's young generation and are collected only by a full GC: with room for
  * 10,000 (ten batches) a writer node's peak RSS (burst, then steady writes) was
  * 171-209 MB, with 3,000 144-164 (bench, shards 1, side by side).
@@ -305,6 +305,7 @@ export class Publisher {
         metrics.publishRefused.inc({ shard: s.shard });
         s.queue.shift();
         this.#queued--;
+        this.#space.notify(); // a scan paused at the high-water mark may go on
         continue;
       }
       // As many changes as fit in one message, in order (the header is counted for `max` items: at most 4 bytes over).

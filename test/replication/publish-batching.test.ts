@@ -77,3 +77,38 @@ test('a transaction larger than max_batch_bytes goes out as several messages tha
     await closeAll(nodes, () => nats.close());
   }
 });
+
+test('refused rows make room: scanning, paused with only refused rows waiting, goes on', async () => {
+  using dir = tempDir();
+  const nats = await startNatsServer();
+  const nodes: TestNode[] = [];
+  try {
+    const [a, b] = await startTwoNodes(nodes, {
+      dir: dir.path,
+      urls: [nats.url],
+      schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+      configure: (c) => {
+        c.replication_log.max_batch_bytes = 4096;
+        // Scanning pauses at 3 waiting changes (3 full batches of 1), checked after each scan of 5.
+        c.replication_log.max_batch_changes = 1;
+        c.scan_max_changes = 5;
+        c.replication_log.compress = false;
+      },
+    });
+    const app = appConnection(a.dbPath);
+    const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
+    const refused = () =>
+      query(a.dbPath, `SELECT count(*) FROM ${q(changeLogTable('items'))} WHERE state = 2`)[0]![0];
+    // Each scan queues 5 (past the pause); only their refusal makes room for the next scan.
+    app.transaction(() => {
+      for (let i = 1; i <= 20; i++) insert.run(i, 'y'.repeat(10_000));
+    })();
+    await waitFor('the 20 oversized rows kept with state 2', () => refused() === 20n);
+    // Written after: the scan must have resumed to see them.
+    for (let i = 21; i <= 23; i++) insert.run(i, `row ${i}`);
+    app.close();
+    await waitFor('node 2 has rows 21-23', () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 3n);
+  } finally {
+    await closeAll(nodes, () => nats.close());
+  }
+});
