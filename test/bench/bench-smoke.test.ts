@@ -32,29 +32,33 @@ function runBench(args: string[]): Promise<{ code: number | null; out: string }>
 const positive = (v: unknown, what: string) =>
   assert.ok(typeof v === 'number' && Number.isFinite(v) && v > 0, `${what}: ${String(v)}`);
 
-test('bench --short runs every phase on a real cluster and writes its JSON, table and chart', async () => {
-  const { code, out } = await runBench(['--short', '--out', dir.path]);
-  assert.equal(code, 0, out);
-  assert.match(out, /\| shards \| replicated rows\/s/, 'the table is printed');
-  const report = JSON.parse(readFileSync(join(dir.path, 'short.json'), 'utf8')) as {
-    mode: string;
-    shards: { shards: number; rowsPerSecond: number; latency: { samples: number; p99Ms: number } }[];
-    catchup: { rowsPerSecond: number };
-    limits: { plainApplyRowsPerSecond: number; rawPublishMsgsPerSecond: number };
-  };
-  assert.equal(report.mode, 'short');
-  assert.deepEqual(
-    report.shards.map((s) => s.shards),
-    [1, 2],
-  );
-  for (const s of report.shards) {
-    positive(s.rowsPerSecond, `shards ${s.shards} rows/s`);
-    assert.equal(s.latency.samples, 1000, `shards ${s.shards}: every latency probe arrived`);
-    positive(s.latency.p99Ms, `shards ${s.shards} p99`);
-  }
-  positive(report.catchup.rowsPerSecond, 'catch-up rows/s');
-  positive(report.limits.plainApplyRowsPerSecond, 'plain apply limit');
-  positive(report.limits.rawPublishMsgsPerSecond, 'raw publish limit');
-  assert.ok(existsSync(join(dir.path, 'short.svg')), 'the chart is written');
-  assert.match(readFileSync(join(dir.path, 'short.svg'), 'utf8'), /^<svg/);
-});
+test(
+  'bench --short runs every phase on a real cluster and writes its JSON, table and chart',
+  { timeout: 180_000 },
+  async () => {
+    const { code, out } = await runBench(['--short', '--out', dir.path]);
+    assert.equal(code, 0, out);
+    assert.match(out, /\| shards \| replicated rows\/s/, 'the table is printed');
+    const report = JSON.parse(readFileSync(join(dir.path, 'short.json'), 'utf8')) as {
+      mode: string;
+      shards: { shards: number; rowsPerSecond: number; latency: { samples: number; p99Ms: number } }[];
+      catchup: { rowsPerSecond: number };
+      limits: { plainApplyRowsPerSecond: number; rawPublishMsgsPerSecond: number };
+    };
+    assert.equal(report.mode, 'short');
+    assert.deepEqual(
+      report.shards.map((s) => s.shards),
+      [1, 2],
+    );
+    for (const s of report.shards) {
+      positive(s.rowsPerSecond, `shards ${s.shards} rows/s`);
+      assert.equal(s.latency.samples, 1000, `shards ${s.shards}: every latency probe arrived`);
+      positive(s.latency.p99Ms, `shards ${s.shards} p99`);
+    }
+    positive(report.catchup.rowsPerSecond, 'catch-up rows/s');
+    positive(report.limits.plainApplyRowsPerSecond, 'plain apply limit');
+    positive(report.limits.rawPublishMsgsPerSecond, 'raw publish limit');
+    assert.ok(existsSync(join(dir.path, 'short.svg')), 'the chart is written');
+    assert.match(readFileSync(join(dir.path, 'short.svg'), 'utf8'), /^<svg/);
+  },
+);

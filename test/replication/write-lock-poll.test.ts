@@ -90,3 +90,25 @@ test('errors other than SQLITE_BUSY are not retried', async () => {
     daemon.close();
   }
 });
+
+test('an error of another kind on a retry is thrown with its stack', async () => {
+  const { daemon, app } = connections('retry-error.db');
+  let attempts = 0;
+  try {
+    app.prepare('BEGIN IMMEDIATE').run();
+    setTimeout(() => app.prepare('ROLLBACK').run(), 30);
+    await assert.rejects(
+      whenWriteLockFree(daemon, 1000, () => {
+        // Busy until the application rolls back; then the retry fails for another reason.
+        if (++attempts === 1) return daemon.prepare('INSERT INTO t VALUES (1)').run();
+        return daemon.transaction(() => daemon.prepare('INSERT INTO missing VALUES (1)').run()).immediate();
+      }),
+      (err: Error) => /no such table: missing/.test(err.message) && /\n\s+at /.test(err.stack ?? ''),
+    );
+    assert.ok(attempts >= 2, `${attempts} attempts`);
+    assert.equal(Error.stackTraceLimit, stackTraceLimit, 'stack trace limit restored');
+  } finally {
+    app.close();
+    daemon.close();
+  }
+});
