@@ -96,12 +96,19 @@ test('each step looks at `span` ids of one table; gaps and old pending or refuse
   assert.deepEqual(cleanupPass(f.db, 1000, Date.now(), 3), [0, 0]);
 });
 
-test('a step that stops at a young row leaves the rows after it to the next pass', () => {
-  using f = captureFixture('CREATE TABLE a (id INTEGER PRIMARY KEY);');
+/** Table a with rows 1-3 in its change log, all published 10 s ago. */
+function threePublishedRows() {
+  const f = captureFixture('CREATE TABLE a (id INTEGER PRIMARY KEY);');
   sqlite3(f.path, 'INSERT INTO a VALUES (1), (2), (3);');
   const now = Date.now();
   const log = q(changeLogTable('a'));
   f.db.prepare(`UPDATE ${log} SET state = 1, created_at = ?`).run(now - 10_000);
+  return { f, now, log, [Symbol.dispose]: () => f[Symbol.dispose]() };
+}
+
+test('a step that stops at a young row leaves the rows after it to the next pass', () => {
+  using fx = threePublishedRows();
+  const { f, now, log } = fx;
   // The clock went back between rows 1 and 2: row 2 looks younger than row 3.
   f.db.prepare(`UPDATE ${log} SET created_at = ? WHERE id = 2`).run(now);
   assert.deepEqual(cleanupPass(f.db, 1000, now, 1), [1, 0]);
@@ -109,11 +116,8 @@ test('a step that stops at a young row leaves the rows after it to the next pass
 });
 
 test('a row dated in the future (the clock was set back) does not hold up the rows after it', () => {
-  using f = captureFixture('CREATE TABLE a (id INTEGER PRIMARY KEY);');
-  sqlite3(f.path, 'INSERT INTO a VALUES (1), (2), (3);');
-  const now = Date.now();
-  const log = q(changeLogTable('a'));
-  f.db.prepare(`UPDATE ${log} SET state = 1, created_at = ?`).run(now - 10_000);
+  using fx = threePublishedRows();
+  const { f, now, log } = fx;
   f.db.prepare(`UPDATE ${log} SET created_at = ? WHERE id = 1`).run(now + 3_600_000);
   assert.equal(sum(cleanupPass(f.db, 1000, now, 1)), 2, 'rows 2 and 3 deleted');
   assert.deepEqual(
