@@ -21,11 +21,9 @@ const WORKER_FILE = new URL(
 /**
  * A worker's young generation (V8's default is sized for a whole process, up to
  * 48 MB per worker). Decoding allocates short-lived objects only, so a small one
- * costs no measurable CPU: 8 MB took ~15 MB off a receiver's peak RSS per worker,
- * 4 MB another 18-30 MB per receiver at 4-8 shards (bench/pipeline.ts, side by side;
- * throughput and CPU unchanged within noise at 1, 4 and 8 shards).
+ * costs no measurable CPU and took ~15 MB off a receiver's peak RSS per worker (bench/pipeline.ts).
  */
-const WORKER_YOUNG_GENERATION_MB = 4;
+const WORKER_YOUNG_GENERATION_MB = 8;
 
 /**
  * One piscina worker per shard (design card), so a shard's applies always run
