@@ -211,7 +211,12 @@ test('garbage published by hand on a change subject is dead-lettered with its re
       assert.match(d.reason, p.reason, p.name);
       assert.ok(d.payload !== null && Buffer.from(p.data).equals(d.payload), `${p.name}: raw bytes kept`);
     }
-    assert.equal(await counterValue(node, 'deadLetters'), garbage.length);
+    // Counted on the main thread once the worker's transaction returns: just after the rows are visible.
+    await waitFor(
+      `the dead-letter counter of node ${node.config.node_id} at ${garbage.length}`,
+      async () => (await counterValue(node, 'deadLetters')) === garbage.length,
+      { seen: () => deadLetters(node).length },
+    );
     assert.equal(shardState(node, 1).type, 'running');
   }
   // The forged position did not move anything, and no table "x" appeared.
