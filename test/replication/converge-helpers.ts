@@ -67,3 +67,16 @@ export async function startTwoNodes(
   for (const nodeId of [1, 2]) nodes.push(await startNode({ ...options, nodeId }));
   return nodes.slice(-2) as [TestNode, TestNode];
 }
+
+/** Inserts rows `from`..`to` of `items (id, v)` in one transaction on `app`, `v` from `value`. */
+export function insertItems(
+  app: Database.Database,
+  from: number,
+  to: number,
+  value: (id: number) => string,
+): void {
+  const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
+  app.transaction(() => {
+    for (let i = from; i <= to; i++) insert.run(i, value(i));
+  })();
+}

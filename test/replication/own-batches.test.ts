@@ -19,7 +19,7 @@ import { startNatsServer } from '../helpers/nats-server.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
 import { change, message } from './apply-messages.ts';
-import { closeAll, counterValue, query, startTwoNodes } from './converge-helpers.ts';
+import { closeAll, counterValue, insertItems, query, startTwoNodes } from './converge-helpers.ts';
 
 const SELF = 1;
 const OTHER = 2;
@@ -182,10 +182,7 @@ test('two nodes: the writer does not replay its own changes, the other applies t
       },
     });
     const app = appConnection(a.dbPath);
-    const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
-    app.transaction(() => {
-      for (let i = 1; i <= 300; i++) insert.run(i, `v${i}`);
-    })();
+    insertItems(app, 1, 300, (i) => `v${i}`);
     app.close();
     // The counter moves on the main thread once the worker's transaction returns, just after the rows show.
     await waitFor(
@@ -224,10 +221,7 @@ test('two nodes: the writer does not replay its own changes, the other applies t
     // Before a snapshot copies the database, the skips' positions are stored at once (storePosition),
     // not up to a second later: a snapshot must not say less than its rows hold.
     const more = appConnection(a.dbPath);
-    const insertMore = more.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
-    more.transaction(() => {
-      for (let i = 301; i <= 400; i++) insertMore.run(i, `v${i}`);
-    })();
+    insertItems(more, 301, 400, (i) => `v${i}`);
     more.close();
     await waitFor(
       'node 1 skipped its 100 new changes',

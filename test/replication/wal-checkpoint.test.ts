@@ -10,19 +10,7 @@ import { appConnection, type TestNode } from '../helpers/node-harness.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
-import { closeAll, counterValue, query, startTwoNodes } from './converge-helpers.ts';
-
-/** Nodes 1 and 2 with one table and the given `wal_checkpoint_bytes`, pushed to `nodes` (closed by the caller). */
-function startPair(nodes: TestNode[], dir: string, url: string, walCheckpointBytes: number) {
-  return startTwoNodes(nodes, {
-    dir,
-    urls: [url],
-    schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
-    configure: (c) => {
-      c.wal_checkpoint_bytes = walCheckpointBytes;
-    },
-  });
-}
+import { closeAll, counterValue, insertItems, query, startTwoNodes } from './converge-helpers.ts';
 
 /**
  * Rows `from`..`to` (200 bytes each) in one transaction of an application that never
@@ -32,27 +20,46 @@ function writeRows(dbPath: string, from: number, to: number): void {
   const app = appConnection(dbPath);
   try {
     app.pragma('wal_autocheckpoint = 0');
-    const insert = app.prepare('INSERT INTO items (id, v) VALUES (?, ?)');
-    app.transaction(() => {
-      for (let i = from; i <= to; i++) insert.run(i, 'x'.repeat(200));
-    })();
+    insertItems(app, from, to, () => 'x'.repeat(200));
   } finally {
     app.close();
   }
 }
 
-test('a WAL past four times wal_checkpoint_bytes is truncated, and replication goes on', async () => {
+/**
+ * Nodes 1 and 2 with one table and the given `wal_checkpoint_bytes`; rows 1-2000
+ * written on node 1 (`writeRows`) and arrived on node 2 before `body`; all stopped after.
+ */
+async function withPairHolding2000Rows(
+  walCheckpointBytes: number,
+  body: (a: TestNode, b: TestNode) => Promise<void>,
+): Promise<void> {
   using dir = tempDir();
   const nats = await startNatsServer();
   const nodes: TestNode[] = [];
   try {
-    const [a, b] = await startPair(nodes, dir.path, nats.url, 64 * 1024);
+    const [a, b] = await startTwoNodes(nodes, {
+      dir: dir.path,
+      urls: [nats.url],
+      schema: 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);',
+      configure: (c) => {
+        c.wal_checkpoint_bytes = walCheckpointBytes;
+      },
+    });
     writeRows(a.dbPath, 1, 2000);
-    const walBytes = () => statSync(`${a.dbPath}-wal`, { throwIfNoEntry: false })?.size ?? 0;
     await waitFor(
       'node 2 holds the 2000 rows',
       () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 2000n,
     );
+    await body(a, b);
+  } finally {
+    await closeAll(nodes, () => nats.close());
+  }
+}
+
+test('a WAL past four times wal_checkpoint_bytes is truncated, and replication goes on', () =>
+  withPairHolding2000Rows(64 * 1024, async (a, b) => {
+    const walBytes = () => statSync(`${a.dbPath}-wal`, { throwIfNoEntry: false })?.size ?? 0;
     await waitFor('the WAL of node 1 is truncated', () => walBytes() === 0, {
       timeoutMs: 15_000,
       seen: walBytes,
@@ -76,22 +83,10 @@ test('a WAL past four times wal_checkpoint_bytes is truncated, and replication g
       seen: walBytes,
     });
     assert.equal(query(a.dbPath, 'PRAGMA integrity_check')[0]![0], 'ok');
-  } finally {
-    await closeAll(nodes, () => nats.close());
-  }
-});
+  }));
 
-test('a WAL checkpointed in full is not checkpointed again until it grows: no checkpoint thread every second', async () => {
-  using dir = tempDir();
-  const nats = await startNatsServer();
-  const nodes: TestNode[] = [];
-  try {
-    const [a, b] = await startPair(nodes, dir.path, nats.url, 256 * 1024);
-    writeRows(a.dbPath, 1, 2000);
-    await waitFor(
-      'node 2 holds the 2000 rows',
-      () => query(b.dbPath, 'SELECT count(*) FROM items')[0]![0] === 2000n,
-    );
+test('a WAL checkpointed in full is not checkpointed again until it grows: no checkpoint thread every second', () =>
+  withPairHolding2000Rows(256 * 1024, async (a, b) => {
     // Node 2 only replays; its WAL passes the threshold (SQLite's own checkpoint waits for ~4 MB).
     await waitFor('node 2 checkpointed its WAL', async () => (await counterValue(b, 'walCheckpoints')) >= 1, {
       timeoutMs: 10_000,
@@ -117,7 +112,4 @@ test('a WAL checkpointed in full is not checkpointed again until it grows: no ch
         timeoutMs: 10_000,
       },
     );
-  } finally {
-    await closeAll(nodes, () => nats.close());
-  }
-});
+  }));
