@@ -57,16 +57,16 @@ export interface NodeStatus {
   }[];
 }
 
-/**
- * One HarmonyLite node: capture on the application's database, a publisher and
- * one consumer per shard over NATS JetStream, and the housekeeping timers.
- * `open()` starts everything in order; `close()` stops it in reverse.
- */
 /** Change ids looked at per cleanup step (one short transaction, ~1 ms for 100-byte rows here). */
 const CLEANUP_SPAN = 1000;
 /** Longest pause between two cleanup steps, ms. */
 const CLEANUP_MAX_PAUSE_MS = 50;
 
+/**
+ * One HarmonyLite node: capture on the application's database, a publisher and
+ * one consumer per shard over NATS JetStream, and the housekeeping timers.
+ * `open()` starts everything in order; `close()` stops it in reverse.
+ */
 export class HarmonyLiteNode {
   readonly config: Config;
   readonly logger: Logger;
