@@ -6,11 +6,13 @@
 import { workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { BatchApplier, type ApplyResult, type InboundMessage } from '../src/replication/batch-applier.ts';
+import { RowDigest } from '../src/codec/row-digest.ts';
 import { isSqliteBusy } from '../src/metrics/busy-write-counter.ts';
 import { setBusyTimeout } from '../src/replication/busy-timeout.ts';
 import type { ShardWorkerData } from '../src/replication/shard-pool.ts';
 
 const config = workerData as ShardWorkerData;
+const digest = await RowDigest.create();
 let db: Database.Database | undefined;
 let applier: BatchApplier | undefined;
 let schemaEpoch = -1;
@@ -26,7 +28,11 @@ function open(): BatchApplier {
     applier = new BatchApplier(db, {
       includeTables: config.includeTables,
       excludeTables: config.excludeTables,
-      ...(config.watermark === undefined ? {} : { watermark: config.watermark }),
+      nodeId: config.nodeId,
+      clock: config.clock,
+      digest,
+      localWrites: config.localWrites,
+      maxClockSkewMs: config.maxClockSkewMs,
     });
   }
   return applier;
@@ -59,14 +65,6 @@ export function apply(task: {
 
 export function position(task: { shard: number }): number {
   return open().position(task.shard);
-}
-
-export function savePosition(task: {
-  shard: number;
-  position: number;
-  origin: { origin: number; seq: number } | undefined;
-}): void {
-  open().savePosition(task.shard, task.position, task.origin);
 }
 
 export function deadLetter(task: { shard: number; message: InboundMessage; reason: string }): void {

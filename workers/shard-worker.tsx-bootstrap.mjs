@@ -6,4 +6,4 @@ import { register } from 'tsx/esm/api';
 register();
 const worker = await import('./shard-worker.ts');
 
-export const { apply, position, savePosition, deadLetter, close } = worker;
+export const { apply, position, deadLetter, close } = worker;

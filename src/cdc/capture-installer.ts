@@ -4,14 +4,17 @@ import {
   CAPTURED_TABLES,
   changeLogTable,
   GLOBAL_LOG,
+  INDEXED_TABLES,
   INTERNAL_TABLES,
+  KEPT_BY_CLEANUP,
   PREFIX,
   quoteIdent as q,
-  quoteString,
   TRIGGER_KINDS,
   triggerName,
   valueColumn,
 } from './names.ts';
+import { reconcileIndex } from './index-reconciler.ts';
+import type { RowDigest } from '../codec/row-digest.ts';
 import type { TableFilter } from './table-filter.ts';
 import { listCapturableTables, type SkippedTable, type TableSchema } from './table-schema.ts';
 import { capturedColumns, createChangeLogSql, triggerSql } from './trigger-sql.ts';
@@ -23,11 +26,20 @@ export interface CaptureState {
   readonly changed: readonly string[];
   /** Rows logged for tables that appeared while capture was installed (created while running or while down). */
   readonly backfilled: number;
+  /** Rows the replicated-state index was built over (first start), without logging them. */
+  readonly indexed: number;
+  /** Writes found that escaped capture (made while the triggers were absent), now logged. */
+  readonly escaped: number;
 }
 
 export interface InstallOptions {
   /** false on a read replica (`publish = false`): no triggers, so nothing accumulates unpublished. */
   readonly captureWrites: boolean;
+  /**
+   * Keeps the replicated-state index: tables whose capture is created or changed are
+   * reconciled with it (invariant 9). Without it the index is left alone.
+   */
+  readonly index?: { readonly digest: RowDigest; readonly nodeId: number };
 }
 
 /**
@@ -61,7 +73,10 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
   const { tables, skipped } = listCapturableTables(db, filter);
   const changed: string[] = [];
   let backfilled = 0;
+  let indexed = 0;
+  let escaped = 0;
   const current = new Set<string>();
+  const isIndexed = db.prepare(`SELECT 1 FROM ${q(INDEXED_TABLES)} WHERE name = ?`).pluck();
 
   for (const schema of tables) {
     current.add(schema.name);
@@ -93,8 +108,15 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
       if (want !== undefined) db.exec(want);
       touched = true;
     }
-    if (previous === undefined && hadRegistry && options.captureWrites) {
-      backfilled += backfill(db, schema);
+    if (options.index !== undefined && (touched || isIndexed.get(schema.name) === undefined)) {
+      const r = reconcileIndex(db, schema, {
+        ...options.index,
+        log: options.captureWrites,
+        backfill: previous === undefined && hadRegistry,
+      });
+      backfilled += r.backfilled;
+      indexed += r.indexed;
+      escaped += r.escaped;
     }
     const json = JSON.stringify(schema);
     if (previous === undefined || JSON.stringify(previous) !== json) {
@@ -124,7 +146,7 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
     db.exec(`DROP TABLE ${q(log)}`);
     if (!changed.includes(name)) changed.push(name);
   }
-  return { tables, skipped, changed, backfilled };
+  return { tables, skipped, changed, backfilled, indexed, escaped };
 }
 
 /**
@@ -140,26 +162,6 @@ function fillPendingColumn(db: Database, schema: TableSchema, column: string): v
     `UPDATE ${log} SET ${q(valueColumn(column))} = (SELECT t.${q(column)} FROM ${q(schema.name)} AS t WHERE ${match}) ` +
       `WHERE state = 0 AND type <> 'delete'`,
   );
-}
-
-/** Logs every row of a table that appeared after capture was first installed, so no write made before its triggers existed is lost. */
-function backfill(db: Database, schema: TableSchema): number {
-  const log = changeLogTable(schema.name);
-  const cols = capturedColumns(schema);
-  const before = (db.prepare(`SELECT coalesce(max(id), 0) AS m FROM ${q(log)}`).get() as { m: number }).m;
-  const target = cols.map((c) => q(valueColumn(c))).join(', ');
-  const source = cols.map((c) => q(c)).join(', ');
-  const order = schema.keyColumns.map((c) => q(c)).join(', ');
-  const inserted = db
-    .prepare(
-      `INSERT INTO ${q(log)} (${target}, type, created_at, state) ` +
-        `SELECT ${source}, 'insert', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), 0 FROM ${q(schema.name)} ORDER BY ${order}`,
-    )
-    .run().changes;
-  db.prepare(
-    `INSERT INTO ${q(GLOBAL_LOG)} (change_table_id, table_name) SELECT id, ${quoteString(schema.name)} FROM ${q(log)} WHERE id > ? ORDER BY id`,
-  ).run(before);
-  return inserted;
 }
 
 const CHANGE_LOG_SUFFIX = '_change_log';
@@ -189,7 +191,9 @@ function isChangeLogShaped(db: Database, table: string): boolean {
 }
 
 /**
- * `-cleanup`: drops every trigger and table of ours and nothing else. GLOB, not
+ * `-cleanup`: drops every trigger and table of ours and nothing else, except
+ * the replicated-state index: the next start compares the tables with it and
+ * publishes what was written while capture was absent (invariant 9). GLOB, not
  * LIKE: `_` is literal, so `xxharmonylitexx_data` is never touched.
  */
 export function removeCapture(db: Database): { triggers: number; tables: number } {
@@ -204,7 +208,10 @@ export function removeCapture(db: Database): { triggers: number; tables: number 
       for (const t of triggers) db.exec(`DROP TRIGGER IF EXISTS ${q(t)}`);
       const logs = listChangeLogs(db);
       const present = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").pluck();
-      const tables = [...logs, ...INTERNAL_TABLES.filter((n) => present.get(n) !== undefined)];
+      const tables = [
+        ...logs,
+        ...INTERNAL_TABLES.filter((n) => present.get(n) !== undefined && !KEPT_BY_CLEANUP.includes(n)),
+      ];
       for (const t of tables) db.exec(`DROP TABLE ${q(t)}`);
       return { triggers: triggers.length, tables: tables.length };
     })

@@ -1,7 +1,11 @@
 /** DDL of HarmonyLite's own tables inside the application database. Pure. */
 import {
   CAPTURED_TABLES,
+  CONFLICTS,
   DEAD_LETTERS,
+  INDEXED_TABLES,
+  PARKED,
+  ROW_VERSIONS,
   GLOBAL_LOG,
   ORIGIN_SEQS,
   OUTBOX,
@@ -19,4 +23,10 @@ export const INTERNAL_TABLES_SQL: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS ${q(OUTBOX)} (shard INTEGER PRIMARY KEY, seq INTEGER NOT NULL, last_global_id INTEGER, payload BLOB)`,
   `CREATE TABLE IF NOT EXISTS ${q(DEAD_LETTERS)} (id INTEGER PRIMARY KEY AUTOINCREMENT, shard INTEGER NOT NULL, stream_seq INTEGER NOT NULL, msg_id TEXT, reason TEXT NOT NULL, payload BLOB, created_at INTEGER NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS ${q(CAPTURED_TABLES)} (name TEXT PRIMARY KEY, schema TEXT NOT NULL) WITHOUT ROWID`,
+  // state: 0 live, 1 deleted (tombstone), 2 displaced by a newer row holding one of its UNIQUE values.
+  `CREATE TABLE IF NOT EXISTS ${q(ROW_VERSIONS)} (tbl TEXT NOT NULL, pk BLOB NOT NULL, version INTEGER NOT NULL, origin INTEGER NOT NULL, hash INTEGER, state INTEGER NOT NULL, PRIMARY KEY (tbl, pk)) WITHOUT ROWID`,
+  `CREATE TABLE IF NOT EXISTS ${q(INDEXED_TABLES)} (name TEXT PRIMARY KEY) WITHOUT ROWID`,
+  // kind: 1 deferred (a newer remote change to a row with local writes not yet versioned), 2 displaced.
+  `CREATE TABLE IF NOT EXISTS ${q(PARKED)} (tbl TEXT NOT NULL, pk BLOB NOT NULL, kind INTEGER NOT NULL, version INTEGER NOT NULL, origin INTEGER NOT NULL, type TEXT NOT NULL, row BLOB NOT NULL, PRIMARY KEY (tbl, pk, kind)) WITHOUT ROWID`,
+  `CREATE TABLE IF NOT EXISTS ${q(CONFLICTS)} (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, tbl TEXT NOT NULL, pk BLOB NOT NULL, reason TEXT NOT NULL, lost_version INTEGER NOT NULL, lost_origin INTEGER NOT NULL, lost_type TEXT NOT NULL, lost_row BLOB, won_version INTEGER NOT NULL, won_origin INTEGER NOT NULL)`,
 ];

@@ -21,6 +21,18 @@ export const OUTBOX = '__harmonylite___outbox';
 export const DEAD_LETTERS = '__harmonylite___dead_letters';
 /** Tables under capture and the columns their triggers capture. */
 export const CAPTURED_TABLES = '__harmonylite___captured_tables';
+/**
+ * The replicated-state index: per row key its newest version, origin, a hash of its
+ * values and whether it is live, deleted or displaced (docs/design.md, invariants 3 and 9).
+ * Kept by `-cleanup`, so writes made while capture was absent are found at the next start.
+ */
+export const ROW_VERSIONS = '__harmonylite___row_versions';
+/** Tables whose rows the index accounts for (a table without an entry is indexed from scratch). Kept by `-cleanup`. */
+export const INDEXED_TABLES = '__harmonylite___indexed_tables';
+/** Changes waiting for a row's local writes to come back versioned, and rows displaced by a UNIQUE value. */
+export const PARKED = '__harmonylite___parked';
+/** Losing versions of rows: writes superseded by newer ones, rows displaced by a UNIQUE collision. */
+export const CONFLICTS = '__harmonylite___conflicts';
 
 export const INTERNAL_TABLES = [
   GLOBAL_LOG,
@@ -30,7 +42,14 @@ export const INTERNAL_TABLES = [
   OUTBOX,
   DEAD_LETTERS,
   CAPTURED_TABLES,
+  ROW_VERSIONS,
+  INDEXED_TABLES,
+  PARKED,
+  CONFLICTS,
 ] as const;
+
+/** Internal tables `-cleanup` keeps: the index is what finds the writes made while capture was absent. */
+export const KEPT_BY_CLEANUP: readonly string[] = [ROW_VERSIONS, INDEXED_TABLES];
 
 export function changeLogTable(table: string): string {
   return `${PREFIX}${table}_change_log`;

@@ -1,6 +1,7 @@
 import type { Database } from 'better-sqlite3';
 import { changeLogTable, INTERNAL_TABLES, isInternalName, isSqliteName, quoteIdent } from './names.ts';
 import type { TableFilter } from './table-filter.ts';
+import type { KeyFold } from '../codec/row-digest.ts';
 
 /** What capture and apply need to know about one user table. */
 export interface TableSchema {
@@ -13,6 +14,8 @@ export interface TableSchema {
   readonly rowidAlias: string | undefined;
   /** UNIQUE constraints other than the primary key (expression indexes excluded). */
   readonly uniqueIndexes: readonly { readonly name: string; readonly columns: readonly string[] }[];
+  /** Per key column, when any is `COLLATE NOCASE`: how key values compare (one row, one index entry, one shard). */
+  readonly keyFold?: readonly KeyFold[];
 }
 
 export interface SkippedTable {
@@ -68,12 +71,27 @@ export function readTableSchema(db: Database, table: string): TableSchema | unde
     if (cols.some((c) => c.cid < 0 || c.name === null)) continue; // expression index: cannot be matched by value
     uniqueIndexes.push({ name: idx.name, columns: cols.map((c) => c.name as string) });
   }
+  const pkIndex = indexes.find((i) => i.origin === 'pk');
+  let keyFold: KeyFold[] | undefined;
+  if (pkIndex !== undefined) {
+    const coll = new Map(
+      (
+        db.prepare(`PRAGMA index_xinfo(${quoteIdent(pkIndex.name)})`).all() as {
+          name: string | null;
+          coll: string | null;
+        }[]
+      ).map((c) => [c.name, c.coll]),
+    );
+    const fold = pk.map((k): KeyFold => (coll.get(k)?.toUpperCase() === 'NOCASE' ? 'nocase' : 'binary'));
+    if (fold.includes('nocase')) keyFold = fold;
+  }
   return {
     name: table,
     columns,
     keyColumns: rowidAlias === undefined ? pk : [rowidAlias],
     rowidAlias,
     uniqueIndexes,
+    ...(keyFold === undefined ? {} : { keyFold }),
   };
 }
 

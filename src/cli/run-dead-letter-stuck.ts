@@ -6,6 +6,8 @@ import type { Logger } from '../logger.ts';
 import { connectNats } from '../nats/nats-connection.ts';
 import { streamName } from '../nats/naming.ts';
 import { openDatabase } from '../node/open-database.ts';
+import { RowDigest } from '../codec/row-digest.ts';
+import { HybridClock } from '../replication/hybrid-clock.ts';
 import { BatchApplier } from '../replication/batch-applier.ts';
 
 /**
@@ -28,9 +30,15 @@ export async function runDeadLetterStuck(config: Config, shard: number, logger: 
   const db = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });
   const nc = await connectNats(config.nats, config.nats.urls, 'harmonylite-cli', logger);
   try {
+    // Only positions and dead letters are written here: no change is applied, so no clock is kept.
     const applier = new BatchApplier(db, {
       includeTables: config.include_tables,
       excludeTables: config.exclude_tables,
+      nodeId: config.node_id,
+      clock: new HybridClock().state,
+      digest: await RowDigest.create(),
+      localWrites: config.publish,
+      maxClockSkewMs: config.max_clock_skew,
     });
     const seq = applier.position(shard) + 1;
     const jsm = await jetstreamManager(nc);

@@ -52,10 +52,11 @@ const TYPES: Record<ChangeType, Uint8Array> = {
   update: text('update'),
   delete: text('delete'),
 };
-const PAYLOAD_HEAD = Buffer.concat([text('Payload'), mapHead(5), text('Id')]);
+const PAYLOAD_HEAD = Buffer.concat([text('Payload'), mapHead(6), text('Id')]);
 const TYPE_KEY = text('Type');
 const TABLE_KEY = text('TableName');
 const CREATED_KEY = text('CreatedAt');
+const VERSION_KEY = text('Version');
 
 export function recordLayout(table: string, columns: readonly string[]): RecordLayout {
   return {
@@ -85,13 +86,14 @@ export class ChangeRecordWriter {
     this.#pos = 0;
   }
 
-  /** One record: `values` from index `from` on, in the layout's column order, as read with safe integers. */
+  /** One record: `values` from index `from` on, in the layout's column order, as read with safe integers; `version` from the node's clock. */
   write(
     layout: RecordLayout,
     changeId: number,
     type: ChangeType,
     values: readonly SqlValue[],
     createdAt: number,
+    version: number,
     from = 0,
   ): Uint8Array {
     // A chunk grown for a large record is left to it: the next records start a normal one.
@@ -113,6 +115,8 @@ export class ChangeRecordWriter {
     }
     this.#bytes(CREATED_KEY);
     this.#number(createdAt);
+    this.#bytes(VERSION_KEY);
+    this.#number(version);
     return this.#buf.subarray(this.#start, this.#pos);
   }
 

@@ -7,7 +7,11 @@ import { describe, isWireValue, type WireValue } from './sql-value.ts';
 export const CHANGE_TYPES = ['insert', 'update', 'delete'] as const;
 export type ChangeType = (typeof CHANGE_TYPES)[number];
 
-/** `{ FromNodeId, Payload: { Id, Type, TableName, Row } }`, plus `CreatedAt` (ms) of ours for lag metrics. */
+/**
+ * `{ FromNodeId, Payload: { Id, Type, TableName, Row } }`, plus `CreatedAt` (ms) of ours
+ * for lag metrics and `Version`, the change's hybrid-logical-clock version (see
+ * hybrid-clock.ts; 0 for a backfilled row, and for records of senders that had none).
+ */
 export interface ChangeRecord {
   FromNodeId: number;
   Payload: {
@@ -16,6 +20,7 @@ export interface ChangeRecord {
     TableName: string;
     Row: Record<string, WireValue>;
     CreatedAt: number;
+    Version?: number;
   };
 }
 
@@ -69,6 +74,9 @@ export function validateChangeBatch(decoded: unknown): ChangeRecord[] {
     const created = pl.CreatedAt === undefined ? 0 : num(pl.CreatedAt);
     if (created === undefined) fail(i, 'Payload.CreatedAt is not an unsigned integer');
     pl.CreatedAt = created;
+    const version = pl.Version === undefined ? 0 : num(pl.Version);
+    if (version === undefined) fail(i, 'Payload.Version is not an unsigned integer');
+    pl.Version = version;
     const row = pl.Row;
     const proto = typeof row === 'object' && row !== null ? Object.getPrototypeOf(row) : undefined;
     // A plain map only: typed arrays and other decoded objects would read as columns "0", "1", ...

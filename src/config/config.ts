@@ -25,8 +25,8 @@ export interface ReplicationLogConfig {
   duplicate_window: number;
   /**
    * (ours) Glob patterns of tables routed to one shard by table name alone instead of by
-   * key: tables with UNIQUE constraints besides the primary key, whose collisions only
-   * converge when all their rows travel on one stream. Must be the same on every node.
+   * key, so all of a table's changes travel in order on one stream. Optional: convergence
+   * does not depend on it (versions decide). Must be the same on every node.
    */
   shard_by_table: string[];
 }
@@ -144,6 +144,12 @@ export interface Config {
   wal_checkpoint_bytes: number;
   /** (ours) How often a shard held by a schema lag re-checks, ms. */
   schema_retry_interval: number;
+  /** (ours) A received version further ahead of this node's clock is applied, logged and counted, ms. */
+  max_clock_skew: number;
+  /** (ours) How long the conflict log keeps a losing version, ms. */
+  conflict_log_retention: number;
+  /** (ours) Most rows the conflict log keeps (the oldest go first). */
+  conflict_log_max_rows: number;
   replication_log: ReplicationLogConfig;
   nats: NatsConfig;
   snapshot: SnapshotConfig;
@@ -168,6 +174,9 @@ export function defaultConfig(): Config {
     busy_timeout: 5000,
     wal_checkpoint_bytes: 64 * 1024 * 1024,
     schema_retry_interval: 5000,
+    max_clock_skew: 60000,
+    conflict_log_retention: 7 * 24 * 3600 * 1000,
+    conflict_log_max_rows: 100000,
     replication_log: {
       shards: 1,
       max_entries: 1024,

@@ -40,6 +40,9 @@ const RULES: Record<string, Rule> = {
   busy_timeout: integer(nonNegative),
   wal_checkpoint_bytes: integer(positive),
   schema_retry_interval: integer(positive),
+  max_clock_skew: integer(positive),
+  conflict_log_retention: integer(positive),
+  conflict_log_max_rows: integer(nonNegative),
   'replication_log.shards': integer(positive),
   'replication_log.max_entries': integer(positive),
   'replication_log.replicas': integer((v) =>

@@ -60,7 +60,10 @@ export class Metrics {
   readonly applyBatchSize: Histogram<'shard'>;
   readonly applyLatency: Histogram<'shard'>;
   readonly duplicatesSkipped: Counter<'shard'>;
-  readonly ownSkipped: Counter<'shard'>;
+  readonly versionsSuperseded: Counter<'shard'>;
+  readonly changesDeferred: Counter<'shard'>;
+  readonly conflicts: Counter<'shard'>;
+  readonly versionsAheadOfClock: Counter<'shard'>;
   readonly deadLetters: Counter<'shard'>;
   readonly uniqueDisplaced: Counter<'shard'>;
   readonly shardWaiting: Gauge<'shard'>;
@@ -176,9 +179,27 @@ export class Metrics {
       labelNames: shard,
       registers,
     });
-    this.ownSkipped = new Counter({
-      name: name('own_changes_not_replayed_total'),
-      help: "This node's own changes whose replay was skipped: provably already in place (counted as applied too)",
+    this.versionsSuperseded = new Counter({
+      name: name('changes_superseded_total'),
+      help: 'Received changes not applied: the row already holds a newer version (last writer wins)',
+      labelNames: shard,
+      registers,
+    });
+    this.changesDeferred = new Counter({
+      name: name('changes_deferred_total'),
+      help: 'Received changes parked until the local writes to their row come back versioned',
+      labelNames: shard,
+      registers,
+    });
+    this.conflicts = new Counter({
+      name: name('conflicts_total'),
+      help: 'Losing versions of rows written to the conflict log (superseded writes, rows displaced by a UNIQUE value)',
+      labelNames: shard,
+      registers,
+    });
+    this.versionsAheadOfClock = new Counter({
+      name: name('versions_ahead_of_clock_total'),
+      help: "Changes applied whose version was ahead of this node's clock by more than max_clock_skew",
       labelNames: shard,
       registers,
     });
@@ -190,7 +211,7 @@ export class Metrics {
     });
     this.uniqueDisplaced = new Counter({
       name: name('unique_displaced_total'),
-      help: 'Rows removed because another row took their UNIQUE value',
+      help: 'Rows that lost a UNIQUE value to a newer row (parked, and restored when the value is free)',
       labelNames: shard,
       registers,
     });

@@ -18,7 +18,9 @@ import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
 import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
-import { OwnBatches } from '../replication/own-batches.ts';
+import { HybridClock } from '../replication/hybrid-clock.ts';
+import { RowDigest } from '../codec/row-digest.ts';
+import { maxIndexedVersion } from '../replication/row-version-store.ts';
 import { runSnapshotTask } from '../snapshot/snapshot-worker.ts';
 import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
@@ -103,6 +105,9 @@ export class HarmonyLiteNode {
   // [snapshot hook, issue 4] restore at start, leader lease, scheduler; see src/snapshot/node-snapshots.ts.
   #snapshots: NodeSnapshots | undefined;
   readonly writer = new WriterQueue();
+  /** Versions local changes; shared with the shard workers, which move it past every remote version. */
+  readonly clock = new HybridClock();
+  #digest: RowDigest | undefined;
 
   constructor(options: NodeOptions) {
     this.#options = options;
@@ -162,8 +167,11 @@ export class HarmonyLiteNode {
     const { config, logger } = this;
     const rl = config.replication_log;
     this.#writeDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });
-    this.#capture = installCapture(this.#writeDb, this.#filter, { captureWrites: config.publish });
+    this.#digest = await RowDigest.create();
+    this.#capture = this.#installCapture();
     this.#logCapture(this.#capture, true);
+    // Versions survive restarts: never below one this node applied or took before.
+    this.clock.observe(maxIndexedVersion(this.#writeDb));
     this.#readDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: true });
 
     let servers = config.nats.urls;
@@ -223,14 +231,15 @@ export class HarmonyLiteNode {
     );
 
     this.#checkOpen();
-    // A node that publishes and replays skips replaying its own batches when provably in place.
-    const ownBatches = config.publish && config.replicate ? new OwnBatches(this.nodeId) : undefined;
     this.#pool = new ShardPool(rl.shards, {
       dbPath: config.db_path,
       busyTimeoutMs: config.busy_timeout,
       includeTables: config.include_tables,
       excludeTables: config.exclude_tables,
-      ...(ownBatches === undefined ? {} : { watermark: ownBatches.watermark }),
+      nodeId: this.nodeId,
+      clock: this.clock.state,
+      localWrites: config.publish,
+      maxClockSkewMs: config.max_clock_skew,
     });
     this.#detector = new ChangeDetector({
       dbPath: config.db_path,
@@ -250,9 +259,6 @@ export class HarmonyLiteNode {
       nodeId: this.nodeId,
       nc: this.#nc,
       writer: this.writer,
-      beforeSave: async () => {
-        await Promise.all(this.#consumers.map((c) => c.storePosition()));
-      },
     });
     await this.#snapshots.checkRestore();
 
@@ -269,8 +275,8 @@ export class HarmonyLiteNode {
           js: this.#js,
           hasher: await createShardHasher(rl.shards),
           logger: logger.child({ component: 'publisher' }),
-          ...(ownBatches === undefined ? {} : { ownBatches }),
           metrics: this.metrics,
+          clock: this.clock,
         },
         {
           nodeId: this.nodeId,
@@ -294,10 +300,7 @@ export class HarmonyLiteNode {
     await this.#snapshots.restoreIfNeeded({
       wakePublisher: () => this.#publisher?.wake(),
       onRestored: () => {
-        // The swapped-in file need not hold this node's published changes: replay them all.
-        ownBatches?.forget();
-        if (ownBatches !== undefined && this.#outbox !== undefined)
-          ownBatches.raiseWatermark(this.#outbox.globalSeq());
+        this.clock.observe(maxIndexedVersion(this.#writeDb!));
         this.#scanner?.invalidate();
         this.#pool?.schemaChanged();
       },
@@ -312,7 +315,6 @@ export class HarmonyLiteNode {
             writer: this.writer,
             logger: logger.child({ component: 'consumer' }),
             metrics: this.metrics,
-            ...(ownBatches === undefined ? {} : { ownBatches }),
           },
           {
             shard,
@@ -419,8 +421,22 @@ export class HarmonyLiteNode {
     this.metrics.natsConnected.set(up ? 1 : 0);
   }
 
+  #installCapture(): CaptureState {
+    return installCapture(this.#writeDb!, this.#filter, {
+      captureWrites: this.config.publish,
+      index: { digest: this.#digest!, nodeId: this.nodeId },
+    });
+  }
+
   #logCapture(state: CaptureState, initial: boolean): void {
     for (const s of state.skipped) this.logger.info({ table: s.name, reason: s.reason }, 'table skipped');
+    if (state.indexed > 0)
+      this.logger.info({ rows: state.indexed }, 'replicated-state index built over the existing rows');
+    if (state.escaped > 0)
+      this.logger.warn(
+        { rows: state.escaped },
+        'found writes made while capture was absent (table rebuilt, triggers dropped, or written while stopped); publishing them',
+      );
     if (initial) {
       this.logger.info({ tables: state.tables.map((t) => t.name) }, `watching ${state.tables.length} tables`);
     } else if (state.changed.length > 0) {
@@ -444,9 +460,7 @@ export class HarmonyLiteNode {
         this.#schemaCheckAgain = false;
         try {
           if (!this.#detector?.schemaChanged()) continue;
-          const state = await this.writer.run(() =>
-            installCapture(this.#writeDb!, this.#filter, { captureWrites: this.config.publish }),
-          );
+          const state = await this.writer.run(() => this.#installCapture());
           this.#capture = state;
           this.#logCapture(state, false);
           this.#scanner?.invalidate();

@@ -2,7 +2,6 @@ import type { Database, Statement } from 'better-sqlite3';
 import {
   CAPTURED_TABLES,
   DEAD_LETTERS,
-  GLOBAL_LOG,
   isInternalName,
   isSqliteName,
   ORIGIN_SEQS,
@@ -14,8 +13,10 @@ import { TableFilter } from '../cdc/table-filter.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
 import { decodeBody } from '../codec/change-batch-codec.ts';
 import { MalformedMessageError, type ChangeRecord } from '../codec/change-record.ts';
+import type { RowDigest } from '../codec/row-digest.ts';
+import { ChangeResolver, type ResolveCounts } from './change-resolver.ts';
+import { HybridClock } from './hybrid-clock.ts';
 import { parseMsgId, type BatchId } from './msg-id.ts';
-import { claimInPlace, raiseWatermark, type OwnClaim } from './own-batches.ts';
 import { SchemaLagError, TableApplier } from './table-applier.ts';
 
 /** A message of a shard stream, as handed to the applier. */
@@ -23,8 +24,6 @@ export interface InboundMessage {
   readonly seq: number;
   readonly msgId: string | undefined;
   readonly data: Uint8Array;
-  /** Set on a batch this node's current process published (see OwnBatches): it may not need replaying. */
-  readonly own?: OwnClaim;
 }
 
 export interface ApplyResult {
@@ -35,10 +34,8 @@ export interface ApplyResult {
   /** Messages at or below the stored position, or re-published batches already applied. */
   readonly duplicates: number;
   readonly deadLettered: readonly { readonly seq: number; readonly reason: string }[];
-  /** Rows removed because another row took their UNIQUE value. */
-  readonly displaced: number;
-  /** Changes of this node's own batches not replayed: provably in place (counted as applied too). */
-  readonly skippedOwn: number;
+  /** What the changes came to, by version (see ChangeResolver). */
+  readonly resolved: Readonly<ResolveCounts>;
   /** Set when a message waits for this node's schema: it and everything after it were not applied. */
   readonly blocked?: { readonly seq: number; readonly reason: string };
   /** CreatedAt (ms) of the newest change applied, 0 if none. */
@@ -48,8 +45,13 @@ export interface ApplyResult {
 export interface BatchApplierOptions {
   readonly includeTables: readonly string[];
   readonly excludeTables: readonly string[];
-  /** OwnBatches' shared watermark; without it every message is replayed. */
-  readonly watermark?: BigInt64Array;
+  readonly nodeId: number;
+  /** The node's clock state (HybridClock.state, shared memory). */
+  readonly clock: BigInt64Array;
+  readonly digest: RowDigest;
+  /** The application's writes here are captured and published (`publish = true`). */
+  readonly localWrites: boolean;
+  readonly maxClockSkewMs: number;
 }
 
 /**
@@ -73,20 +75,21 @@ export class BatchApplier {
     tableExists: Statement;
     guardOn: Statement;
     guardOff: Statement;
-    globalSeq: Statement;
   };
-  readonly #watermark: BigInt64Array | undefined;
-  readonly #applyRecords: (records: ChangeRecord[]) => {
-    changes: number;
-    displaced: number;
-    lastChangeAt: number;
-  };
+  readonly #resolver: ChangeResolver;
+  readonly #applyRecords: (records: ChangeRecord[]) => { changes: number; lastChangeAt: number };
   readonly #applyBatch: (shard: number, messages: readonly InboundMessage[]) => ApplyResult;
 
   constructor(db: Database, options: BatchApplierOptions) {
     this.#db = db;
     this.#filter = new TableFilter(options.includeTables, options.excludeTables);
-    this.#watermark = options.watermark;
+    this.#resolver = new ChangeResolver(db, {
+      nodeId: options.nodeId,
+      clock: new HybridClock(options.clock),
+      digest: options.digest,
+      localWrites: options.localWrites,
+      maxClockSkewMs: options.maxClockSkewMs,
+    });
     this.#stmts = {
       position: db.prepare(`SELECT stream_seq FROM ${q(POSITIONS)} WHERE shard = ?`).pluck(),
       setPosition: db.prepare(
@@ -105,7 +108,6 @@ export class BatchApplier {
       tableExists: db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").pluck(),
       guardOn: db.prepare(`INSERT OR IGNORE INTO ${q(REPLAY_GUARD)} (id) VALUES (1)`),
       guardOff: db.prepare(`DELETE FROM ${q(REPLAY_GUARD)}`),
-      globalSeq: db.prepare('SELECT seq FROM sqlite_sequence WHERE name = ?').pluck(),
     };
     // Nested db.transaction() runs as a SAVEPOINT inside the batch transaction.
     this.#applyRecords = db.transaction((records: ChangeRecord[]) => this.#applyRecordsNow(records));
@@ -139,12 +141,11 @@ export class BatchApplier {
     return t;
   }
 
-  #applyRecordsNow(records: ChangeRecord[]): { changes: number; displaced: number; lastChangeAt: number } {
+  #applyRecordsNow(records: ChangeRecord[]): { changes: number; lastChangeAt: number } {
     let changes = 0;
-    let displaced = 0;
     let lastChangeAt = 0;
     for (const rec of records) {
-      const { TableName, Type, Row, CreatedAt } = rec.Payload;
+      const { TableName, Type, Row, CreatedAt, Version } = rec.Payload;
       if (isInternalName(TableName) || isSqliteName(TableName)) {
         throw new MalformedMessageError(
           `change targets ${JSON.stringify(TableName.slice(0, 80))}, which is not a user table`,
@@ -162,7 +163,7 @@ export class BatchApplier {
         );
       }
       try {
-        displaced += table.apply(Type, Row).displaced;
+        this.#resolver.apply(table, Type, Row, Version ?? 0, rec.FromNodeId);
       } catch (err) {
         // Re-read this table's layout on the next attempt: the periodic re-check then sees a
         // registry brought up to date, even if the schema-change notice never reached this worker.
@@ -172,7 +173,7 @@ export class BatchApplier {
       changes++;
       if (CreatedAt > lastChangeAt) lastChangeAt = CreatedAt;
     }
-    return { changes, displaced, lastChangeAt };
+    return { changes, lastChangeAt };
   }
 
   #applyBatchNow(shard: number, messages: readonly InboundMessage[]): ApplyResult {
@@ -191,11 +192,8 @@ export class BatchApplier {
     let appliedMessages = 0;
     let appliedChanges = 0;
     let duplicates = 0;
-    let displaced = 0;
-    let skippedOwn = 0;
     let lastChangeAt = 0;
-    const wm = this.#watermark;
-    let raised = false;
+    this.#resolver.resetCounts();
     const deadLettered: { seq: number; reason: string }[] = [];
     let blocked: { seq: number; reason: string } | undefined;
     const now = Date.now();
@@ -212,29 +210,11 @@ export class BatchApplier {
         position = m.seq;
         continue;
       }
-      if (m.own !== undefined && wm !== undefined && claimInPlace(wm, m.own)) {
-        // Committed here after the last replayed write: its rows already hold it (see OwnBatches).
-        skippedOwn += m.own.changes;
-        appliedMessages++;
-        appliedChanges += m.own.changes;
-        if (id !== undefined) {
-          originSeqs.set(id.origin, id.seq);
-          touchedOrigins.add(id.origin);
-        }
-        position = m.seq;
-        continue;
-      }
       try {
         const records = decodeBody(m.data);
-        if (wm !== undefined && !raised) {
-          // Rows are about to be replayed: no change committed so far may be skipped any more.
-          raiseWatermark(wm, Number((s.globalSeq.get(GLOBAL_LOG) as number | bigint | undefined) ?? 0));
-          raised = true;
-        }
         const r = this.#applyRecords(records);
         appliedMessages++;
         appliedChanges += r.changes;
-        displaced += r.displaced;
         if (r.lastChangeAt > lastChangeAt) lastChangeAt = r.lastChangeAt;
         // Only a batch that applied marks its origin sequence as done: a dead-lettered
         // message's Msg-Id is unverified (it may be garbage claiming a high sequence, which
@@ -264,30 +244,10 @@ export class BatchApplier {
       appliedChanges,
       duplicates,
       deadLettered,
-      displaced,
-      skippedOwn,
+      resolved: { ...this.#resolver.counts },
       lastChangeAt,
     };
     return blocked === undefined ? result : { ...result, blocked };
-  }
-
-  /**
-   * Stores a shard's position (and one origin's batch sequence) reached without
-   * this worker: own batches the consumer skipped (see ShardConsumer). Never
-   * moves either backwards.
-   */
-  savePosition(shard: number, position: number, origin: { origin: number; seq: number } | undefined): void {
-    this.#db
-      .transaction(() => {
-        if (position <= this.position(shard)) return;
-        const s = this.#stmts;
-        if (origin !== undefined) {
-          const seq = Number((s.originSeq.get(origin.origin, shard) as number | bigint | undefined) ?? 0);
-          if (origin.seq > seq) s.setOriginSeq.run(origin.origin, shard, origin.seq);
-        }
-        s.setPosition.run(shard, position, Date.now(), 0);
-      })
-      .immediate();
   }
 
   /**

@@ -10,7 +10,7 @@ import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, subjectName } from '../nats/naming.ts';
 import { formatMsgId } from './msg-id.ts';
 import type { ChangeRef, OutboxEntry, OutboxStore } from './outbox-store.ts';
-import type { OwnBatches } from './own-batches.ts';
+import { BACKFILL_VERSION, type HybridClock } from './hybrid-clock.ts';
 import type { ShardHasher } from './shard-hasher.ts';
 import type { WriterQueue } from './writer-queue.ts';
 
@@ -36,8 +36,8 @@ export interface PublisherDeps {
   readonly hasher: ShardHasher;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  /** Where published batches are registered so this node may skip replaying them; none: always replayed. */
-  readonly ownBatches?: OwnBatches;
+  /** Versions each change as it is read for publishing (invariant 3). */
+  readonly clock: HybridClock;
 }
 
 /**
@@ -144,12 +144,8 @@ export class Publisher {
   }
 
   async open(): Promise<void> {
-    const { outbox, ownBatches } = this.#deps;
-    const { lastSeq, inFlight } = await this.#deps.writer.run(() => {
-      // Changes committed before this process published anything are always replayed.
-      ownBatches?.raiseWatermark(outbox.globalSeq());
-      return outbox.load();
-    });
+    const { outbox } = this.#deps;
+    const { lastSeq, inFlight } = await this.#deps.writer.run(() => outbox.load());
     for (const [shard, seq] of lastSeq) {
       const s = this.#shards.get(shard);
       if (s !== undefined) s.lastSeq = seq;
@@ -267,7 +263,19 @@ export class Publisher {
   }
 
   #encodeChange(c: PendingChange): QueuedChange {
-    let bytes = this.#records.write(c.layout, c.changeId, c.type, c.values, c.createdAt, c.valuesFrom);
+    // Versioned now, not in the trigger: capture stays cheap, and the version is newer than every
+    // change this node applied before the write was read. A backfilled row (created_at 0) gets the
+    // lowest version: it never overwrites a change any node made.
+    const version = c.createdAt === 0 ? BACKFILL_VERSION : this.#deps.clock.next();
+    let bytes = this.#records.write(
+      c.layout,
+      c.changeId,
+      c.type,
+      c.values,
+      c.createdAt,
+      version,
+      c.valuesFrom,
+    );
     // A view into the writer's 64 KB chunk, or into a chunk grown for this one large record:
     // that one is copied, so a queued change never keeps a large buffer alive.
     if (bytes.buffer.byteLength > CHUNK_BYTES) bytes = bytes.slice();
@@ -298,9 +306,6 @@ export class Publisher {
           },
           'Unable to publish: change is larger than the largest NATS message; kept in the change log with state 2',
         );
-        // This local write never enters a stream: replaying this node's earlier batches must not be
-        // skipped any more (their rows may hold it; the other nodes converge on the stream's values).
-        this.#deps.ownBatches?.raiseWatermark(first.globalId);
         await writer.run(() => outbox.refuse(first));
         metrics.publishRefused.inc({ shard: s.shard });
         s.queue.shift();
@@ -343,12 +348,6 @@ export class Publisher {
     s.queue.splice(0, batch.changes.length);
     s.lastSeq = batch.entry.seq;
     s.inFlight = batch;
-    this.#deps.ownBatches?.register(
-      s.shard,
-      batch.entry.seq,
-      { firstGlobalId: batch.changes[0]!.globalId, changes: batch.changes.length },
-      batch.entry.payload,
-    );
     return batch;
   }
 

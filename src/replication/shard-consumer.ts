@@ -9,8 +9,6 @@ import { Wakeup } from '../changelog/wakeup.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { ApplyResult, InboundMessage } from './batch-applier.ts';
-import { parseMsgId } from './msg-id.ts';
-import type { OwnBatches } from './own-batches.ts';
 import type { ShardPool } from './shard-pool.ts';
 import type { WriterQueue } from './writer-queue.ts';
 
@@ -31,8 +29,6 @@ export interface ShardConsumerDeps {
   readonly writer: WriterQueue;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  /** This process's published batches, claimed here so the worker may skip replaying them. */
-  readonly ownBatches?: OwnBatches;
 }
 
 export type ShardConsumerState =
@@ -52,8 +48,6 @@ const HIGH_WATER = 20_000;
 const HIGH_WATER_BYTES = 16 * 1024 * 1024;
 /** Message bytes beyond which an apply transaction takes no further message (each is copied to the worker). */
 const APPLY_BATCH_BYTES = 4 * 1024 * 1024;
-/** Longest time the position reached by skipped own batches stays unsaved, ms (see #skipOwn). */
-const POSITION_SAVE_MS = 1000;
 /** How long one apply attempt waits for SQLite's write lock, ms (see #applyWhenLockFree). */
 const LOCK_TRY_MS = 5;
 /**
@@ -94,10 +88,8 @@ export class ShardConsumer {
   #loops: Promise<void>[] = [];
   #messages: ConsumerMessages | undefined;
   #state: ShardConsumerState = { type: 'starting' };
-  /** Highest stream sequence applied (stored, or reached by skipped own batches: see #skipOwn). */
+  /** Highest stream sequence applied (as stored). */
   position = 0;
-  /** Position and own batch sequence reached by skipped own batches and not stored yet. */
-  #unsaved: { position: number; ownSeq: number; since: number } | undefined;
   /** Highest stream sequence read into the buffer (the next consumer starts after it). */
   #lastRead = 0;
   /** Stops the current consumer so that the read loop creates a fresh one (set while one runs). */
@@ -157,8 +149,6 @@ export class ShardConsumer {
     void this.#messages?.close().catch(() => undefined);
     await Promise.allSettled(this.#loops);
     this.#loops = [];
-    // Best effort: unsaved skips are otherwise replayed from the stream at the next start.
-    await this.#saveSkipped().catch(() => undefined);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -232,8 +222,7 @@ export class ShardConsumer {
             msgId: m.headers?.get('Nats-Msg-Id') || undefined,
             data: m.data,
           };
-          const own = this.#deps.ownBatches?.claim(shard, inbound);
-          this.#buffer.push(own === undefined ? inbound : { ...inbound, own });
+          this.#buffer.push(inbound);
           this.#arrived.notify();
           this.#bufferedBytes += m.data.length;
           while (
@@ -274,37 +263,6 @@ export class ShardConsumer {
     return this.#buffer.slice(0, n);
   }
 
-  /**
-   * Skips a batch without the worker when every message in it is an own batch
-   * provably in place (see OwnBatches): the position moves on in memory, and is
-   * stored within POSITION_SAVE_MS or before the next apply. After a crash the
-   * unsaved ones are replayed from the stream, in order, which is always right.
-   * On a writing node this spares a write transaction per batch, each of which
-   * took the write lock from the application.
-   */
-  async #skipOwn(batch: readonly InboundMessage[]): Promise<boolean> {
-    const { ownBatches, writer, metrics } = this.#deps;
-    // Most batches hold another node's message: no writer-queue round trip for them.
-    if (ownBatches === undefined || !batch.every((m) => m.own !== undefined && m.seq > this.position))
-      return false;
-    // Decided in the writer queue, so that no other shard's apply runs meanwhile.
-    if (!(await writer.run(() => batch.every((m) => ownBatches.inPlace(m.own!))))) return false;
-    const last = batch[batch.length - 1]!;
-    this.#unsaved = {
-      position: last.seq,
-      ownSeq: parseMsgId(last.msgId)!.seq, // claimed: an id of this node
-      since: this.#unsaved?.since ?? performance.now(),
-    };
-    this.#advanceTo(last.seq);
-    const label = { shard: String(this.options.shard) };
-    const changes = batch.reduce((n, m) => n + m.own!.changes, 0);
-    metrics.applied.inc(label, changes);
-    metrics.ownSkipped.inc(label, changes);
-    this.lastApplyAt = Date.now();
-    if (this.#state.type !== 'running') this.#setState({ type: 'running' });
-    return true;
-  }
-
   /** Messages up to `position` are done: off the buffer, and the position moves on. */
   #advanceTo(position: number): void {
     let done = 0;
@@ -313,22 +271,6 @@ export class ShardConsumer {
     this.#drained.notify();
     this.position = position;
     this.#deps.metrics.appliedPosition.set({ shard: String(this.options.shard) }, position);
-  }
-
-  /** Stores the position reached by skipped own batches now (before a snapshot copies the database). */
-  storePosition(): Promise<void> {
-    return this.#saveSkipped();
-  }
-
-  /** Stores the position and own batch sequence reached by skipped own batches, if not yet stored. */
-  async #saveSkipped(): Promise<void> {
-    const u = this.#unsaved;
-    const own = this.#deps.ownBatches;
-    if (u === undefined || own === undefined) return;
-    await this.#deps.writer.run(() =>
-      this.#deps.pool.savePosition(this.options.shard, u.position, { origin: own.nodeId, seq: u.ownSeq }),
-    );
-    if (this.#unsaved === u) this.#unsaved = undefined;
   }
 
   /**
@@ -360,34 +302,13 @@ export class ShardConsumer {
     let backoffMs = 100;
     while (!signal.aborted) {
       if (this.#buffer.length === 0) {
-        if (this.#unsaved === undefined) {
-          await this.#arrived.wait(signal);
-          continue;
-        }
-        await this.#arrived.waitFor(POSITION_SAVE_MS, signal);
-        if (this.#buffer.length > 0 || signal.aborted) continue;
-        try {
-          await this.#saveSkipped();
-        } catch (err) {
-          if (signal.aborted) return;
-          logger.warn(
-            { shard, err: String((err as Error).message ?? err) },
-            'saving the position failed; retrying',
-          );
-          await this.#retry.waitFor(1000, signal);
-        }
+        await this.#arrived.wait(signal);
         continue;
       }
       const batch = this.#nextBatch(maxBatchMessages);
       let result: ApplyResult;
       const t0 = performance.now();
       try {
-        if (await this.#skipOwn(batch)) {
-          if (performance.now() - this.#unsaved!.since >= POSITION_SAVE_MS) await this.#saveSkipped();
-          continue;
-        }
-        // Stored before anything else applies: the worker's duplicate check reads the origin sequences.
-        await this.#saveSkipped();
         result = await this.#applyWhenLockFree(batch, signal);
         backoffMs = 100;
       } catch (err) {
@@ -403,14 +324,7 @@ export class ShardConsumer {
       this.#advanceTo(result.position);
       if (result.appliedChanges > 0) metrics.applied.inc(label, result.appliedChanges);
       if (result.duplicates > 0) metrics.duplicatesSkipped.inc(label, result.duplicates);
-      if (result.skippedOwn > 0) metrics.ownSkipped.inc(label, result.skippedOwn);
-      if (result.displaced > 0) {
-        metrics.uniqueDisplaced.inc(label, result.displaced);
-        logger.info(
-          { shard, rows: result.displaced },
-          'removed rows whose UNIQUE value an applied change took',
-        );
-      }
+      this.#countResolved(result);
       for (const d of result.deadLettered) {
         metrics.deadLetters.inc(label);
         logger.error(
@@ -440,6 +354,31 @@ export class ShardConsumer {
           logger.info({ shard, seq: this.#state.seq }, 'schema caught up; shard resumes');
         this.#setState({ type: 'running' });
       }
+    }
+  }
+
+  /** Counts (and logs what an operator should see of) what the changes came to, by version. */
+  #countResolved(result: ApplyResult): void {
+    const { logger, metrics } = this.#deps;
+    const shard = this.options.shard;
+    const label = { shard: String(shard) };
+    const r = result.resolved;
+    if (r.superseded > 0) metrics.versionsSuperseded.inc(label, r.superseded);
+    if (r.deferred > 0) metrics.changesDeferred.inc(label, r.deferred);
+    if (r.conflicts > 0) metrics.conflicts.inc(label, r.conflicts);
+    if (r.displaced > 0) {
+      metrics.uniqueDisplaced.inc(label, r.displaced);
+      logger.info(
+        { shard, rows: r.displaced },
+        'rows lost a UNIQUE value to a newer row; kept in the conflict log and restored when the value is free',
+      );
+    }
+    if (r.aheadOfClock > 0) {
+      metrics.versionsAheadOfClock.inc(label, r.aheadOfClock);
+      logger.warn(
+        { shard, changes: r.aheadOfClock },
+        "applied changes whose versions are ahead of this node's clock by more than max_clock_skew: check the clocks",
+      );
     }
   }
 

@@ -7,8 +7,12 @@ export interface ShardWorkerData {
   readonly busyTimeoutMs: number;
   readonly includeTables: readonly string[];
   readonly excludeTables: readonly string[];
-  /** OwnBatches' watermark (shared memory); without it every message is replayed. */
-  readonly watermark?: BigInt64Array;
+  readonly nodeId: number;
+  /** The node's hybrid clock (HybridClock.state: shared memory, the same cell in every worker). */
+  readonly clock: BigInt64Array;
+  /** The application's writes here are captured and published. */
+  readonly localWrites: boolean;
+  readonly maxClockSkewMs: number;
 }
 
 const here = import.meta.url;
@@ -72,14 +76,6 @@ export class ShardPool {
 
   position(shard: number): Promise<number> {
     return this.#pool(shard).run({ shard }, { name: 'position' }) as Promise<number>;
-  }
-
-  savePosition(
-    shard: number,
-    position: number,
-    origin: { origin: number; seq: number } | undefined,
-  ): Promise<void> {
-    return this.#pool(shard).run({ shard, position, origin }, { name: 'savePosition' }) as Promise<void>;
   }
 
   deadLetter(shard: number, message: InboundMessage, reason: string): Promise<void> {

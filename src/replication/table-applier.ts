@@ -1,7 +1,9 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { quoteIdent as q } from '../cdc/names.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
+import { capturedColumns } from '../cdc/trigger-sql.ts';
 import { MalformedMessageError } from '../codec/change-record.ts';
+import { hashLayout, type HashLayout } from '../codec/row-digest.ts';
 import { fromWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
 
 /** A change that cannot apply until this node's schema catches up: its shard waits, in order (invariant 5). */
@@ -11,7 +13,7 @@ export class SchemaLagError extends Error {
 }
 
 /** SQLite errors that mean "this node's schema is behind the sender's". */
-function isSchemaLag(err: unknown): boolean {
+export function isSchemaLag(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';
   const msg = (err as Error).message ?? '';
   return (
@@ -24,47 +26,55 @@ function isSchemaLag(err: unknown): boolean {
   );
 }
 
-export interface ApplyOutcome {
-  /** Rows of other keys removed because they held a UNIQUE value this change takes. */
-  readonly displaced: number;
-}
+/** The result of writing a row: its values as stored, or the keys of the rows holding a UNIQUE value it needs. */
+export type WriteOutcome =
+  | { readonly written: readonly SqlValue[]; readonly replaced?: true }
+  | { readonly holders: readonly (readonly SqlValue[])[] };
 
 /**
- * Applies changes to one table. Upsert on the key (`ON CONFLICT (key) DO
- * UPDATE` keeps the row in place, unlike HarmonyLite's INSERT OR REPLACE);
- * when the upsert collides on another UNIQUE constraint, the row holding the
- * value is removed and the upsert retried, as INSERT OR REPLACE would, so every
- * node reaches the same state given the same order. Statements are prepared
- * once per column set.
+ * Reads and writes one table's rows by key, for the applier (which decides,
+ * by version, what to write: see BatchApplier). Writes are upserts on the key
+ * (`ON CONFLICT (key) DO UPDATE` keeps the row in place, unlike HarmonyLite's
+ * INSERT OR REPLACE) that also set the key columns, so a key changed only in
+ * case under `COLLATE NOCASE` arrives as written; tables keyed by the rowid, and
+ * keys holding NULL (which never conflict), are written by UPDATE, then INSERT
+ * when no row matched. Every statement returns the row as stored, in
+ * `columns` order, read with safe integers. Statements are prepared once per
+ * column set.
  *
- * Contract of a UNIQUE collision: exactly the rows SQLite reports in conflict
- * go, nothing else. Full column indexes are matched by value (exact count,
- * the key's row updated in place). Partial indexes (`... WHERE deleted = 0`)
- * are not: matching by value would also remove rows outside the predicate,
- * which never collide; nor can expression indexes (`lower(email)`) be. When a
- * collision remains, SQLite's own REPLACE resolution removes the rows that
- * really conflict (the key's row is then re-inserted, so columns the change
- * does not carry take their defaults; such removals count as one).
+ * A write that collides on another UNIQUE constraint is not resolved here: the
+ * rows holding the value are returned (full-column indexes are matched by
+ * value). Partial and expression indexes cannot be matched by value; a
+ * collision on one is resolved by SQLite's REPLACE, as HarmonyLite did.
  */
 export class TableApplier {
   readonly #db: Database;
   readonly schema: TableSchema;
-  readonly #columns: Set<string>;
-  readonly #upserts = new Map<string, Statement>();
-  readonly #replaces = new Map<string, Statement>();
+  /** The table's captured columns (the rowid first for tables keyed by it): the order of every row read or written. */
+  readonly columns: readonly string[];
+  readonly layout: HashLayout;
+  readonly #columnSet: Set<string>;
+  readonly #keyIndexes: readonly number[];
+  readonly #writes = new Map<string, { upsert: Statement; update: Statement; insert: Statement }>();
+  readonly #read: Statement;
   readonly #delete: Statement;
-  readonly #displace: { columns: readonly string[]; stmt: Statement }[];
-  readonly #keyWhere: string;
+  readonly #holders: { columns: readonly string[]; stmt: Statement }[];
+  readonly #returning: string;
 
   constructor(db: Database, schema: TableSchema) {
     this.#db = db;
     this.schema = schema;
-    this.#columns = new Set([
-      ...schema.columns,
-      ...(schema.rowidAlias === undefined ? [] : [schema.rowidAlias]),
-    ]);
-    this.#keyWhere = schema.keyColumns.map((k) => `${q(k)} = ?`).join(' AND ');
-    this.#delete = db.prepare(`DELETE FROM ${q(schema.name)} WHERE ${this.#keyWhere}`);
+    this.columns = capturedColumns(schema);
+    this.layout = hashLayout(this.columns);
+    this.#columnSet = new Set(this.columns);
+    this.#keyIndexes = schema.keyColumns.map((k) => this.columns.indexOf(k));
+    this.#returning = `RETURNING ${this.columns.map(q).join(', ')}`;
+    const keyIs = schema.keyColumns.map((k) => `${q(k)} IS ?`).join(' AND ');
+    this.#read = this.#prepare(
+      `SELECT ${this.columns.map(q).join(', ')} FROM ${q(schema.name)} WHERE ${keyIs}`,
+    ).raw(true);
+    this.#read.safeIntegers(true);
+    this.#delete = this.#prepare(`DELETE FROM ${q(schema.name)} WHERE ${keyIs}`);
     const partial = new Set(
       (
         db.prepare(`PRAGMA index_list(${q(schema.name)})`).all() as {
@@ -75,32 +85,55 @@ export class TableApplier {
         .filter((i) => Number(i.partial) === 1)
         .map((i) => i.name),
     );
-    this.#displace = schema.uniqueIndexes
+    this.#holders = schema.uniqueIndexes
       .filter((u) => !partial.has(u.name))
-      .map((u) => ({
-        columns: u.columns,
-        stmt: db.prepare(
-          `DELETE FROM ${q(schema.name)} WHERE ${u.columns.map((c) => `${q(c)} = ?`).join(' AND ')} AND NOT (${schema.keyColumns
-            .map((k) => `${q(k)} IS ?`)
-            .join(' AND ')})`,
-        ),
-      }));
+      .map((u) => {
+        const stmt = db
+          .prepare(
+            `SELECT ${schema.keyColumns.map(q).join(', ')} FROM ${q(schema.name)} WHERE ` +
+              `${u.columns.map((c) => `${q(c)} = ?`).join(' AND ')} AND NOT (${keyIs})`,
+          )
+          .raw(true);
+        stmt.safeIntegers(true);
+        return { columns: u.columns, stmt };
+      });
   }
 
-  /** Every change must carry its key: without it no node can tell which row it means. */
-  #requireKey(row: Record<string, WireValue>): void {
-    for (const k of this.schema.keyColumns) {
+  /** True when the table has UNIQUE constraints besides its key: writes may displace rows. */
+  get hasUnique(): boolean {
+    return this.schema.uniqueIndexes.length > 0;
+  }
+
+  /** The key of a change's row; every change must carry it: without it no node can tell which row it means. */
+  keyOf(row: Record<string, WireValue>): SqlValue[] {
+    return this.schema.keyColumns.map((k) => {
       if (!Object.hasOwn(row, k)) {
         throw new MalformedMessageError(
           `table ${this.schema.name}: change has no value for key column ${JSON.stringify(k)}`,
         );
       }
-    }
+      return fromWire(row[k]);
+    });
   }
 
-  #key(row: Record<string, WireValue>): SqlValue[] {
-    this.#requireKey(row);
-    return this.schema.keyColumns.map((k) => fromWire(row[k]));
+  /** The key of a row read from this table. */
+  keyOfValues(values: readonly SqlValue[]): SqlValue[] {
+    return this.#keyIndexes.map((i) => values[i] as SqlValue);
+  }
+
+  /** A change's values in `columns` order (NULL for columns it does not carry): what the row holds once it is written. */
+  valuesOf(row: Record<string, WireValue>): SqlValue[] {
+    return this.columns.map((c) => (Object.hasOwn(row, c) ? fromWire(row[c]) : null));
+  }
+
+  /** The row with this key, in `columns` order, or undefined. */
+  read(key: readonly SqlValue[]): SqlValue[] | undefined {
+    return this.#read.get(key) as SqlValue[] | undefined;
+  }
+
+  /** Deletes the row with this key; true when there was one. */
+  remove(key: readonly SqlValue[]): boolean {
+    return this.#delete.run(key).changes > 0;
   }
 
   #prepare(sql: string): Statement {
@@ -113,107 +146,85 @@ export class TableApplier {
     }
   }
 
-  /** INSERT OR REPLACE: SQLite removes every row in conflict, whatever the index. */
-  #replace(cols: readonly string[]): Statement {
+  #statements(cols: readonly string[]): { upsert: Statement; update: Statement; insert: Statement } {
     const sig = cols.join('\u0000');
-    let stmt = this.#replaces.get(sig);
-    if (stmt === undefined) {
-      stmt = this.#prepare(
-        `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`,
-      );
-      this.#replaces.set(sig, stmt);
-    }
-    return stmt;
-  }
-
-  #upsert(cols: readonly string[]): Statement {
-    const sig = cols.join('\u0000');
-    let stmt = this.#upserts.get(sig);
-    if (stmt === undefined) {
-      const keys = new Set(this.schema.keyColumns);
-      const updates = cols.filter((c) => !keys.has(c)).map((c) => `${q(c)} = excluded.${q(c)}`);
-      const conflict =
-        `ON CONFLICT (${this.schema.keyColumns.map(q).join(', ')}) ` +
-        (updates.length ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING');
-      // A rowid-keyed table has no conflict target other than the rowid itself.
-      const sql =
-        this.schema.rowidAlias === undefined
-          ? `INSERT INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ${conflict}`
-          : `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`;
-      stmt = this.#prepare(sql);
-      this.#upserts.set(sig, stmt);
-    }
-    return stmt;
-  }
-
-  /** The columns of the last insert/update and their statement: consecutive changes mostly share them. */
-  #lastCols: readonly string[] = [];
-  #lastStmt: Statement | undefined;
-
-  /** The upsert for a change carrying exactly `cols`; SchemaLagError for a column this table lacks. */
-  #upsertFor(cols: readonly string[]): Statement {
-    const last = this.#lastCols;
-    if (this.#lastStmt !== undefined && cols.length === last.length) {
-      let same = true;
-      for (let i = 0; i < cols.length; i++) {
-        if (cols[i] !== last[i]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return this.#lastStmt;
-    }
+    let s = this.#writes.get(sig);
+    if (s !== undefined) return s;
     for (const c of cols) {
-      if (!this.#columns.has(c))
+      if (!this.#columnSet.has(c))
         throw new SchemaLagError(`table ${this.schema.name} has no column ${JSON.stringify(c)}`);
     }
-    const stmt = this.#upsert(cols);
-    this.#lastCols = cols;
-    this.#lastStmt = stmt;
-    return stmt;
+    const t = q(this.schema.name);
+    const list = cols.map(q).join(', ');
+    const params = cols.map(() => '?').join(', ');
+    const insertSql = `INSERT INTO ${t} (${list}) VALUES (${params}) ${this.#returning}`;
+    const keyIs = this.schema.keyColumns.map((k) => `${q(k)} IS ?`).join(' AND ');
+    const reader = (sql: string): Statement => {
+      const stmt = this.#prepare(sql).raw(true);
+      stmt.safeIntegers(true);
+      return stmt;
+    };
+    s = {
+      // A rowid-keyed table has no conflict target: its writes take the update-then-insert path.
+      upsert: reader(
+        this.schema.rowidAlias === undefined
+          ? `INSERT INTO ${t} (${list}) VALUES (${params}) ON CONFLICT (${this.schema.keyColumns.map(q).join(', ')}) ` +
+              `DO UPDATE SET ${cols.map((c) => `${q(c)} = excluded.${q(c)}`).join(', ')} ${this.#returning}`
+          : insertSql,
+      ),
+      update: reader(
+        `UPDATE ${t} SET ${cols.map((c) => `${q(c)} = ?`).join(', ')} WHERE ${keyIs} ${this.#returning}`,
+      ),
+      insert: reader(insertSql),
+    };
+    this.#writes.set(sig, s);
+    return s;
   }
 
-  /** Applies one change; SchemaLagError when this node's schema cannot take it yet. */
-  apply(type: 'insert' | 'update' | 'delete', row: Record<string, WireValue>): ApplyOutcome {
+  /** Writes a change's row (insert or update by key); SchemaLagError when this node's schema cannot take it yet. */
+  write(row: Record<string, WireValue>): WriteOutcome {
+    const key = this.keyOf(row);
+    const cols = Object.keys(row);
+    const values: SqlValue[] = new Array(cols.length);
+    for (let i = 0; i < cols.length; i++) values[i] = fromWire(row[cols[i]!]);
     try {
-      if (type === 'delete') {
-        this.#delete.run(this.#key(row));
-        return { displaced: 0 };
-      }
-      this.#requireKey(row); // insert/update must name its row, as a delete must
-      const cols = Object.keys(row);
-      const stmt = this.#upsertFor(cols);
-      const values: SqlValue[] = new Array(cols.length);
-      for (let i = 0; i < cols.length; i++) values[i] = fromWire(row[cols[i]!]);
+      const s = this.#statements(cols);
       try {
-        stmt.run(values);
-        return { displaced: 0 };
+        if (this.schema.rowidAlias === undefined && !key.includes(null))
+          return { written: s.upsert.get(values) as SqlValue[] };
+        const updated = s.update.get([...values, ...key]) as SqlValue[] | undefined;
+        return { written: updated ?? (s.insert.get(values) as SqlValue[]) };
       } catch (err) {
         if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw err;
       }
-      const displaced = this.#displaceHolders(row);
-      try {
-        stmt.run(values);
-        return { displaced };
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw err;
-      }
-      // Still in conflict: on a partial or expression index, or one with its own collation.
-      this.#replace(cols).run(values);
-      return { displaced: displaced + 1 };
+      const holders = this.#findHolders(row, key);
+      if (holders.length > 0) return { holders };
+      // Only a partial, expression or collated index can still collide: SQLite's REPLACE resolves it.
+      return { written: this.#replace(cols).get(values) as SqlValue[], replaced: true };
     } catch (err) {
       if (err instanceof SchemaLagError || !isSchemaLag(err)) throw err;
       throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
     }
   }
 
-  #displaceHolders(row: Record<string, WireValue>): number {
-    const key = this.#key(row);
-    let removed = 0;
-    for (const { columns, stmt } of this.#displace) {
+  #replace(cols: readonly string[]): Statement {
+    const stmt = this.#prepare(
+      `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ${this.#returning}`,
+    ).raw(true);
+    stmt.safeIntegers(true);
+    return stmt;
+  }
+
+  /** Keys of the rows (other than this change's) holding one of the UNIQUE values the change writes. */
+  #findHolders(row: Record<string, WireValue>, key: readonly SqlValue[]): SqlValue[][] {
+    const found = new Map<string, SqlValue[]>();
+    for (const { columns, stmt } of this.#holders) {
       if (!columns.every((c) => Object.hasOwn(row, c))) continue;
-      removed += stmt.run([...columns.map((c) => fromWire(row[c])), ...key]).changes;
+      const params = columns.map((c) => fromWire(row[c]));
+      if (params.includes(null)) continue; // NULLs never collide
+      for (const holder of stmt.all([...params, ...key]) as SqlValue[][])
+        found.set(holder.map((v) => String(v)).join('\u0000'), holder);
     }
-    return removed;
+    return [...found.values()];
   }
 }

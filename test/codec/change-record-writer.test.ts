@@ -77,12 +77,13 @@ function viaObjects(
   type: ChangeRecord['Payload']['Type'],
   values: SqlValue[],
   createdAt: number,
+  version: number,
 ): Uint8Array {
   const row: Record<string, WireValue> = {};
   columns.forEach((c, i) => (row[c] = toWire(values[i]!)));
   return encodeRecord({
     FromNodeId: nodeId,
-    Payload: { Id: changeId, Type: type, TableName: table, Row: row, CreatedAt: createdAt },
+    Payload: { Id: changeId, Type: type, TableName: table, Row: row, CreatedAt: createdAt, Version: version },
   });
 }
 
@@ -91,9 +92,21 @@ test('every edge value of every storage class: the same bytes as encodeRecord (v
     const writer = new ChangeRecordWriter(nodeId);
     const layout = recordLayout('t', ['v']);
     for (const v of EDGES) {
-      for (const changeId of [1, 300, 2 ** 40]) {
-        const got = writer.write(layout, changeId, 'update', [99n, 'id', null, v], 1_795_000_000_000, 3);
-        const want = viaObjects(nodeId, 't', ['v'], changeId, 'update', [v], 1_795_000_000_000);
+      for (const [changeId, version] of [
+        [1, 0],
+        [300, 1_795_000_000_000_123],
+        [2 ** 40, 2 ** 53 - 1],
+      ] as const) {
+        const got = writer.write(
+          layout,
+          changeId,
+          'update',
+          [99n, 'id', null, v],
+          1_795_000_000_000,
+          version,
+          3,
+        );
+        const want = viaObjects(nodeId, 't', ['v'], changeId, 'update', [v], 1_795_000_000_000, version);
         assert.deepEqual(
           Buffer.from(got),
           Buffer.from(want),
@@ -114,9 +127,9 @@ test('random rows of many columns, written back to back: each the same bytes, an
   for (let n = 0; n < 2000; n++) {
     const values = columns.map(() => EDGES[Math.floor(rand() * EDGES.length)]!);
     const type = CHANGE_TYPES[n % 3]!;
-    const got = writer.write(layout, n + 1, type, values, n * 1000);
+    const got = writer.write(layout, n + 1, type, values, n * 1000, n * 7);
     records.push(got);
-    wanted.push(viaObjects(7, 'a "quoted" table', columns, n + 1, type, values, n * 1000));
+    wanted.push(viaObjects(7, 'a "quoted" table', columns, n + 1, type, values, n * 1000, n * 7));
   }
   // Checked after all were written: earlier records stay intact when the writer moves to a new chunk.
   records.forEach((r, i) => assert.deepEqual(Buffer.from(r), Buffer.from(wanted[i]!), `record ${i}`));
@@ -124,4 +137,5 @@ test('random rows of many columns, written back to back: each the same bytes, an
   assert.equal(decoded.length, 50);
   assert.equal(decoded[49]!.Payload.Id, 50);
   assert.equal(decoded[49]!.Payload.TableName, 'a "quoted" table');
+  assert.equal(decoded[49]!.Payload.Version, 49 * 7);
 });

@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { BatchApplier } from '../../src/replication/batch-applier.ts';
-import { crashBatch } from './apply-messages.ts';
+import { applierOptions, crashBatch } from './apply-messages.ts';
 
 const [dbPath, marker] = process.argv.slice(2);
 if (dbPath === undefined || marker === undefined) throw new Error('usage: DB_PATH MARKER_PATH');
@@ -23,6 +23,6 @@ db.function('hang', () => {
   return null;
 });
 db.exec('CREATE TEMP TRIGGER hang_on_3 AFTER INSERT ON main.items WHEN NEW.id = 3 BEGIN SELECT hang(); END');
-const applier = new BatchApplier(db, { includeTables: [], excludeTables: [] });
+const applier = new BatchApplier(db, applierOptions());
 applier.apply(1, crashBatch());
 writeFileSync(marker, 'committed (the trigger did not hang)');

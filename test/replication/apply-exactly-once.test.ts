@@ -22,7 +22,7 @@ import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { BatchApplier } from '../../src/replication/batch-applier.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
-import { change, crashBatch, message, rawMessage } from './apply-messages.ts';
+import { applierOptions, change, crashBatch, message, rawMessage } from './apply-messages.ts';
 
 const SCHEMA = `
   CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
@@ -51,7 +51,7 @@ function fixture(name: string, dir: string, schema = SCHEMA): Fixture {
     dbPath,
     db,
     app,
-    applier: new BatchApplier(db, { includeTables: [], excludeTables: [] }),
+    applier: new BatchApplier(db, applierOptions()),
     close() {
       app.close();
       db.close();
@@ -408,7 +408,7 @@ describe('BatchApplier: rows, positions and origin sequences commit together', (
       assertNothingCaptured(f);
 
       // The restarted node replays the same messages from the stored position + 1.
-      const applier = new BatchApplier(f.db, { includeTables: [], excludeTables: [] });
+      const applier = new BatchApplier(f.db, applierOptions());
       const r = applier.apply(1, crashBatch());
       assert.equal(r.appliedMessages, 5);
       assert.equal(r.position, 5);

@@ -6,10 +6,30 @@
 import { compressBody, encodeRecords } from '../../src/codec/change-batch-codec.ts';
 import type { ChangeRecord, ChangeType } from '../../src/codec/change-record.ts';
 import { toWire, type SqlValue, type WireValue } from '../../src/codec/sql-value.ts';
-import type { InboundMessage } from '../../src/replication/batch-applier.ts';
+import { RowDigest } from '../../src/codec/row-digest.ts';
+import type { BatchApplierOptions, InboundMessage } from '../../src/replication/batch-applier.ts';
+import { HybridClock } from '../../src/replication/hybrid-clock.ts';
 import { formatMsgId, type BatchId } from '../../src/replication/msg-id.ts';
 
 let changeId = 0;
+/** Versions as a publisher takes them: each change newer than the one built before it. */
+const clock = new HybridClock();
+
+export const digest = await RowDigest.create();
+
+/** A BatchApplier's options for tests: node 99 (the changes come from node 7), no local writes. */
+export function applierOptions(over: Partial<BatchApplierOptions> = {}): BatchApplierOptions {
+  return {
+    includeTables: [],
+    excludeTables: [],
+    nodeId: 99,
+    clock: new HybridClock().state,
+    digest,
+    localWrites: false,
+    maxClockSkewMs: 60_000,
+    ...over,
+  };
+}
 
 /** One change record; values as read with safe integers (INTEGER = bigint, REAL = number). */
 export function change(
@@ -17,12 +37,20 @@ export function change(
   table: string,
   row: Record<string, SqlValue>,
   fromNodeId = 7,
+  version = clock.next(),
 ): ChangeRecord {
   const wire: Record<string, WireValue> = {};
   for (const [k, v] of Object.entries(row)) wire[k] = toWire(v);
   return {
     FromNodeId: fromNodeId,
-    Payload: { Id: ++changeId, Type: type, TableName: table, Row: wire, CreatedAt: Date.now() },
+    Payload: {
+      Id: ++changeId,
+      Type: type,
+      TableName: table,
+      Row: wire,
+      CreatedAt: Date.now(),
+      Version: version,
+    },
   };
 }
 

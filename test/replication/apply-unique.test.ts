@@ -13,7 +13,7 @@ import { installCapture } from '../../src/cdc/capture-installer.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { BatchApplier } from '../../src/replication/batch-applier.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
-import { change, message } from './apply-messages.ts';
+import { applierOptions, change, message } from './apply-messages.ts';
 
 const dir = tempDir('hl-apply-unique-');
 after(() => dir.remove());
@@ -26,7 +26,7 @@ function fixture(schema: string) {
   db.exec(schema);
   installCapture(db, new TableFilter([], []), { captureWrites: true });
   db.defaultSafeIntegers(true);
-  const applier = new BatchApplier(db, { includeTables: [], excludeTables: [] });
+  const applier = new BatchApplier(db, applierOptions());
   let seq = 0;
   return {
     db,
@@ -53,7 +53,7 @@ test('a full UNIQUE index: the change takes the value, the holder goes; NULLs ne
     ['insert', 'u', { id: 3n, email: null, v: 3n }],
   );
   const r = f.apply(['insert', 'u', { id: 4n, email: 'x', v: 4n }]);
-  assert.equal(r.displaced, 1);
+  assert.equal(r.resolved.displaced, 1);
   assert.deepEqual(f.rows('SELECT id, email FROM u ORDER BY id'), [
     [2n, null],
     [3n, null],
@@ -74,7 +74,7 @@ test('a composite UNIQUE: only the row holding the same combination goes', () =>
     ['insert', 's', { day: 2n, slot: 1n, owner: 'ann' }],
   );
   const r = f.apply(['insert', 's', { day: 1n, slot: 2n, owner: 'ann' }]);
-  assert.equal(r.displaced, 1);
+  assert.equal(r.resolved.displaced, 1);
   assert.deepEqual(f.rows('SELECT day, slot, owner FROM s ORDER BY day, slot'), [
     [1n, 2n, 'ann'],
     [2n, 1n, 'ann'],
@@ -110,7 +110,7 @@ test('an expression UNIQUE index: a collision resolves like the others instead o
   `);
   f.apply(['insert', 'people', { id: 1n, email: 'Ann@X', note: 'first' }]);
   const r = f.apply(['insert', 'people', { id: 2n, email: 'ann@x', note: 'second' }]);
-  assert.ok(r.displaced >= 1);
+  assert.ok(r.resolved.displaced >= 1);
   assert.deepEqual(f.rows('SELECT id, email, note FROM people ORDER BY id'), [[2n, 'ann@x', 'second']]);
   // The key's own row, updated while another row holds the expression value.
   f.apply(['insert', 'people', { id: 3n, email: 'bob', note: 'b' }]);

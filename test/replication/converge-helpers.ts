@@ -50,7 +50,7 @@ export async function closeAll(nodes: readonly (TestNode | undefined)[], ...rest
 /** Every node's value of a metric counter (summed over labels). */
 export async function counterValue(
   node: TestNode,
-  name: 'deadLetters' | 'applied' | 'duplicatesSkipped' | 'ownSkipped' | 'walCheckpoints',
+  name: 'deadLetters' | 'applied' | 'duplicatesSkipped' | 'walCheckpoints',
 ) {
   const m = await node.node.metrics[name].get();
   return m.values.reduce((s, v) => s + v.value, 0);
