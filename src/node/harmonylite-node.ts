@@ -88,7 +88,6 @@ export class HarmonyLiteNode {
   #scanner: ChangelogScanner | undefined;
   #publisher: Publisher | undefined;
   #consumers: ShardConsumer[] = [];
-  #outbox: OutboxStore | undefined;
   #checkpointing = false;
   /** Size of the -wal file when a checkpoint last completed (every frame in the database file). */
   #walCheckpointed: number | undefined;
@@ -267,10 +266,10 @@ export class HarmonyLiteNode {
       this.#publisher = new Publisher(
         {
           scanner: this.#scanner,
-          outbox: (this.#outbox = new OutboxStore(this.#writeDb, {
+          outbox: new OutboxStore(this.#writeDb, {
             busyTimeoutMs: config.busy_timeout,
             writer: this.writer,
-          })),
+          }),
           writer: this.writer,
           js: this.#js,
           hasher: await createShardHasher(rl.shards),
