@@ -64,20 +64,22 @@ export function reconcileIndex(
       `ON CONFLICT (tbl, pk) DO UPDATE SET version = excluded.version, origin = excluded.origin, hash = excluded.hash, state = excluded.state`,
   );
   const log = options.log ? changeLogger(db, schema, columns) : undefined;
-  const rows = db
-    .prepare(`SELECT ${columns.map(q).join(', ')} FROM ${q(schema.name)}`)
-    .raw(true)
-    .safeIntegers(true);
   let indexed = 0;
   let backfilled = 0;
   let escaped = 0;
   let liveSeen = 0;
-  for (const values of rows.iterate() as IterableIterator<SqlValue[]>) {
+  // What the change log already carries (pending, or published and not back yet): not logged twice.
+  const logged = options.log
+    ? loggedStates(db, schema, columns, keyIndexes, digest)
+    : new Map<string, bigint | null>();
+  for (const values of tableRows(db, schema, columns)) {
     const pk = digest.key(
       keyIndexes.map((i) => values[i]!),
       schema.keyFold,
     );
     const hash = digest.hash(layout, values);
+    const latest = logged.get(pk.toString('latin1'));
+    logged.delete(pk.toString('latin1'));
     const entry = get.get(schema.name, pk) as [bigint | null, bigint] | undefined;
     if (entry === undefined && !known) {
       // Accounted for at the lowest version: clean for the applier, and never newer than a real change.
@@ -94,14 +96,76 @@ export function reconcileIndex(
       liveSeen++;
       if (entry[0] === hash) continue;
     }
+    if (latest === hash) continue; // its last logged change holds these values
     if (log !== undefined) {
       log(values, entry !== undefined && Number(entry[1]) === LIVE ? 'update' : 'insert', Date.now());
       escaped++;
     }
   }
-  if (log !== undefined && known) escaped += logMissing(db, schema, digest, liveSeen, log);
+  if (log !== undefined && known) escaped += logMissing(db, schema, digest, liveSeen, log, logged);
   db.prepare(`INSERT OR IGNORE INTO ${q(INDEXED_TABLES)} (name) VALUES (?)`).run(schema.name);
   return { indexed, backfilled, escaped };
+}
+
+/** Rows read per query: the caller writes between pages (a connection cannot write while it iterates). */
+const PAGE_ROWS = 5000;
+
+/** Every row of a table, `columns` first, in pages ordered by rowid, or by key for a WITHOUT ROWID table. */
+function* tableRows(db: Database, schema: TableSchema, columns: readonly string[]): Generator<SqlValue[]> {
+  const t = q(schema.name);
+  const withoutRowid =
+    (db
+      .prepare('SELECT wr FROM pragma_table_list WHERE schema = ? AND name = ?')
+      .pluck()
+      .get('main', schema.name) as number | undefined) === 1;
+  const order = withoutRowid ? schema.keyColumns.map(q) : ['rowid'];
+  const select = `SELECT ${columns.map(q).join(', ')}, ${order.join(', ')} FROM ${t}`;
+  const first = db
+    .prepare(`${select} ORDER BY ${order.join(', ')} LIMIT ${PAGE_ROWS}`)
+    .raw(true)
+    .safeIntegers(true);
+  const next = db
+    .prepare(
+      `${select} WHERE (${order.join(', ')}) > (${order.map(() => '?').join(', ')}) ORDER BY ${order.join(', ')} LIMIT ${PAGE_ROWS}`,
+    )
+    .raw(true)
+    .safeIntegers(true);
+  let page = first.all() as SqlValue[][];
+  while (page.length > 0) {
+    for (const row of page) yield row.slice(0, columns.length);
+    if (page.length < PAGE_ROWS) return;
+    page = next.all(page[page.length - 1]!.slice(columns.length)) as SqlValue[][];
+  }
+}
+
+/**
+ * Per key (canonical bytes as latin1), the state its newest change-log row
+ * leaves: the hash of its values, or null for a delete.
+ */
+function loggedStates(
+  db: Database,
+  schema: TableSchema,
+  columns: readonly string[],
+  keyIndexes: readonly number[],
+  digest: RowDigest,
+): Map<string, bigint | null> {
+  const layout = hashLayout(columns);
+  const out = new Map<string, bigint | null>();
+  const rows = db
+    .prepare(
+      `SELECT type, ${columns.map((c) => q(valueColumn(c))).join(', ')} FROM ${q(changeLogTable(schema.name))} ORDER BY id`,
+    )
+    .raw(true)
+    .safeIntegers(true)
+    .all() as [string, ...SqlValue[]][];
+  for (const [type, ...values] of rows) {
+    const pk = digest.key(
+      keyIndexes.map((i) => values[i]!),
+      schema.keyFold,
+    );
+    out.set(pk.toString('latin1'), type === 'delete' ? null : digest.hash(layout, values));
+  }
+  return out;
 }
 
 type LogChange = (
@@ -133,6 +197,7 @@ function logMissing(
   digest: RowDigest,
   liveSeen: number,
   log: LogChange,
+  logged: ReadonlyMap<string, bigint | null>,
 ): number {
   const live = Number(
     db
@@ -152,8 +217,9 @@ function logMissing(
     .prepare(`SELECT pk FROM ${q(ROW_VERSIONS)} WHERE tbl = ? AND state = ${LIVE}`)
     .pluck()
     .all(schema.name) as Buffer[];
-  let logged = 0;
+  let deletes = 0;
   for (const pk of entries) {
+    if (logged.get(pk.toString('latin1')) === null) continue; // its delete is logged already
     const key = digest.decodeKey(pk);
     if (exists.get(key) !== undefined) continue;
     // A delete carries the key; the other columns are unknown now and travel as NULL.
@@ -164,7 +230,7 @@ function logMissing(
     log(values, 'delete', Date.now());
     // Not live any more: a later reconcile must not log the same delete again before it comes back.
     tombstone.run(schema.name, pk);
-    logged++;
+    deletes++;
   }
-  return logged;
+  return deletes;
 }

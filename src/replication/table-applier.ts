@@ -58,7 +58,7 @@ export class TableApplier {
   readonly #writes = new Map<string, { upsert: Statement; update: Statement; insert: Statement }>();
   readonly #read: Statement;
   readonly #delete: Statement;
-  readonly #holders: { columns: readonly string[]; stmt: Statement }[];
+  readonly #holders: readonly HolderQuery[];
   readonly #returning: string;
 
   constructor(db: Database, schema: TableSchema) {
@@ -75,33 +75,12 @@ export class TableApplier {
     ).raw(true);
     this.#read.safeIntegers(true);
     this.#delete = this.#prepare(`DELETE FROM ${q(schema.name)} WHERE ${keyIs}`);
-    const partial = new Set(
-      (
-        db.prepare(`PRAGMA index_list(${q(schema.name)})`).all() as {
-          name: string;
-          partial: number | bigint;
-        }[]
-      )
-        .filter((i) => Number(i.partial) === 1)
-        .map((i) => i.name),
-    );
-    this.#holders = schema.uniqueIndexes
-      .filter((u) => !partial.has(u.name))
-      .map((u) => {
-        const stmt = db
-          .prepare(
-            `SELECT ${schema.keyColumns.map(q).join(', ')} FROM ${q(schema.name)} WHERE ` +
-              `${u.columns.map((c) => `${q(c)} = ?`).join(' AND ')} AND NOT (${keyIs})`,
-          )
-          .raw(true);
-        stmt.safeIntegers(true);
-        return { columns: u.columns, stmt };
-      });
+    this.#holders = uniqueHolderQueries(db, schema, keyIs);
   }
 
   /** True when the table has UNIQUE constraints besides its key: writes may displace rows. */
   get hasUnique(): boolean {
-    return this.schema.uniqueIndexes.length > 0;
+    return this.#holders.length > 0;
   }
 
   /** The key of a change's row; every change must carry it: without it no node can tell which row it means. */
@@ -218,13 +197,114 @@ export class TableApplier {
   /** Keys of the rows (other than this change's) holding one of the UNIQUE values the change writes. */
   #findHolders(row: Record<string, WireValue>, key: readonly SqlValue[]): SqlValue[][] {
     const found = new Map<string, SqlValue[]>();
-    for (const { columns, stmt } of this.#holders) {
-      if (!columns.every((c) => Object.hasOwn(row, c))) continue;
-      const params = columns.map((c) => fromWire(row[c]));
-      if (params.includes(null)) continue; // NULLs never collide
-      for (const holder of stmt.all([...params, ...key]) as SqlValue[][])
+    for (const h of this.#holders) {
+      if (!h.columns.every((c) => Object.hasOwn(row, c))) continue;
+      const params = h.columns.map((c) => fromWire(row[c]));
+      if (h.byValue && params.includes(null)) continue; // NULLs never collide
+      // Expression queries take the values twice: for the expressions and for the predicate.
+      const bind = h.byValue ? [...params, ...key] : [...params, ...params, ...key];
+      for (const holder of h.stmt.all(bind) as SqlValue[][])
         found.set(holder.map((v) => String(v)).join('\u0000'), holder);
     }
     return [...found.values()];
   }
+}
+
+/** A query for the keys of the rows holding the values one UNIQUE index gives a change's row. */
+interface HolderQuery {
+  /** The columns the query takes, in order, followed by the change's key. */
+  readonly columns: readonly string[];
+  /** Matched by column values (NULLs never collide); otherwise by the index's expressions and predicate. */
+  readonly byValue: boolean;
+  readonly stmt: Statement;
+}
+
+/**
+ * One query per UNIQUE index besides the key. Plain column indexes match by
+ * value. Partial and expression indexes (`lower(email) ... WHERE deleted = 0`)
+ * match by their own expressions, evaluated on the change's values in a
+ * subquery, and their predicate: exactly the rows SQLite finds in conflict.
+ */
+function uniqueHolderQueries(db: Database, schema: TableSchema, keyIs: string): HolderQuery[] {
+  const t = q(schema.name);
+  const keys = schema.keyColumns.map(q).join(', ');
+  const prepare = (sql: string): Statement => {
+    const stmt = db.prepare(sql).raw(true);
+    stmt.safeIntegers(true);
+    return stmt;
+  };
+  const indexes = db.prepare(`PRAGMA index_list(${t})`).all() as {
+    name: string;
+    unique: number;
+    origin: string;
+    partial: number;
+  }[];
+  const out: HolderQuery[] = [];
+  for (const idx of indexes) {
+    if (Number(idx.unique) !== 1 || idx.origin === 'pk') continue;
+    const cols = db.prepare(`PRAGMA index_info(${q(idx.name)})`).all() as {
+      cid: number;
+      name: string | null;
+    }[];
+    const isPlain = Number(idx.partial) !== 1 && cols.every((c) => c.cid >= 0 && c.name !== null);
+    if (isPlain) {
+      const columns = cols.map((c) => c.name!);
+      out.push({
+        columns,
+        byValue: true,
+        stmt: prepare(
+          `SELECT ${keys} FROM ${t} WHERE ${columns.map((c) => `${q(c)} = ?`).join(' AND ')} AND NOT (${keyIs})`,
+        ),
+      });
+      continue;
+    }
+    const sql = db
+      .prepare("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?")
+      .pluck()
+      .get(idx.name) as string | null | undefined;
+    const parts = sql == null ? undefined : indexParts(sql);
+    if (parts === undefined) continue; // cannot be matched: SQLite's REPLACE resolves its collisions
+    // Every column of the table, as the change's values: the index's expressions evaluated on them.
+    const columns = capturedColumns(schema).filter((c) => c !== schema.rowidAlias);
+    const incoming = `(SELECT ${parts.expressions} FROM (SELECT ${columns.map((c) => `? AS ${q(c)}`).join(', ')}))`;
+    out.push({
+      columns,
+      byValue: false,
+      stmt: prepare(
+        // `=`: a NULL expression never collides, as in the index.
+        `SELECT ${keys} FROM ${t} WHERE (${parts.expressions}) = ${incoming}` +
+          (parts.where === undefined ? '' : ` AND (${parts.where})`) +
+          ` AND (SELECT (${parts.where ?? '1'}) FROM (SELECT ${columns.map((c) => `? AS ${q(c)}`).join(', ')}))` +
+          ` AND NOT (${keyIs})`,
+      ),
+    });
+  }
+  return out;
+}
+
+/** The expression list and WHERE clause of a `CREATE [UNIQUE] INDEX ... ON t (...) [WHERE ...]` statement. */
+export function indexParts(sql: string): { expressions: string; where: string | undefined } | undefined {
+  const on = /\bON\s+(?:"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|[^\s(]+)\s*\(/iu.exec(sql);
+  if (on === null) return undefined;
+  let depth = 1;
+  let quote: string | undefined;
+  let i = on.index + on[0].length;
+  const start = i;
+  for (; i < sql.length && depth > 0; i++) {
+    const ch = sql[i]!;
+    if (quote !== undefined) {
+      if (ch === quote) quote = undefined;
+    } else if (ch === "'" || ch === '"' || ch === '`') quote = ch;
+    else if (ch === '[') quote = ']';
+    else if (ch === '(') depth++;
+    else if (ch === ')') depth--;
+  }
+  if (depth !== 0) return undefined;
+  const expressions = sql
+    .slice(start, i - 1)
+    .replace(/\s+(ASC|DESC)\s*(?=,|$)/giu, '')
+    .trim();
+  const rest = sql.slice(i).trim();
+  const where = /^WHERE\s+([\s\S]+)$/iu.exec(rest)?.[1];
+  return { expressions, where };
 }

@@ -11,9 +11,12 @@ import Database from 'better-sqlite3';
 import { installCapture, type CaptureState } from '../../src/cdc/capture-installer.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { ChangelogScanner, type PendingChange } from '../../src/changelog/changelog-scanner.ts';
+import { RowDigest } from '../../src/codec/row-digest.ts';
 import { fromWire, type SqlValue } from '../../src/codec/sql-value.ts';
 import { openDatabase } from '../../src/node/open-database.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
+
+const digest = await RowDigest.create();
 
 export interface CaptureFixture {
   readonly dir: string;
@@ -41,7 +44,10 @@ export function captureFixture(schema: string, options: { install?: boolean } = 
     path,
     db,
     install: (include = [], exclude = []) =>
-      installCapture(db, new TableFilter(include, exclude), { captureWrites: true }),
+      installCapture(db, new TableFilter(include, exclude), {
+        captureWrites: true,
+        index: { digest, nodeId: 1 },
+      }),
     scan: () => scanAll(path),
     [Symbol.dispose]() {
       if (db.open) db.close();

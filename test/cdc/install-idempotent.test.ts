@@ -87,9 +87,11 @@ test('captureWrites false (publish = false) removes the triggers and keeps the l
   const on = f.install();
   assert.deepEqual([...on.changed].sort(), ['a', 'b', 'c']);
   assert.equal(on.backfilled, 0);
+  // Row 2, written without capture, is logged (row 1's pending change already holds its values).
+  assert.equal(on.escaped, 1);
   sqlite3(f.path, "INSERT INTO a VALUES (3, 'captured');");
   assert.deepEqual(
     f.scan().map((c) => c.key),
-    [[1n], [3n]],
+    [[1n], [2n], [3n]],
   );
 });

@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { removeCapture } from '../../src/cdc/capture-installer.ts';
+import { INTERNAL_TABLES_SQL } from '../../src/cdc/internal-tables.ts';
+import { INTERNAL_TABLES, KEPT_BY_CLEANUP } from '../../src/cdc/names.ts';
 import { defaultConfig } from '../../src/config/config.ts';
 import { CLI_ENTRY, REPO_ROOT, writeConfigFile } from '../helpers/node-harness.ts';
 import { brief, captureFixture, sqlite3 } from './capture-fixture.ts';
@@ -44,12 +46,23 @@ function objects(db: Database.Database): [string, string, string | null][] {
     .all() as [string, string, string | null][];
 }
 
-/** The user's objects before capture: what must remain after cleanup. */
+/**
+ * The user's objects before capture, and the replicated-state index that
+ * cleanup keeps (the next start finds what was written without capture): what
+ * must remain after cleanup.
+ */
 function userObjects(schema: string): [string, string, string | null][] {
   const db = new Database(':memory:');
   try {
     db.exec(schema);
-    return objects(db);
+    for (const sql of INTERNAL_TABLES_SQL) {
+      if (KEPT_BY_CLEANUP.some((t) => sql.includes(`"${t}"`))) db.exec(sql);
+    }
+    return objects(db).map(([type, name, sql]) => [
+      type,
+      name,
+      sql?.replace('CREATE TABLE IF NOT EXISTS', 'CREATE TABLE') ?? null,
+    ]);
   } finally {
     db.close();
   }
@@ -99,7 +112,7 @@ test('removeCapture drops every trigger and table of ours and nothing else', () 
   const before = userData(f.db);
 
   const removed = removeCapture(f.db);
-  assert.deepEqual(removed, { triggers: 12, tables: 4 + 7 });
+  assert.deepEqual(removed, { triggers: 12, tables: 4 + INTERNAL_TABLES.length - KEPT_BY_CLEANUP.length });
   assert.deepEqual(objects(f.db), userObjects(USER_SCHEMA));
   assert.deepEqual(userData(f.db), before);
   assert.deepEqual(
@@ -110,9 +123,20 @@ test('removeCapture drops every trigger and table of ours and nothing else', () 
 
   sqlite3(f.path, "INSERT INTO items (v) VALUES ('after cleanup'); DELETE FROM xxharmonylitexx_data;");
   assert.deepEqual(removeCapture(f.db), { triggers: 0, tables: 0 }, 'a second cleanup finds nothing');
-  assert.equal(f.install().backfilled, 0, 'installing again starts afresh');
+  // Found against the kept index, and published: what was written while capture was absent, and
+  // the pending changes the cleanup dropped (the insert 'logged' and the audit row it wrote).
+  const again = f.install();
+  assert.equal(again.backfilled, 0);
+  assert.equal(again.escaped, 5);
   sqlite3(f.path, "UPDATE items SET v = 'captured again' WHERE id = 1;");
-  assert.deepEqual(f.scan().map(brief), [['items', 'update', { id: 1n, v: 'captured again' }]]);
+  assert.deepEqual(f.scan().map(brief), [
+    ['audit', 'insert', { rowid: 2n, msg: 'ins' }],
+    ['audit', 'insert', { rowid: 3n, msg: 'ins' }],
+    ['items', 'insert', { id: 2n, v: 'logged' }],
+    ['items', 'insert', { id: 3n, v: 'after cleanup' }],
+    ['xxharmonylitexx_data', 'delete', { id: 1n, v: null }],
+    ['items', 'update', { id: 1n, v: 'captured again' }],
+  ]);
 });
 
 test('an install never drops a user table that merely sits in our namespace', () => {
