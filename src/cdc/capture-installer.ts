@@ -9,6 +9,7 @@ import {
   KEPT_BY_CLEANUP,
   PREFIX,
   quoteIdent as q,
+  replacedTable,
   TRIGGER_KINDS,
   triggerName,
   valueColumn,
@@ -17,7 +18,7 @@ import { reconcileIndex } from './index-reconciler.ts';
 import type { RowDigest } from '../codec/row-digest.ts';
 import type { TableFilter } from './table-filter.ts';
 import { listCapturableTables, type SkippedTable, type TableSchema } from './table-schema.ts';
-import { capturedColumns, createChangeLogSql, triggerSql } from './trigger-sql.ts';
+import { capturedColumns, createChangeLogSql, createReplacedSql, triggerSql } from './trigger-sql.ts';
 
 export interface CaptureState {
   readonly tables: readonly TableSchema[];
@@ -99,6 +100,15 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
         if (previous !== undefined) fillPendingColumn(db, schema, col);
       }
     }
+    const staging = createReplacedSql(schema);
+    const hasStaging = tableExists(db, replacedTable(schema.name));
+    if (options.captureWrites && staging !== undefined && !hasStaging) {
+      db.exec(staging);
+      touched = true;
+    } else if ((staging === undefined || !options.captureWrites) && hasStaging) {
+      db.exec(`DROP TABLE ${q(replacedTable(schema.name))}`);
+      touched = true;
+    }
     const wanted = options.captureWrites ? triggerSql(schema) : undefined;
     for (const kind of TRIGGER_KINDS) {
       const name = triggerName(schema.name, kind);
@@ -132,6 +142,7 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
   for (const name of registry.keys()) {
     if (current.has(name)) continue;
     for (const kind of TRIGGER_KINDS) db.exec(`DROP TRIGGER IF EXISTS ${q(triggerName(name, kind))}`);
+    db.exec(`DROP TABLE IF EXISTS ${q(replacedTable(name))}`);
     db.prepare(`DELETE FROM ${q(CAPTURED_TABLES)} WHERE name = ?`).run(name);
     changed.push(name);
   }
@@ -165,6 +176,10 @@ function fillPendingColumn(db: Database, schema: TableSchema, column: string): v
 }
 
 const CHANGE_LOG_SUFFIX = '_change_log';
+
+function tableExists(db: Database, name: string): boolean {
+  return db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").get(name) !== undefined;
+}
 
 /**
  * Per-table change logs present in the database (`__harmonylite__<table>_change_log`),
@@ -208,8 +223,12 @@ export function removeCapture(db: Database): { triggers: number; tables: number 
       for (const t of triggers) db.exec(`DROP TRIGGER IF EXISTS ${q(t)}`);
       const logs = listChangeLogs(db);
       const present = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").pluck();
+      const staging = logs
+        .map((log) => replacedTable(log.slice(PREFIX.length, -CHANGE_LOG_SUFFIX.length)))
+        .filter((n) => present.get(n) !== undefined);
       const tables = [
         ...logs,
+        ...staging,
         ...INTERNAL_TABLES.filter((n) => present.get(n) !== undefined && !KEPT_BY_CLEANUP.includes(n)),
       ];
       for (const t of tables) db.exec(`DROP TABLE ${q(t)}`);

@@ -55,8 +55,19 @@ export function changeLogTable(table: string): string {
   return `${PREFIX}${table}_change_log`;
 }
 
-export const TRIGGER_KINDS = ['insert', 'update', 'delete'] as const;
+/** The triggers every captured table has (the BEFORE ones only tables with UNIQUE constraints besides the key). */
+export const CHANGE_TRIGGER_KINDS = ['insert', 'update', 'delete'] as const;
+export const TRIGGER_KINDS = [...CHANGE_TRIGGER_KINDS, 'before_insert', 'before_update'] as const;
 export type TriggerKind = (typeof TRIGGER_KINDS)[number];
+
+/**
+ * Rows an INSERT or UPDATE of `table` is about to take a UNIQUE value from: an
+ * `OR REPLACE` deletes them without firing delete triggers, so the statement's
+ * own triggers log those deletes (see trigger-sql.ts). Empty outside a statement.
+ */
+export function replacedTable(table: string): string {
+  return `${PREFIX}${table}_replaced_rows`;
+}
 
 export function triggerName(table: string, kind: TriggerKind): string {
   return `${PREFIX}${table}_change_log_on_${kind}`;

@@ -12,6 +12,7 @@ import {
   quoteIdent,
   quoteString,
   REPLAY_GUARD,
+  replacedTable,
   triggerName,
   valueColumn,
   type TriggerKind,
@@ -42,7 +43,14 @@ export function createChangeLogSql(schema: TableSchema): string {
   );
 }
 
-function logInsert(schema: TableSchema, ref: 'NEW' | 'OLD', type: TriggerKind, where?: string): string {
+/** The staging table of rows an `OR REPLACE` may delete: only for tables with UNIQUE constraints besides the key. */
+export function createReplacedSql(schema: TableSchema): string | undefined {
+  if (schema.uniqueIndexes.length === 0) return undefined;
+  const cols = schema.keyColumns.map((c) => quoteIdent(valueColumn(c))).join(', ');
+  return `CREATE TABLE IF NOT EXISTS ${quoteIdent(replacedTable(schema.name))} (${cols})`;
+}
+
+function logInsert(schema: TableSchema, ref: 'NEW' | 'OLD', type: ChangeKind, where?: string): string {
   const cols = capturedColumns(schema);
   const target = cols.map((c) => quoteIdent(valueColumn(c))).join(', ');
   const values = cols.map((c) => `${ref}.${quoteIdent(c)}`).join(', ');
@@ -60,25 +68,70 @@ function logInsert(schema: TableSchema, ref: 'NEW' | 'OLD', type: TriggerKind, w
   );
 }
 
+type ChangeKind = 'insert' | 'update' | 'delete';
+
 /**
- * The three AFTER triggers. An UPDATE that changes the key first logs a delete of
+ * The capture triggers. An UPDATE that changes the key first logs a delete of
  * the old key (HarmonyLite logged only NEW and left the old row on every replica).
+ * Tables with UNIQUE constraints besides the key also get two BEFORE triggers:
+ * `INSERT OR REPLACE` (and `UPDATE OR REPLACE`) delete the rows holding the new
+ * values without firing delete triggers, so the BEFORE trigger stages the rows
+ * that hold them and the AFTER trigger logs a delete for each one that is gone.
  */
-export function triggerSql(schema: TableSchema): Record<TriggerKind, string> {
+export function triggerSql(schema: TableSchema): Partial<Record<TriggerKind, string>> {
   const table = quoteIdent(schema.name);
   const guard = `WHEN NOT EXISTS (SELECT 1 FROM ${quoteIdent(REPLAY_GUARD)})`;
   const keyChanged = schema.keyColumns
     .map((c) => `OLD.${quoteIdent(c)} IS NOT NEW.${quoteIdent(c)}`)
     .join(' OR ');
-  const head = (kind: TriggerKind) =>
-    `CREATE TRIGGER ${quoteIdent(triggerName(schema.name, kind))} AFTER ${kind.toUpperCase()} ON ${table} ${guard}\nBEGIN\n`;
-  return {
-    insert: head('insert') + logInsert(schema, 'NEW', 'insert') + 'END',
+  const head = (kind: TriggerKind, when: 'AFTER' | 'BEFORE', event: string) =>
+    `CREATE TRIGGER ${quoteIdent(triggerName(schema.name, kind))} ${when} ${event} ON ${table} ${guard}\nBEGIN\n`;
+  const replaced = replacedRowsSql(schema);
+  const triggers: Partial<Record<TriggerKind, string>> = {
+    insert:
+      head('insert', 'AFTER', 'INSERT') + (replaced?.log ?? '') + logInsert(schema, 'NEW', 'insert') + 'END',
     update:
-      head('update') +
+      head('update', 'AFTER', 'UPDATE') +
+      (replaced?.log ?? '') +
       logInsert(schema, 'OLD', 'delete', keyChanged) +
       logInsert(schema, 'NEW', 'update') +
       'END',
-    delete: head('delete') + logInsert(schema, 'OLD', 'delete') + 'END',
+    delete: head('delete', 'AFTER', 'DELETE') + logInsert(schema, 'OLD', 'delete') + 'END',
+  };
+  if (replaced !== undefined) {
+    triggers.before_insert = head('before_insert', 'BEFORE', 'INSERT') + replaced.stage(false) + 'END';
+    triggers.before_update = head('before_update', 'BEFORE', 'UPDATE') + replaced.stage(true) + 'END';
+  }
+  return triggers;
+}
+
+/** The statements that stage the rows an `OR REPLACE` may delete, and log the deletes of those it did. */
+function replacedRowsSql(
+  schema: TableSchema,
+): { stage: (update: boolean) => string; log: string } | undefined {
+  if (schema.uniqueIndexes.length === 0) return undefined;
+  const q = quoteIdent;
+  const t = q(schema.name);
+  const staging = q(replacedTable(schema.name));
+  const keys = schema.keyColumns;
+  const stagedKeys = keys.map((k) => q(valueColumn(k))).join(', ');
+  const holds = schema.uniqueIndexes
+    .map((u) => `(${u.columns.map((c) => `${q(c)} = NEW.${q(c)}`).join(' AND ')})`)
+    .join(' OR ');
+  const notSelf = (ref: string) => keys.map((k) => `${q(k)} IS ${ref}.${q(k)}`).join(' AND ');
+  const gone = `NOT EXISTS (SELECT 1 FROM ${t} WHERE ${keys.map((k) => `${q(k)} IS s.${q(valueColumn(k))}`).join(' AND ')})`;
+  const log = q(changeLogTable(schema.name));
+  return {
+    // An UPDATE's own row (OLD) is not another row either.
+    stage: (update) =>
+      `  DELETE FROM ${staging};\n` +
+      `  INSERT INTO ${staging} (${stagedKeys}) SELECT ${keys.map(q).join(', ')} FROM ${t} ` +
+      `WHERE (${holds}) AND NOT (${notSelf('NEW')})${update ? ` AND NOT (${notSelf('OLD')})` : ''};\n`,
+    log:
+      `  INSERT INTO ${log} (${stagedKeys}, type, created_at, state) SELECT ${keys.map((k) => `s.${q(valueColumn(k))}`).join(', ')}, 'delete', ${NOW_MS}, 0 FROM ${staging} AS s WHERE ${gone};\n` +
+      // Their ids are the log's newest (INTEGER PRIMARY KEY: max + 1 each), in order.
+      `  INSERT INTO ${q(GLOBAL_LOG)} (change_table_id, table_name) SELECT id, ${quoteString(schema.name)} FROM ${log} ` +
+      `WHERE id > (SELECT max(id) FROM ${log}) - (SELECT count(*) FROM ${staging} AS s WHERE ${gone}) ORDER BY id;\n` +
+      `  DELETE FROM ${staging};\n`,
   };
 }

@@ -4,7 +4,7 @@ import {
   changeLogTable,
   INTERNAL_TABLES,
   quoteIdent as q,
-  TRIGGER_KINDS,
+  CHANGE_TRIGGER_KINDS,
   triggerName,
 } from '../cdc/names.ts';
 import type { ShardLag } from '../metrics/lag-collector.ts';
@@ -277,7 +277,7 @@ export class HealthCheck {
       if (!tables.has(name)) continue;
       if (!tables.has(changeLogTable(name))) reasons.push(`table ${JSON.stringify(name)} has no change log`);
       if (!this.#deps.publish) continue;
-      const lost = TRIGGER_KINDS.filter((k) => !triggers.has(triggerName(name, k)));
+      const lost = CHANGE_TRIGGER_KINDS.filter((k) => !triggers.has(triggerName(name, k)));
       if (lost.length > 0) reasons.push(`table ${JSON.stringify(name)} lacks its ${lost.join(', ')} trigger`);
     }
     return reasons;
