@@ -20,7 +20,7 @@ import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
 import { RowDigest } from '../codec/row-digest.ts';
-import { maxIndexedVersion } from '../replication/row-version-store.ts';
+import { maxIndexedVersion, pruneConflicts } from '../replication/row-version-store.ts';
 import { runSnapshotTask } from '../snapshot/snapshot-worker.ts';
 import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
@@ -508,6 +508,15 @@ export class HarmonyLiteNode {
         }).catch(() => {});
       }
       if (n > 0) this.logger.info({ rows: n }, 'Cleaned up DB change logs');
+      const pruned = await this.writer.run(() =>
+        whenWriteLockFree(db, this.config.busy_timeout, () =>
+          pruneConflicts(db, {
+            olderThan: now - this.config.conflict_log_retention,
+            maxRows: this.config.conflict_log_max_rows,
+          }),
+        ),
+      );
+      if (pruned > 0) this.logger.info({ rows: pruned }, 'pruned the conflict log');
     } catch (err) {
       this.logger.warn(
         { err: String((err as Error).message ?? err) },

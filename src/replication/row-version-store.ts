@@ -136,6 +136,20 @@ export class RowVersionStore {
   }
 }
 
+/**
+ * Bounds the conflict log: entries older than `olderThan` (ms since the epoch) go,
+ * then the oldest beyond `maxRows`. Returns how many were deleted.
+ */
+export function pruneConflicts(db: Database, limits: { olderThan: number; maxRows: number }): number {
+  let n = db.prepare(`DELETE FROM ${q(CONFLICTS)} WHERE at < ?`).run(limits.olderThan).changes;
+  n += db
+    .prepare(
+      `DELETE FROM ${q(CONFLICTS)} WHERE id <= (SELECT id FROM ${q(CONFLICTS)} ORDER BY id DESC LIMIT 1 OFFSET ?)`,
+    )
+    .run(limits.maxRows).changes;
+  return n;
+}
+
 /** The newest version in the index (0 if none): the clock starts past it. */
 export function maxIndexedVersion(db: Database): number {
   return Number(

@@ -12,6 +12,7 @@ import { installCapture } from '../../src/cdc/capture-installer.ts';
 import { CONFLICTS, quoteIdent as q } from '../../src/cdc/names.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { BatchApplier } from '../../src/replication/batch-applier.ts';
+import { pruneConflicts } from '../../src/replication/row-version-store.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { applierOptions, change, digest, message } from './apply-messages.ts';
 
@@ -95,5 +96,24 @@ test('a delete leaves a tombstone: an older insert arriving later does not bring
   const r = f.receive(change('insert', 'c', { id: 1n, v: 'late', n: 1n }, OTHER, 40));
   assert.equal(r.superseded, 1);
   assert.equal(f.row(), undefined);
+  f.db.close();
+});
+
+test('the conflict log is bounded by age and by rows, oldest first', () => {
+  const f = node();
+  const at = f.db.prepare(
+    `INSERT INTO ${q(CONFLICTS)} (at, tbl, pk, reason, lost_version, lost_origin, lost_type, lost_row, won_version, won_origin) VALUES (?, 'c', x'00', 'superseded', 1, 2, 'update', NULL, 2, 1)`,
+  );
+  for (const t of [100, 200, 300, 400, 500]) at.run(t);
+  assert.equal(pruneConflicts(f.db, { olderThan: 250, maxRows: 100 }), 2);
+  assert.equal(pruneConflicts(f.db, { olderThan: 0, maxRows: 2 }), 1);
+  assert.deepEqual(
+    f.db
+      .prepare(`SELECT at FROM ${q(CONFLICTS)} ORDER BY at`)
+      .pluck()
+      .all(),
+    [400, 500],
+  );
+  assert.equal(pruneConflicts(f.db, { olderThan: 0, maxRows: 0 }), 2, 'max 0 keeps none');
   f.db.close();
 });
