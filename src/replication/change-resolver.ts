@@ -110,7 +110,9 @@ export class ChangeResolver {
     }
     const current = localWrites || table.hasUnique ? table.read(key) : undefined;
     if (localWrites && !this.#isClean(table, current, idx)) {
-      if (origin === nodeId) this.#ownComingBack(table, c, key);
+      // The row holds this very change (a snapshot taken with it pending on its origin), or it is
+      // this node's own change coming back: only the index moves. Otherwise the local writes go first.
+      if (origin === nodeId || this.#holds(table, current, c)) this.#recordOnly(table, c, key);
       else this.#defer(name, c);
       return;
     }
@@ -137,8 +139,21 @@ export class ChangeResolver {
     this.counts.deferred++;
   }
 
-  /** One of this node's changes came back newer than the index while the row is ahead of the index. */
-  #ownComingBack(table: TableApplier, c: Incoming, key: SqlValue[]): void {
+  /** True when the row is exactly what the change would make it. */
+  #holds(table: TableApplier, current: SqlValue[] | undefined, c: Incoming): boolean {
+    if (c.type === 'delete') return current === undefined;
+    const { digest } = this.#options;
+    return (
+      current !== undefined &&
+      digest.hash(table.layout, current) === digest.hash(table.layout, table.valuesOf(c.row))
+    );
+  }
+
+  /**
+   * A change newer than the index while the row is ahead of it: this node's own change coming
+   * back, or one the row already holds. The index takes it; the row is not written.
+   */
+  #recordOnly(table: TableApplier, c: Incoming, key: SqlValue[]): void {
     const { digest } = this.#options;
     const name = table.schema.name;
     if (c.type === 'delete') {

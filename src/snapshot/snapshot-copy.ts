@@ -4,7 +4,17 @@
  * our capture from the copy, compact it, and read the facts the manifest needs.
  */
 import Database from 'better-sqlite3';
-import { ORIGIN_SEQS, POSITIONS, PREFIX, quoteIdent as q, quoteString } from '../cdc/names.ts';
+import {
+  CONFLICTS,
+  INDEXED_TABLES,
+  ORIGIN_SEQS,
+  PARKED,
+  POSITIONS,
+  PREFIX,
+  quoteIdent as q,
+  quoteString,
+  ROW_VERSIONS,
+} from '../cdc/names.ts';
 import type { OriginSeq } from './snapshot-manifest.ts';
 
 export interface SnapshotCopyFacts {
@@ -19,7 +29,15 @@ export interface SnapshotCopyFacts {
  * copy, because `VACUUM INTO` reads one consistent snapshot and the applier
  * writes them in the same transaction as the rows (invariant 4).
  */
-const KEPT_TABLES = new Set<string>([POSITIONS, ORIGIN_SEQS]);
+// The replicated-state index and its parked changes and conflicts describe the rows of the copy too.
+const KEPT_TABLES = new Set<string>([
+  POSITIONS,
+  ORIGIN_SEQS,
+  ROW_VERSIONS,
+  INDEXED_TABLES,
+  PARKED,
+  CONFLICTS,
+]);
 
 /** Compaction after removing capture pays off only when it frees a noticeable share of the file. */
 const COMPACT_MIN_FREE_BYTES = 1024 * 1024;

@@ -117,3 +117,15 @@ test('the conflict log is bounded by age and by rows, oldest first', () => {
   assert.equal(pruneConflicts(f.db, { olderThan: 0, maxRows: 0 }), 2, 'max 0 keeps none');
   f.db.close();
 });
+
+test("a received change the row already holds (its origin's write, restored from a snapshot) only moves the index", () => {
+  const f = node();
+  // A restored file: the row holds another node's write that was still pending when the snapshot was taken.
+  f.db.exec("INSERT INTO c VALUES (1, 'theirs', 5)");
+  const r = f.receive(change('insert', 'c', { id: 1n, v: 'theirs', n: 5n }, OTHER, 60));
+  assert.deepEqual([r.applied, r.deferred], [1, 0]);
+  // In step again: a newer change applies at once, it is not parked behind a write that never comes back.
+  assert.equal(f.receive(change('update', 'c', { id: 1n, v: 'next', n: 6n }, OTHER, 70)).deferred, 0);
+  assert.deepEqual(f.row(), [1, 'next', 6]);
+  f.db.close();
+});

@@ -3,7 +3,15 @@ import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { copyFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { GLOBAL_LOG, ORIGIN_SEQS, POSITIONS } from '../../src/cdc/names.ts';
+import {
+  CONFLICTS,
+  GLOBAL_LOG,
+  INDEXED_TABLES,
+  ORIGIN_SEQS,
+  PARKED,
+  POSITIONS,
+  ROW_VERSIONS,
+} from '../../src/cdc/names.ts';
 import { createSnapshotFile } from '../../src/snapshot/snapshot-creator.ts';
 import { SnapshotError } from '../../src/snapshot/snapshot-error.ts';
 import { digestFile } from '../../src/snapshot/snapshot-file-codec.ts';
@@ -70,7 +78,8 @@ describe('createSnapshotFile', () => {
       assert.deepEqual(triggers, []);
       assert.deepEqual(
         tables.filter((t) => !t.startsWith('sqlite_')).sort(),
-        [ORIGIN_SEQS, POSITIONS, 'items'].sort(),
+        // The replicated-state index travels with the rows it describes.
+        [ORIGIN_SEQS, POSITIONS, ROW_VERSIONS, INDEXED_TABLES, PARKED, CONFLICTS, 'items'].sort(),
       );
       assert.equal(count(out, "SELECT count(*) FROM sqlite_sequence WHERE name GLOB '__harmonylite__*'"), 0);
       assert.equal(count(out, 'SELECT count(*) FROM items'), 500);
