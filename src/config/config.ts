@@ -55,6 +55,8 @@ export interface NatsConfig {
   server_binary: string;
   /** (ours) Timeout of one publish acknowledgement, ms. */
   publish_timeout: number;
+  /** (ours) max_payload of the embedded server, bytes; 0 = nats-server's default (1 MiB). */
+  max_payload: number;
 }
 
 export interface SnapshotNatsConfig {
@@ -77,6 +79,12 @@ export interface SnapshotS3Config {
 export interface SnapshotConfig {
   enabled: boolean;
   interval: number;
+  /**
+   * Lifetime of the snapshot leader's lease, ms: a leader that stops renewing is
+   * replaced this long after its last renewal. Used when the lease bucket is
+   * created; an existing bucket keeps its lifetime.
+   */
+  leader_ttl: number;
   store: SnapshotStoreKind;
   /** (ours) How many snapshots to keep in the store. */
   keep: number;
@@ -198,10 +206,12 @@ export function defaultConfig(): Config {
       store_dir: '',
       server_binary: 'nats-server',
       publish_timeout: 5000,
+      max_payload: 0,
     },
     snapshot: {
       enabled: true,
       interval: 0,
+      leader_ttl: 30000,
       store: 'nats',
       keep: 3,
       temp_dir: '',

@@ -402,10 +402,10 @@ function parseAddress(address: string, what: string): Address {
   if (address === '') return { host: '127.0.0.1', port: -1 };
   const i = address.lastIndexOf(':');
   const port = Number(address.slice(i + 1));
-  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+  if (i < 0 || !Number.isInteger(port) || port < -1 || port > 65535) {
     throw new NatsServerError('ERR_NATS_SERVER_CONFIG', `${what} must be "host:port", got "${address}"`);
   }
-  // nats-server reads port 0 as "the default port"; -1 asks for a free one.
+  // nats-server reads port 0 as "the default port"; -1 (HarmonyLite's ":-1") asks for a free one.
   return { host: address.slice(0, i), port: port === 0 ? -1 : port };
 }
 

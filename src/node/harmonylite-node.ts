@@ -185,6 +185,7 @@ export class HarmonyLiteNode {
         ...(this.#options.clusterPeers !== undefined ? { clusterPeers: this.#options.clusterPeers } : {}),
         ...(this.#options.leafServers !== undefined ? { leafServers: this.#options.leafServers } : {}),
         ...(config.nats.server_config !== '' ? { configFile: config.nats.server_config } : {}),
+        ...(config.nats.max_payload > 0 ? { maxPayload: config.nats.max_payload } : {}),
         logger: logger.child({ component: 'nats-server' }),
         // A clustered node's JetStream waits for its peers; the client connection retries until then.
         waitForJetStream: (this.#options.clusterPeers?.length ?? 0) === 0,
