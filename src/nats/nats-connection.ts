@@ -142,7 +142,7 @@ function classify(err: unknown, servers: readonly string[]): NatsConnectError {
     return new NatsConnectError('ERR_NATS_AUTH', `NATS${at} refused the credentials: ${msg}`, { cause: err });
   }
   if (/tls|certificate|ssl/i.test(msg))
-    return new NatsConnectError('ERR_NATS_TLS', `NATS TLS failed${at}: ${msg}`, { cause: err });
+    return new NatsConnectError('ERR_NATS_TLS', `NATS TLS failed: ${msg} (${at.trim()})`, { cause: err });
   return new NatsConnectError('ERR_NATS_UNREACHABLE', `cannot reach NATS${at}: ${msg}`, { cause: err });
 }
 
@@ -215,11 +215,11 @@ async function checkTls(
             new NatsConnectError(
               'ERR_NATS_TLS',
               refused
-                ? `NATS TLS failed at ${target.host}:${target.port}: the server refused this client's certificate (${err.code}): ` +
+                ? `NATS TLS failed: the server at ${target.host}:${target.port} refused this client's certificate (${err.code}): ` +
                     (tls.cert === undefined
                       ? 'it requires one; set [nats] cert_file and key_file'
                       : "is it signed by a CA in the server's tls ca_file?")
-                : `NATS TLS failed at ${target.host}:${target.port}: ${err.message}`,
+                : `NATS TLS failed: ${err.message} (at ${target.host}:${target.port})`,
               { cause: err },
             ),
           );
