@@ -78,6 +78,8 @@ export class HarmonyLiteNode {
   #writeDb: Database.Database | undefined;
   #readDb: Database.Database | undefined;
   #server: EmbeddedNatsServer | undefined;
+  /** Skipped tables already logged ("name\0reason"). */
+  readonly #reportedSkips = new Set<string>();
   #nc: NatsConnection | undefined;
   #js: JetStreamClient | undefined;
   #jsm: JetStreamManager | undefined;
@@ -421,7 +423,13 @@ export class HarmonyLiteNode {
   }
 
   #logCapture(state: CaptureState, initial: boolean): void {
-    for (const s of state.skipped) this.logger.info({ table: s.name, reason: s.reason }, 'table skipped');
+    // Once per table and reason: schema re-checks find the same virtual tables every time.
+    for (const s of state.skipped) {
+      const key = `${s.name}\0${s.reason}`;
+      if (this.#reportedSkips.has(key)) continue;
+      this.#reportedSkips.add(key);
+      this.logger.info({ table: s.name, reason: s.reason }, 'table skipped');
+    }
     if (initial) {
       this.logger.info({ tables: state.tables.map((t) => t.name) }, `watching ${state.tables.length} tables`);
     } else if (state.changed.length > 0) {
