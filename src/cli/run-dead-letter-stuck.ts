@@ -1,5 +1,6 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ConfigError } from '../config/config-error.ts';
+import { excludedTables } from '../config/excluded-tables.ts';
 import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
@@ -34,7 +35,7 @@ export async function runDeadLetterStuck(
   try {
     const applier = new BatchApplier(db, {
       includeTables: config.include_tables,
-      excludeTables: config.exclude_tables,
+      excludeTables: excludedTables(config),
     });
     const seq = applier.position(shard) + 1;
     const jsm = await jetstreamManager(nc);

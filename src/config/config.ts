@@ -5,6 +5,8 @@
  * exactly (test/config/example-config.test.ts keeps the two in sync).
  */
 
+import { MIGRATION_TABLES } from './migration-tables.ts';
+
 export const SNAPSHOT_STORES = ['nats', 's3', 'webdav', 'sftp', 'local'] as const;
 export type SnapshotStoreKind = (typeof SNAPSHOT_STORES)[number];
 
@@ -146,6 +148,11 @@ export interface Config {
   include_tables: string[];
   /** (ours) Glob patterns of tables never captured nor applied. */
   exclude_tables: string[];
+  /**
+   * (ours) Glob patterns of migration tools' bookkeeping tables, never captured nor
+   * applied (each node runs its own migrations); [] replicates them.
+   */
+  migration_tables: string[];
   /** (ours) SQLite busy timeout of the daemon's connections, ms. */
   busy_timeout: number;
   /** (ours) Checkpoint the WAL when it grows past this many bytes. */
@@ -173,6 +180,7 @@ export function defaultConfig(): Config {
     polling_interval: 0,
     include_tables: [],
     exclude_tables: [],
+    migration_tables: [...MIGRATION_TABLES],
     busy_timeout: 5000,
     wal_checkpoint_bytes: 64 * 1024 * 1024,
     schema_retry_interval: 5000,

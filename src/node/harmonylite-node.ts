@@ -10,6 +10,8 @@ import { ChangeDetector } from '../changelog/change-detector.ts';
 import { cleanupStep, cleanupTables, type CleanupPosition } from '../changelog/changelog-cleaner.ts';
 import { ChangelogScanner } from '../changelog/changelog-scanner.ts';
 import type { Config } from '../config/config.ts';
+import { excludedTables } from '../config/excluded-tables.ts';
+import { migrationTablesIn } from '../cdc/migration-tables-in.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
@@ -119,7 +121,7 @@ export class HarmonyLiteNode {
         subsystem: this.config.prometheus.subsystem,
         processMetrics: false,
       });
-    this.#filter = new TableFilter(this.config.include_tables, this.config.exclude_tables);
+    this.#filter = new TableFilter(this.config.include_tables, excludedTables(this.config));
     this.writer.onWait = (ms) => this.metrics.writerWait.observe(ms / 1000);
   }
 
@@ -232,7 +234,7 @@ export class HarmonyLiteNode {
       dbPath: config.db_path,
       busyTimeoutMs: config.busy_timeout,
       includeTables: config.include_tables,
-      excludeTables: config.exclude_tables,
+      excludeTables: excludedTables(config),
       ...(ownBatches === undefined ? {} : { watermark: ownBatches.watermark }),
     });
     this.#detector = new ChangeDetector({
@@ -429,6 +431,11 @@ export class HarmonyLiteNode {
       if (this.#reportedSkips.has(key)) continue;
       this.#reportedSkips.add(key);
       this.logger.info({ table: s.name, reason: s.reason }, 'table skipped');
+    }
+    for (const name of migrationTablesIn(this.#writeDb, this.config.migration_tables)) {
+      if (this.#reportedSkips.has(name)) continue;
+      this.#reportedSkips.add(name);
+      this.logger.info({ table: name }, 'migration bookkeeping table not replicated (migration_tables)');
     }
     if (initial) {
       this.logger.info({ tables: state.tables.map((t) => t.name) }, `watching ${state.tables.length} tables`);
