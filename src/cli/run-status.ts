@@ -83,7 +83,10 @@ async function readStreams(jsm: JetStreamManager, config: Config): Promise<Map<n
 }
 
 /** Every node's entry in the status bucket; undefined when the bucket does not exist (no node reported). */
-async function readNodeStatuses(nc: NatsConnection, bucket: string): Promise<NodeStatusRecord[] | undefined> {
+export async function readNodeStatuses(
+  nc: NatsConnection,
+  bucket: string,
+): Promise<NodeStatusRecord[] | undefined> {
   let kv;
   try {
     kv = await new Kvm(jetstream(nc)).open(bucket);

@@ -12,6 +12,7 @@ import { ChangelogScanner } from '../changelog/changelog-scanner.ts';
 import type { Config } from '../config/config.ts';
 import { excludedTables } from '../config/excluded-tables.ts';
 import { migrationTablesIn } from '../cdc/migration-tables-in.ts';
+import { computeSchemaHash } from '../cdc/schema-hash.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
@@ -51,6 +52,8 @@ export interface NodeStatus {
   readonly pending: number;
   readonly natsConnected: boolean;
   readonly lastPublishAt: number;
+  /** SHA-256 of the captured tables' shape (src/cdc/schema-hash.ts). */
+  readonly schemaHash: string;
   readonly shards: readonly {
     shard: number;
     position: number;
@@ -80,6 +83,8 @@ export class HarmonyLiteNode {
   #writeDb: Database.Database | undefined;
   #readDb: Database.Database | undefined;
   #server: EmbeddedNatsServer | undefined;
+  /** SHA-256 of the captured tables' shape (`-schema-status`), "" before the first install. */
+  #schemaHash = '';
   /** Skipped tables already logged ("name\0reason"). */
   readonly #reportedSkips = new Set<string>();
   #nc: NatsConnection | undefined;
@@ -432,6 +437,16 @@ export class HarmonyLiteNode {
       this.#reportedSkips.add(key);
       this.logger.info({ table: s.name, reason: s.reason }, 'table skipped');
     }
+    if (this.#writeDb !== undefined) {
+      const hash = computeSchemaHash(
+        this.#writeDb,
+        state.tables.map((t) => t.name),
+      );
+      if (hash !== this.#schemaHash) {
+        this.#schemaHash = hash;
+        this.logger.info({ schema_hash: `${hash.slice(0, 16)}...` }, 'Computed schema hash');
+      }
+    }
     for (const name of migrationTablesIn(this.#writeDb, this.config.migration_tables)) {
       if (this.#reportedSkips.has(name)) continue;
       this.#reportedSkips.add(name);
@@ -575,6 +590,7 @@ export class HarmonyLiteNode {
       pending: this.#scanner?.countPending() ?? 0,
       natsConnected: this.#natsUp,
       lastPublishAt: this.#publisher?.lastPublishAt ?? 0,
+      schemaHash: this.#schemaHash,
       shards: this.#consumers.map((c) => ({
         shard: c.options.shard,
         position: c.position,

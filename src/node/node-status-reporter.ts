@@ -20,6 +20,8 @@ export interface NodeStatusRecord {
   readonly pending: number;
   /** 0 = nothing published since start. */
   readonly last_publish_at: number;
+  /** SHA-256 of the replicated tables' shape; absent in entries of older versions. */
+  readonly schema_hash?: string;
   readonly shards: readonly {
     readonly shard: number;
     /** Stream sequence applied. */
@@ -111,6 +113,7 @@ export class NodeStatusReporter {
         tables: s.tables.length,
         pending: s.pending,
         last_publish_at: s.lastPublishAt,
+        schema_hash: s.schemaHash,
         shards: s.shards.map((x) => ({
           shard: x.shard,
           position: x.position,
