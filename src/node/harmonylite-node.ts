@@ -11,8 +11,6 @@ import { cleanupStep, cleanupTables, type CleanupPosition } from '../changelog/c
 import { ChangelogScanner } from '../changelog/changelog-scanner.ts';
 import type { Config } from '../config/config.ts';
 import { excludedTables } from '../config/excluded-tables.ts';
-import { migrationTablesIn } from '../cdc/migration-tables-in.ts';
-import { computeSchemaHash } from '../cdc/schema-hash.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
@@ -31,6 +29,7 @@ import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
 import { WriterQueue } from '../replication/writer-queue.ts';
 import { NodeSnapshots } from '../snapshot/node-snapshots.ts'; // [snapshot hook, issue 4]
+import { CaptureLog } from './capture-log.ts';
 import { openDatabase } from './open-database.ts';
 import { deriveNodeId } from './node-id.ts';
 
@@ -83,10 +82,7 @@ export class HarmonyLiteNode {
   #writeDb: Database.Database | undefined;
   #readDb: Database.Database | undefined;
   #server: EmbeddedNatsServer | undefined;
-  /** SHA-256 of the captured tables' shape (`-schema-status`), "" before the first install. */
-  #schemaHash = '';
-  /** Skipped tables already logged ("name\0reason"). */
-  readonly #reportedSkips = new Set<string>();
+  readonly #captureLog: CaptureLog;
   #nc: NatsConnection | undefined;
   #js: JetStreamClient | undefined;
   #jsm: JetStreamManager | undefined;
@@ -127,6 +123,7 @@ export class HarmonyLiteNode {
         processMetrics: false,
       });
     this.#filter = new TableFilter(this.config.include_tables, excludedTables(this.config));
+    this.#captureLog = new CaptureLog(this.logger, this.config.migration_tables);
     this.writer.onWait = (ms) => this.metrics.writerWait.observe(ms / 1000);
   }
 
@@ -430,36 +427,7 @@ export class HarmonyLiteNode {
   }
 
   #logCapture(state: CaptureState, initial: boolean): void {
-    // Once per table and reason: schema re-checks find the same virtual tables every time.
-    for (const s of state.skipped) {
-      const key = `${s.name}\0${s.reason}`;
-      if (this.#reportedSkips.has(key)) continue;
-      this.#reportedSkips.add(key);
-      this.logger.info({ table: s.name, reason: s.reason }, 'table skipped');
-    }
-    if (this.#writeDb !== undefined) {
-      const hash = computeSchemaHash(
-        this.#writeDb,
-        state.tables.map((t) => t.name),
-      );
-      if (hash !== this.#schemaHash) {
-        this.#schemaHash = hash;
-        this.logger.info({ schema_hash: `${hash.slice(0, 16)}...` }, 'Computed schema hash');
-      }
-    }
-    for (const name of migrationTablesIn(this.#writeDb, this.config.migration_tables)) {
-      if (this.#reportedSkips.has(name)) continue;
-      this.#reportedSkips.add(name);
-      this.logger.info({ table: name }, 'migration bookkeeping table not replicated (migration_tables)');
-    }
-    if (initial) {
-      this.logger.info({ tables: state.tables.map((t) => t.name) }, `watching ${state.tables.length} tables`);
-    } else if (state.changed.length > 0) {
-      this.logger.info(
-        { tables: state.changed, backfilled: state.backfilled },
-        'capture brought up to date after a schema change',
-      );
-    }
+    if (this.#writeDb !== undefined) this.#captureLog.report(this.#writeDb, state, initial);
   }
 
   /** Re-installs capture when the schema changed (coalesced: at most one run at a time, one queued). */
@@ -590,7 +558,7 @@ export class HarmonyLiteNode {
       pending: this.#scanner?.countPending() ?? 0,
       natsConnected: this.#natsUp,
       lastPublishAt: this.#publisher?.lastPublishAt ?? 0,
-      schemaHash: this.#schemaHash,
+      schemaHash: this.#captureLog.schemaHash,
       shards: this.#consumers.map((c) => ({
         shard: c.options.shard,
         position: c.position,
