@@ -32,7 +32,7 @@ export function embeddedStoreDir(config: Config): string {
  * The client URL of the embedded server a running node announced in its store
  * (nats-server's pid and ports files), when that server still runs.
  */
-function runningServerUrl(storeDir: string): string | undefined {
+export function runningServerUrl(storeDir: string): string | undefined {
   try {
     const pid = readFileSync(join(storeDir, 'nats-server.pid'), 'utf8').trim();
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

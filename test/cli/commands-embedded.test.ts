@@ -1,8 +1,8 @@
 /**
  * One-shot commands on the embedded default (no `[nats] urls`), as HarmonyLite's
  * e2e tests run them: -save-snapshot on a node stopped gracefully or killed
- * with -9 starts the node's server for the command; -dead-letter-stuck finds a
- * running node's server; NATS errors name the URLs tried.
+ * with -9 starts the node's server for the command; -dead-letter-stuck and
+ * -status find a running node's server; NATS errors name the URLs tried.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -92,7 +92,7 @@ describe('commands on the embedded default', () => {
     }
   });
 
-  it('-dead-letter-stuck finds a running node embedded server (no [nats] urls needed)', async () => {
+  it('-dead-letter-stuck and -status find a running node embedded server (no [nats] urls needed)', async () => {
     using dir = tempDir();
     const { config } = embeddedNode(dir.path);
     const node = await startedNode(config);
@@ -101,6 +101,14 @@ describe('commands on the embedded default', () => {
       assert.equal(r.code, 0, r.text);
       assert.match(r.text, /^shard 1: no message after position \d+; nothing is stuck$/m);
       assert.doesNotMatch(r.text, /started its embedded nats-server/, 'the running node server was used');
+      const status = await run(['-config', config, '-status']);
+      assert.equal(status.code, 0, status.text);
+      assert.match(
+        status.text,
+        /^ {2}NODE +SHARD +POSITION +LAG +STATE/m,
+        'the cluster part, read from its server',
+      );
+      assert.doesNotMatch(status.text, /Cluster: not shown/);
       node.kill('SIGINT');
       assert.equal(await node.exited, 0);
     } finally {
