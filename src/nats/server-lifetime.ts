@@ -8,6 +8,8 @@ import type { Logger } from '../logger.ts';
  * - The child is started through util-linux `setpriv --pdeathsig KILL`, so the
  *   kernel kills it when the node dies, however it dies (an exit hook cannot
  *   run on SIGKILL). setpriv execs the server: the pid stays the server's.
+ *   The kernel ties the signal to the thread that spawned the child: open the
+ *   embedded server from the main thread.
  * - Where setpriv is missing, a server orphaned by a dead node is replaced at the
  *   next start when it is provably that node's: it runs our generated config of
  *   this store, and the node recorded in the store's owner file is gone (the
