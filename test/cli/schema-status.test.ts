@@ -67,6 +67,13 @@ test('-schema-status prints the hash the node logged; -schema-status-cluster gro
         { timeoutMs: 20_000, intervalMs: 200 },
       );
     await reported();
+    assert.ok(
+      one.logs.records.some(
+        (r) =>
+          r.msg === 'Published schema state to cluster registry' && r.schema_hash === logged?.schema_hash,
+      ),
+      'the line HarmonyLite scripts wait for',
+    );
     const same = await run(['-config', configs[1]!, '-schema-status-cluster']);
     assert.equal(same.code, 0, same.text);
     assert.match(same.text, /^Total Nodes: 2$/m);
