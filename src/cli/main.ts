@@ -15,6 +15,7 @@ import { runDeadLetterStuck } from './run-dead-letter-stuck.ts';
 import { runSaveSnapshot } from './run-save-snapshot.ts'; // [snapshot hook, issue 4]
 import { deriveNodeId } from '../node/node-id.ts'; // [observability hook, issue 6]
 import { runStatus } from './run-status.ts'; // [observability hook, issue 6]
+import { runSchemaStatus, runSchemaStatusCluster } from './run-schema-status.ts';
 
 /** The package version: package.json is two levels up from src/cli, three from dist/src/cli. */
 function version(): string {
@@ -69,16 +70,19 @@ export async function main(argv: readonly string[]): Promise<number> {
       ...config.logging,
       ...(nodeId !== undefined ? { nodeId } : {}),
     });
+    // Commands that need NATS on the embedded default start the node's server with the node's flags.
+    const cluster = {
+      ...(args.clusterAddr !== undefined ? { clusterAddress: args.clusterAddr } : {}),
+      ...(args.clusterPeers !== undefined ? { clusterPeers: args.clusterPeers } : {}),
+      ...(args.leafServers !== undefined ? { leafServers: args.leafServers } : {}),
+    };
     if (args.cleanup) return runCleanup(config, logger);
     if (args.deadLetterStuck !== undefined)
-      return await runDeadLetterStuck(config, args.deadLetterStuck, logger);
+      return await runDeadLetterStuck(config, args.deadLetterStuck, logger, cluster);
     if (args.status) return await runStatus(config, logger); // [observability hook, issue 6]
-    if (args.saveSnapshot) return await runSaveSnapshot(config, logger); // [snapshot hook, issue 4]
-    if (args.bench) {
-      throw new ConfigError('this command is not available in this build yet', {
-        hint: 'run harmonylite -help',
-      });
-    }
+    if (args.saveSnapshot) return await runSaveSnapshot(config, logger, cluster); // [snapshot hook, issue 4]
+    if (args.schemaStatus) return runSchemaStatus(config);
+    if (args.schemaStatusCluster) return await runSchemaStatusCluster(config, logger, cluster);
     return await runNode(config, args, logger);
   } catch (err) {
     return report(err);

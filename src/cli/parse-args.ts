@@ -27,8 +27,12 @@ export interface CliArgs {
   readonly status: boolean;
   /** (ours) Move the message holding this shard to the dead letters, then exit. */
   readonly deadLetterStuck?: number;
-  /** (ours) Run the benchmark, then exit. */
-  readonly bench: boolean;
+  /** Print this node's schema hash and watched tables, then exit. */
+  readonly schemaStatus: boolean;
+  /** Print every node's schema hash, grouped, then exit. */
+  readonly schemaStatusCluster: boolean;
+  /** Serve CPU profiles and heap snapshots over HTTP on this address "host:port" while the node runs. */
+  readonly pprof?: string;
 }
 
 type FlagKind = 'boolean' | 'string' | 'unsigned' | 'host-port' | 'route-urls' | 'leaf-urls';
@@ -71,7 +75,18 @@ const FLAGS = [
     value: 'SHARD',
     help: 'move the message holding SHARD to the dead letters, then exit',
   },
-  { name: 'bench', kind: 'boolean', help: 'run the benchmark, then exit' },
+  { name: 'schema-status', kind: 'boolean', help: "print this node's schema hash and tables, then exit" },
+  {
+    name: 'schema-status-cluster',
+    kind: 'boolean',
+    help: "print every node's schema hash, then exit (1 when they differ)",
+  },
+  {
+    name: 'pprof',
+    kind: 'host-port',
+    value: 'HOST:PORT',
+    help: 'serve CPU profiles and heap snapshots on http://HOST:PORT/debug/pprof/',
+  },
   { name: 'version', kind: 'boolean', help: 'print the version, then exit' },
   { name: 'help', kind: 'boolean', help: 'print this help, then exit (also -h)' },
 ] as const satisfies readonly FlagSpec[];
@@ -86,7 +101,8 @@ const COMMANDS = [
   'save-snapshot',
   'status',
   'dead-letter-stuck',
-  'bench',
+  'schema-status',
+  'schema-status-cluster',
 ] as const satisfies readonly FlagName[];
 
 const HELP_HINT = 'run harmonylite -help';
@@ -231,6 +247,7 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   const clusterPeers = str('cluster-peers');
   const leafServers = str('leaf-servers');
   const deadLetterStuck = str('dead-letter-stuck');
+  const pprof = str('pprof');
   return {
     config: str('config') ?? 'config.toml',
     ...(nodeId === undefined ? {} : { nodeId: parseUnsigned(flagOf('node-id'), nodeId) }),
@@ -257,6 +274,8 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     ...(deadLetterStuck === undefined
       ? {}
       : { deadLetterStuck: parseUnsigned(flagOf('dead-letter-stuck'), deadLetterStuck) }),
-    bench: bool('bench'),
+    schemaStatus: bool('schema-status'),
+    schemaStatusCluster: bool('schema-status-cluster'),
+    ...(pprof === undefined ? {} : { pprof: parseHostPort(flagOf('pprof'), pprof) }),
   };
 }

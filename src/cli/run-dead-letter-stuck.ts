@@ -1,40 +1,45 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ConfigError } from '../config/config-error.ts';
+import { excludedTables } from '../config/excluded-tables.ts';
 import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
-import { connectNats } from '../nats/nats-connection.ts';
 import { streamName } from '../nats/naming.ts';
+import { deriveNodeId } from '../node/node-id.ts';
 import { openDatabase } from '../node/open-database.ts';
 import { RowDigest } from '../codec/row-digest.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
 import { BatchApplier } from '../replication/batch-applier.ts';
+import { connectForCommand, type CommandClusterOptions } from './command-nats.ts';
 
 /**
  * `-dead-letter-stuck SHARD`: the operator's way out of a message that waits
  * for a schema that will never come. It copies the message after the shard's
  * stored position into the dead letters and advances the position, in one
  * transaction of the application database; a running node sees the position
- * moved and resumes with the next message.
+ * moved and resumes with the next message. On the embedded default it reads the
+ * running node's server, or starts the node's server when the node is down.
  */
-export async function runDeadLetterStuck(config: Config, shard: number, logger: Logger): Promise<number> {
+export async function runDeadLetterStuck(
+  config: Config,
+  shard: number,
+  logger: Logger,
+  cluster: CommandClusterOptions = {},
+): Promise<number> {
   requireDatabase(config);
   if (shard < 1 || shard > config.replication_log.shards) {
     throw new ConfigError(`shard ${shard} does not exist: shards are 1..${config.replication_log.shards}`);
   }
-  if (config.nats.urls.length === 0) {
-    throw new ConfigError('-dead-letter-stuck needs [nats] urls to read the message', {
-      hint: "set [nats] urls to the embedded server's address (see the node's log line 'embedded nats-server started')",
-    });
-  }
+  const nodeId = config.node_id !== 0 ? config.node_id : deriveNodeId(config.db_path);
+  const nats = await connectForCommand(config, nodeId, 'harmonylite-cli', logger, { cluster });
+  const nc = nats.nc;
   const db = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });
-  const nc = await connectNats(config.nats, config.nats.urls, 'harmonylite-cli', logger);
   try {
     // Only positions and dead letters are written here: no change is applied, so no clock is kept.
     const applier = new BatchApplier(db, {
       includeTables: config.include_tables,
-      excludeTables: config.exclude_tables,
-      nodeId: config.node_id,
+      excludeTables: excludedTables(config),
+      nodeId,
       clock: new HybridClock().state,
       digest: await RowDigest.create(),
       localWrites: config.publish,
@@ -56,7 +61,7 @@ export async function runDeadLetterStuck(config: Config, shard: number, logger: 
     process.stdout.write(`shard ${shard}: message ${seq} moved to the dead letters\n`);
     return 0;
   } finally {
-    await nc.close();
+    await nats.close();
     db.close();
   }
 }

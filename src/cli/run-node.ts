@@ -1,10 +1,21 @@
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
+import { ProfilerServer } from '../metrics/profiler-server.ts';
 import { HarmonyLiteNode } from '../node/harmonylite-node.ts';
 import type { CliArgs } from './parse-args.ts';
 
 /** Runs a node until SIGINT/SIGTERM (or `sleep_timeout` of idleness); resolves to the exit code. */
 export async function runNode(config: Config, args: CliArgs, logger: Logger): Promise<number> {
+  const profiler = args.pprof === undefined ? undefined : new ProfilerServer({ bind: args.pprof, logger });
+  await profiler?.open();
+  try {
+    return await runUntilStopped(config, args, logger);
+  } finally {
+    await profiler?.close();
+  }
+}
+
+async function runUntilStopped(config: Config, args: CliArgs, logger: Logger): Promise<number> {
   const node = new HarmonyLiteNode({
     config,
     logger,

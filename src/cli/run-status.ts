@@ -14,6 +14,7 @@ import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
 import { connectNats } from '../nats/nats-connection.ts';
+import { embeddedStoreDir, runningServerUrl } from './command-nats.ts';
 import { shardNumbers, statusBucket, streamName } from '../nats/naming.ts';
 import { deriveNodeId } from '../node/node-id.ts';
 import { parseNodeStatusRecord, type NodeStatusRecord } from '../node/node-status-reporter.ts';
@@ -83,7 +84,10 @@ async function readStreams(jsm: JetStreamManager, config: Config): Promise<Map<n
 }
 
 /** Every node's entry in the status bucket; undefined when the bucket does not exist (no node reported). */
-async function readNodeStatuses(nc: NatsConnection, bucket: string): Promise<NodeStatusRecord[] | undefined> {
+export async function readNodeStatuses(
+  nc: NatsConnection,
+  bucket: string,
+): Promise<NodeStatusRecord[] | undefined> {
   let kv;
   try {
     kv = await new Kvm(jetstream(nc)).open(bucket);
@@ -153,12 +157,15 @@ export async function runStatus(
   let nodes: NodeStatusRecord[] | undefined;
   let natsError: string | undefined;
   const bucket = statusBucket(config.nats.stream_prefix);
-  if (config.nats.urls.length > 0) {
+  // On the embedded default, the running node's server (never one started for a status).
+  const embedded = config.nats.urls.length === 0 ? runningServerUrl(embeddedStoreDir(config)) : undefined;
+  const servers = embedded !== undefined ? [embedded] : config.nats.urls;
+  if (servers.length > 0) {
     try {
       // One attempt: a status command should answer now, not after the daemon's retry schedule.
       const nc = await connectNats(
         { ...config.nats, connect_retries: 0 },
-        config.nats.urls,
+        servers,
         'harmonylite-status',
         logger,
       );
@@ -201,10 +208,10 @@ export async function runStatus(
   }
 
   text += '\n';
-  if (config.nats.urls.length === 0) {
-    text += 'Cluster: not shown: [nats] urls is empty (the embedded server lives inside the running node).\n';
+  if (servers.length === 0) {
     text +=
-      "  Set [nats] urls to its address (logged as 'embedded nats-server started') to see every node.\n";
+      'Cluster: not shown: [nats] urls is empty and this node is not running (its embedded server is down).\n';
+    text += '  Start the node, or set [nats] urls to a server of the cluster, to see every node.\n';
   } else if (natsError !== undefined) {
     text += `Cluster: NATS could not be read: ${natsError}\n`;
   } else if (nodes === undefined || nodes.length === 0) {

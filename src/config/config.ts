@@ -5,6 +5,8 @@
  * exactly (test/config/example-config.test.ts keeps the two in sync).
  */
 
+import { MIGRATION_TABLES } from './migration-tables.ts';
+
 export const SNAPSHOT_STORES = ['nats', 's3', 'webdav', 'sftp', 'local'] as const;
 export type SnapshotStoreKind = (typeof SNAPSHOT_STORES)[number];
 
@@ -55,6 +57,8 @@ export interface NatsConfig {
   server_binary: string;
   /** (ours) Timeout of one publish acknowledgement, ms. */
   publish_timeout: number;
+  /** (ours) max_payload of the embedded server, bytes; 0 = nats-server's default (1 MiB). */
+  max_payload: number;
 }
 
 export interface SnapshotNatsConfig {
@@ -77,6 +81,12 @@ export interface SnapshotS3Config {
 export interface SnapshotConfig {
   enabled: boolean;
   interval: number;
+  /**
+   * Lifetime of the snapshot leader's lease, ms: a leader that stops renewing is
+   * replaced this long after its last renewal. Used when the lease bucket is
+   * created; an existing bucket keeps its lifetime.
+   */
+  leader_ttl: number;
   store: SnapshotStoreKind;
   /** (ours) How many snapshots to keep in the store. */
   keep: number;
@@ -138,6 +148,11 @@ export interface Config {
   include_tables: string[];
   /** (ours) Glob patterns of tables never captured nor applied. */
   exclude_tables: string[];
+  /**
+   * (ours) Glob patterns of migration tools' bookkeeping tables, never captured nor
+   * applied (each node runs its own migrations); [] replicates them.
+   */
+  migration_tables: string[];
   /** (ours) SQLite busy timeout of the daemon's connections, ms. */
   busy_timeout: number;
   /** (ours) Checkpoint the WAL when it grows past this many bytes. */
@@ -171,6 +186,7 @@ export function defaultConfig(): Config {
     polling_interval: 0,
     include_tables: [],
     exclude_tables: [],
+    migration_tables: [...MIGRATION_TABLES],
     busy_timeout: 5000,
     wal_checkpoint_bytes: 64 * 1024 * 1024,
     schema_retry_interval: 5000,
@@ -207,10 +223,12 @@ export function defaultConfig(): Config {
       store_dir: '',
       server_binary: 'nats-server',
       publish_timeout: 5000,
+      max_payload: 0,
     },
     snapshot: {
       enabled: true,
       interval: 0,
+      leader_ttl: 30000,
       store: 'nats',
       keep: 3,
       temp_dir: '',

@@ -1,7 +1,8 @@
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { SnapshotKey } from '../snapshot/snapshot-key.ts';
+import { applyConfigAliases } from './config-aliases.ts';
 import { ConfigError } from './config-error.ts';
 import { defaultConfig, LOG_FORMATS, SNAPSHOT_STORES, type Config } from './config.ts';
 
@@ -24,7 +25,11 @@ const hostPort: Rule = (v) => {
   const m = typeof v === 'string' ? /^(?:\[[^\]]+\]|[^:[\]\s]*):(\d{1,5})$/.exec(v) : null;
   return m?.[1] !== undefined && validPort(m[1]) ? undefined : 'an address "host:port" or ":port"';
 };
-const optionalHostPort: Rule = (v) => (v === '' ? undefined : hostPort(v));
+/** The embedded server's listen address: also port -1, nats-server's "a random port" (HarmonyLite's default ":-1"). */
+const listenAddress: Rule = (v) =>
+  v === '' || (typeof v === 'string' && hostPort(v.replace(/:-1$/, ':0')) === undefined)
+    ? undefined
+    : 'an address "host:port" or ":port" (port -1 = a random port)';
 const prefix: Rule = (v) =>
   typeof v === 'string' && /^[A-Za-z0-9_-]+$/.test(v)
     ? undefined
@@ -55,9 +60,13 @@ const RULES: Record<string, Rule> = {
   'nats.stream_prefix': prefix,
   'nats.connect_retries': integer(nonNegative),
   'nats.reconnect_wait_seconds': positive,
-  'nats.bind_address': optionalHostPort,
+  'nats.bind_address': listenAddress,
   'nats.publish_timeout': integer(positive),
+  'nats.max_payload': integer((v) =>
+    typeof v === 'number' && v >= 0 && v <= 64 * 1024 * 1024 ? undefined : '0 to 64 MiB (67108864)',
+  ),
   'snapshot.interval': integer(nonNegative),
+  'snapshot.leader_ttl': integer(positive),
   'snapshot.store': oneOf(SNAPSHOT_STORES),
   'snapshot.keep': integer(positive),
   'snapshot.nats.replicas': integer((v) =>
@@ -139,8 +148,42 @@ function merge(
   }
 }
 
-/** Parses TOML text into a validated Config. Relative paths resolve against `baseDir`. */
-export function parseConfig(text: string, baseDir: string, source = 'config'): Config {
+/**
+ * Keys holding paths. Relative ones resolve against the working directory, as in
+ * HarmonyLite (its run scripts and tests start nodes from the repository root with
+ * configs elsewhere). `reads`: a file or directory that must exist already.
+ */
+const PATH_KEYS: readonly { readonly key: string; readonly reads: boolean }[] = [
+  { key: 'db_path', reads: true },
+  { key: 'seq_map_path', reads: false },
+  { key: 'nats.server_config', reads: true },
+  { key: 'nats.seed_file', reads: true },
+  { key: 'nats.creds_file', reads: true },
+  { key: 'nats.ca_file', reads: true },
+  { key: 'nats.cert_file', reads: true },
+  { key: 'nats.key_file', reads: true },
+  { key: 'nats.store_dir', reads: false },
+  { key: 'nats.server_binary', reads: true },
+  { key: 'snapshot.temp_dir', reads: false },
+  { key: 'snapshot.encryption_key_file', reads: true },
+  { key: 'snapshot.local.path', reads: false },
+  { key: 'snapshot.sftp.known_hosts', reads: true },
+  { key: 'snapshot.sftp.private_key', reads: true },
+];
+
+function pathParent(config: Config, key: string): [Record<string, string>, string] {
+  const parts = key.split('.');
+  const last = parts.pop() ?? '';
+  const parent = parts.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config);
+  return [parent as Record<string, string>, last];
+}
+
+/**
+ * Parses TOML text into a validated Config. Relative paths resolve against `baseDir`
+ * (the working directory). With `configDir`, a relative path to an existing file
+ * that is missing there but exists next to the config file is an error saying so.
+ */
+export function parseConfig(text: string, baseDir: string, source = 'config', configDir?: string): Config {
   let raw: unknown;
   try {
     raw = parseToml(text);
@@ -149,6 +192,7 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): C
     const first = String((err as Error).message).split('\n')[0];
     throw new ConfigError(`cannot parse ${source}${where}: ${first}`, { cause: err });
   }
+  applyConfigAliases(raw);
   const config = defaultConfig();
   merge(
     config as unknown as Record<string, unknown>,
@@ -156,33 +200,27 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): C
     raw,
     '',
   );
-  for (const key of ['db_path', 'seq_map_path'] as const) {
-    if (config[key] !== '' && !isAbsolute(config[key])) config[key] = resolve(baseDir, config[key]);
+  for (const { key, reads } of PATH_KEYS) {
+    const [parent, name] = pathParent(config, key);
+    const value = parent[name] ?? '';
+    if (value === '' || isAbsolute(value)) continue;
+    // A bare command name is looked up in PATH; only a path with a "/" is a path.
+    if (key === 'nats.server_binary' && !value.includes('/')) continue;
+    const resolved = resolve(baseDir, value);
+    if (reads && configDir !== undefined && !existsSync(resolved)) {
+      const beside = resolve(configDir, value);
+      if (beside !== resolved && existsSync(beside)) {
+        throw new ConfigError(
+          `config key "${key}": ${showPath(value)} does not exist in the working directory ${showPath(baseDir)} ` +
+            `(relative paths resolve against the working directory, as in HarmonyLite), ` +
+            `but ${showPath(beside)} next to the config file does`,
+          { hint: `run harmonylite from ${showPath(configDir)}, or make ${key} absolute` },
+        );
+      }
+    }
+    parent[name] = resolved;
   }
   const n = config.nats;
-  for (const key of [
-    'server_config',
-    'seed_file',
-    'creds_file',
-    'ca_file',
-    'cert_file',
-    'key_file',
-    'store_dir',
-  ] as const) {
-    if (n[key] !== '' && !isAbsolute(n[key])) n[key] = resolve(baseDir, n[key]);
-  }
-  // A bare command name is looked up in PATH; only a path with a "/" is relative to the file.
-  if (n.server_binary.includes('/') && !isAbsolute(n.server_binary)) {
-    n.server_binary = resolve(baseDir, n.server_binary);
-  }
-  const s = config.snapshot;
-  if (s.temp_dir !== '' && !isAbsolute(s.temp_dir)) s.temp_dir = resolve(baseDir, s.temp_dir);
-  if (s.encryption_key_file !== '' && !isAbsolute(s.encryption_key_file))
-    s.encryption_key_file = resolve(baseDir, s.encryption_key_file);
-  if (s.local.path !== '' && !isAbsolute(s.local.path)) s.local.path = resolve(baseDir, s.local.path);
-  for (const key of ['known_hosts', 'private_key'] as const) {
-    if (s.sftp[key] !== '' && !isAbsolute(s.sftp[key])) s.sftp[key] = resolve(baseDir, s.sftp[key]);
-  }
   if ((n.cert_file === '') !== (n.key_file === '')) {
     throw new ConfigError('config keys "nats.cert_file" and "nats.key_file" must be given together');
   }
@@ -201,8 +239,8 @@ export function showPath(path: string): string {
  * are checked here too: the snapshot key file (missing, unreadable, not
  * private, not a 256-bit key: `SnapshotKey.load`).
  */
-export function loadConfig(path: string): Config {
-  const abs = resolve(path);
+export function loadConfig(path: string, cwd: string = process.cwd()): Config {
+  const abs = resolve(cwd, path);
   let text: string;
   try {
     const st = statSync(abs);
@@ -226,7 +264,7 @@ export function loadConfig(path: string): Config {
       cause: err,
     });
   }
-  const config = parseConfig(text, dirname(abs), showPath(abs));
+  const config = parseConfig(text, cwd, showPath(abs), dirname(abs));
   SnapshotKey.fromConfig(config.snapshot);
   return config;
 }

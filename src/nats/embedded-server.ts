@@ -13,6 +13,7 @@ import { delimiter, isAbsolute, join, relative, resolve } from 'node:path';
 import { AuthorizationError, connect } from '@nats-io/transport-node';
 import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import type { Logger } from '../logger.ts';
+import { recordOwner, takeOverStore, tiedToParent } from './server-lifetime.ts';
 
 export const NATS_SERVER_ERROR_CODES = [
   'ERR_NATS_SERVER_NOT_FOUND',
@@ -236,14 +237,19 @@ export class EmbeddedNatsServer {
       const storeDir = resolve(opts.storeDir);
       mkdirSync(storeDir, { recursive: true });
       const configPath = join(storeDir, CONFIG_FILE);
-      assertNoOtherServer(storeDir, configPath);
+      const inUse = await takeOverStore(storeDir, configPath, this.#log);
+      if (inUse !== undefined) {
+        throw new NatsServerError('ERR_NATS_SERVER_STORE_IN_USE', inUse.message, { hint: inUse.hint });
+      }
       removeStaleFiles(storeDir);
       writeFileSync(configPath, renderConfig(opts, storeDir, pinPorts ? this.#ports : undefined));
 
       this.#tail.length = 0;
       this.#pid = undefined;
       this.#stopping = false;
-      const child = spawn(executable, ['-c', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+      recordOwner(storeDir);
+      const [command, ...args] = tiedToParent(executable, ['-c', configPath]);
+      const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       this.#child = child;
       trackChild(child);
       let exit: { code: number | null; signal: NodeJS.Signals | null; error?: Error } | undefined;
@@ -402,10 +408,10 @@ function parseAddress(address: string, what: string): Address {
   if (address === '') return { host: '127.0.0.1', port: -1 };
   const i = address.lastIndexOf(':');
   const port = Number(address.slice(i + 1));
-  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+  if (i < 0 || !Number.isInteger(port) || port < -1 || port > 65535) {
     throw new NatsServerError('ERR_NATS_SERVER_CONFIG', `${what} must be "host:port", got "${address}"`);
   }
-  // nats-server reads port 0 as "the default port"; -1 asks for a free one.
+  // nats-server reads port 0 as "the default port"; -1 (HarmonyLite's ":-1") asks for a free one.
   return { host: address.slice(0, i), port: port === 0 ? -1 : port };
 }
 
@@ -468,27 +474,6 @@ function renderConfig(opts: EmbeddedNatsServerOptions, storeDir: string, pinned:
   out.push(`pid_file: ${str(join(storeDir, PID_FILE))}`);
   out.push(`ports_file_dir: ${str(storeDir)}`);
   return out.join('\n') + '\n';
-}
-
-/**
- * Two servers on one JetStream store corrupt it, and a server orphaned by a crashed (SIGKILLed)
- * parent keeps running: refuse to start next to it. Detected on Linux through /proc.
- */
-function assertNoOtherServer(storeDir: string, configPath: string): void {
-  const pid = readPid(join(storeDir, PID_FILE));
-  if (pid === undefined) return;
-  let cmdline: string;
-  try {
-    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return; // Gone, or no /proc.
-  }
-  if (!cmdline.split('\0').includes(configPath)) return;
-  throw new NatsServerError(
-    'ERR_NATS_SERVER_STORE_IN_USE',
-    `another nats-server (pid ${pid}) still runs on store ${storeDir}`,
-    { hint: `stop it first: kill ${pid}` },
-  );
 }
 
 /** A killed server leaves its pid and ports files behind; they must not be mistaken for the new one's. */

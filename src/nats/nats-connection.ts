@@ -134,14 +134,16 @@ export function probeOptions(config: NatsConfig): NatsProbeOptions {
   return opts;
 }
 
-function classify(err: unknown): NatsConnectError {
+/** Every error names the servers tried (without their user info): "cannot reach NATS" alone says nothing of where. */
+function classify(err: unknown, servers: readonly string[]): NatsConnectError {
   const msg = String((err as Error)?.message ?? err);
+  const at = ` at ${servers.map(redactUrl).join(', ')}`;
   if (/authoriz|authentic|permission/i.test(msg)) {
-    return new NatsConnectError('ERR_NATS_AUTH', `NATS refused the credentials: ${msg}`, { cause: err });
+    return new NatsConnectError('ERR_NATS_AUTH', `NATS${at} refused the credentials: ${msg}`, { cause: err });
   }
   if (/tls|certificate|ssl/i.test(msg))
-    return new NatsConnectError('ERR_NATS_TLS', `NATS TLS failed: ${msg}`, { cause: err });
-  return new NatsConnectError('ERR_NATS_UNREACHABLE', `cannot reach NATS: ${msg}`, { cause: err });
+    return new NatsConnectError('ERR_NATS_TLS', `NATS TLS failed: ${msg} (${at.trim()})`, { cause: err });
+  return new NatsConnectError('ERR_NATS_UNREACHABLE', `cannot reach NATS${at}: ${msg}`, { cause: err });
 }
 
 const CHECK_TIMEOUT_MS = 2000;
@@ -213,11 +215,11 @@ async function checkTls(
             new NatsConnectError(
               'ERR_NATS_TLS',
               refused
-                ? `NATS TLS failed: the server refused this client's certificate (${err.code}): ` +
+                ? `NATS TLS failed: the server at ${target.host}:${target.port} refused this client's certificate (${err.code}): ` +
                     (tls.cert === undefined
                       ? 'it requires one; set [nats] cert_file and key_file'
                       : "is it signed by a CA in the server's tls ca_file?")
-                : `NATS TLS failed: ${err.message}`,
+                : `NATS TLS failed: ${err.message} (at ${target.host}:${target.port})`,
               { cause: err },
             ),
           );
@@ -274,7 +276,7 @@ export async function connectNats(
       })();
       return nc;
     } catch (err) {
-      const e = classify(err);
+      const e = classify(err, servers);
       if (e.code === 'ERR_NATS_AUTH' || e.code === 'ERR_NATS_TLS' || attempt >= attempts || signal?.aborted)
         throw e;
       logger.warn(

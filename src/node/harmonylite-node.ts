@@ -10,6 +10,7 @@ import { ChangeDetector } from '../changelog/change-detector.ts';
 import { cleanupStep, cleanupTables, type CleanupPosition } from '../changelog/changelog-cleaner.ts';
 import { ChangelogScanner } from '../changelog/changelog-scanner.ts';
 import type { Config } from '../config/config.ts';
+import { excludedTables } from '../config/excluded-tables.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
@@ -30,6 +31,7 @@ import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
 import { WriterQueue } from '../replication/writer-queue.ts';
 import { NodeSnapshots } from '../snapshot/node-snapshots.ts'; // [snapshot hook, issue 4]
+import { CaptureLog } from './capture-log.ts';
 import { openDatabase } from './open-database.ts';
 import { deriveNodeId } from './node-id.ts';
 
@@ -51,6 +53,8 @@ export interface NodeStatus {
   readonly pending: number;
   readonly natsConnected: boolean;
   readonly lastPublishAt: number;
+  /** SHA-256 of the captured tables' shape (src/cdc/schema-hash.ts). */
+  readonly schemaHash: string;
   readonly shards: readonly {
     shard: number;
     position: number;
@@ -80,6 +84,7 @@ export class HarmonyLiteNode {
   #writeDb: Database.Database | undefined;
   #readDb: Database.Database | undefined;
   #server: EmbeddedNatsServer | undefined;
+  readonly #captureLog: CaptureLog;
   #nc: NatsConnection | undefined;
   #js: JetStreamClient | undefined;
   #jsm: JetStreamManager | undefined;
@@ -121,7 +126,8 @@ export class HarmonyLiteNode {
         subsystem: this.config.prometheus.subsystem,
         processMetrics: false,
       });
-    this.#filter = new TableFilter(this.config.include_tables, this.config.exclude_tables);
+    this.#filter = new TableFilter(this.config.include_tables, excludedTables(this.config));
+    this.#captureLog = new CaptureLog(this.logger, this.config.migration_tables);
     this.writer.onWait = (ms) => this.metrics.writerWait.observe(ms / 1000);
   }
 
@@ -192,6 +198,7 @@ export class HarmonyLiteNode {
         ...(this.#options.clusterPeers !== undefined ? { clusterPeers: this.#options.clusterPeers } : {}),
         ...(this.#options.leafServers !== undefined ? { leafServers: this.#options.leafServers } : {}),
         ...(config.nats.server_config !== '' ? { configFile: config.nats.server_config } : {}),
+        ...(config.nats.max_payload > 0 ? { maxPayload: config.nats.max_payload } : {}),
         logger: logger.child({ component: 'nats-server' }),
         // A clustered node's JetStream waits for its peers; the client connection retries until then.
         waitForJetStream: (this.#options.clusterPeers?.length ?? 0) === 0,
@@ -234,7 +241,7 @@ export class HarmonyLiteNode {
       dbPath: config.db_path,
       busyTimeoutMs: config.busy_timeout,
       includeTables: config.include_tables,
-      excludeTables: config.exclude_tables,
+      excludeTables: excludedTables(config),
       nodeId: this.nodeId,
       clock: this.clock.state,
       localWrites: config.publish,
@@ -428,22 +435,7 @@ export class HarmonyLiteNode {
   }
 
   #logCapture(state: CaptureState, initial: boolean): void {
-    for (const s of state.skipped) this.logger.info({ table: s.name, reason: s.reason }, 'table skipped');
-    if (state.indexed > 0)
-      this.logger.info({ rows: state.indexed }, 'replicated-state index built over the existing rows');
-    if (state.escaped > 0)
-      this.logger.warn(
-        { rows: state.escaped },
-        'found writes made while capture was absent (table rebuilt, triggers dropped, or written while stopped); publishing them',
-      );
-    if (initial) {
-      this.logger.info({ tables: state.tables.map((t) => t.name) }, `watching ${state.tables.length} tables`);
-    } else if (state.changed.length > 0) {
-      this.logger.info(
-        { tables: state.changed, backfilled: state.backfilled },
-        'capture brought up to date after a schema change',
-      );
-    }
+    if (this.#writeDb !== undefined) this.#captureLog.report(this.#writeDb, state, initial);
   }
 
   /** Re-installs capture when the schema changed (coalesced: at most one run at a time, one queued). */
@@ -581,6 +573,7 @@ export class HarmonyLiteNode {
       pending: this.#scanner?.countPending() ?? 0,
       natsConnected: this.#natsUp,
       lastPublishAt: this.#publisher?.lastPublishAt ?? 0,
+      schemaHash: this.#captureLog.schemaHash,
       shards: this.#consumers.map((c) => ({
         shard: c.options.shard,
         position: c.position,

@@ -20,6 +20,8 @@ export interface NodeStatusRecord {
   readonly pending: number;
   /** 0 = nothing published since start. */
   readonly last_publish_at: number;
+  /** SHA-256 of the replicated tables' shape; absent in entries of older versions. */
+  readonly schema_hash?: string;
   readonly shards: readonly {
     readonly shard: number;
     /** Stream sequence applied. */
@@ -76,6 +78,7 @@ export class NodeStatusReporter {
   #kv: KV | undefined;
   readonly #task: PeriodicTask;
   #failing = false;
+  #publishedSchemaHash = '';
 
   constructor(deps: NodeStatusReporterDeps, options: NodeStatusReporterOptions) {
     this.#deps = deps;
@@ -111,6 +114,7 @@ export class NodeStatusReporter {
         tables: s.tables.length,
         pending: s.pending,
         last_publish_at: s.lastPublishAt,
+        schema_hash: s.schemaHash,
         shards: s.shards.map((x) => ({
           shard: x.shard,
           position: x.position,
@@ -125,6 +129,14 @@ export class NodeStatusReporter {
         replicas: this.#options.replicas,
       });
       await this.#kv.put(String(s.nodeId), JSON.stringify(record));
+      if (s.schemaHash !== '' && s.schemaHash !== this.#publishedSchemaHash) {
+        // HarmonyLite's line, which its schema migration script waits for.
+        logger.info(
+          { schema_hash: `${s.schemaHash.slice(0, 16)}...` },
+          'Published schema state to cluster registry',
+        );
+        this.#publishedSchemaHash = s.schemaHash;
+      }
       if (this.#failing) logger.debug('status reporting works again');
       this.#failing = false;
     } catch (err) {

@@ -29,7 +29,7 @@ export interface NodeSnapshotsOptions {
   readonly nc: NatsConnection;
   /** The node's writer queue. */
   readonly writer: WriterQueue;
-  /** Lease lifetime of the snapshot leader. Default 15 s. */
+  /** Lease lifetime of the snapshot leader. Default `[snapshot] leader_ttl`. */
   readonly leaseTtlMs?: number;
   /**
    * Brings the database's stored positions up to what it holds just before a
@@ -139,7 +139,7 @@ export class NodeSnapshots {
       nc,
       bucket: leaseBucket(config.nats.stream_prefix),
       nodeId,
-      ...(this.#o.leaseTtlMs !== undefined ? { ttlMs: this.#o.leaseTtlMs } : {}),
+      ttlMs: this.#o.leaseTtlMs ?? this.#o.config.snapshot.leader_ttl,
       replicas: config.replication_log.replicas,
       logger: this.#logger,
     });

@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import { isInternalName, OUTBOX, POSITIONS, quoteIdent as q } from '../cdc/names.ts';
 import { TableFilter } from '../cdc/table-filter.ts';
 import type { Config } from '../config/config.ts';
+import { excludedTables as excludedTablePatterns } from '../config/excluded-tables.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, streamName } from '../nats/naming.ts';
@@ -203,7 +204,7 @@ export class SnapshotRestorer {
       liveDbPath: config.db_path,
       busyTimeoutMs: config.busy_timeout,
       includeTables: config.include_tables,
-      excludeTables: config.exclude_tables,
+      excludeTables: excludedTablePatterns(config),
       captureWrites: config.publish,
     };
   }
@@ -423,9 +424,9 @@ export function readPositions(db: Database.Database): Map<number, number> {
   return new Map(rows.map((r) => [r.shard, r.stream_seq]));
 }
 
-/** User tables this node does not replicate (`include_tables` / `exclude_tables`). */
+/** User tables this node does not replicate (`include_tables` / `exclude_tables` / `migration_tables`). */
 function excludedTables(db: Database.Database, config: Config): string[] {
-  const filter = new TableFilter(config.include_tables, config.exclude_tables);
+  const filter = new TableFilter(config.include_tables, excludedTablePatterns(config));
   const names = db
     .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT GLOB 'sqlite_*' ORDER BY name")
     .pluck()

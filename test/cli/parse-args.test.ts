@@ -10,7 +10,8 @@ const DEFAULTS: CliArgs = {
   version: false,
   help: false,
   status: false,
-  bench: false,
+  schemaStatus: false,
+  schemaStatusCluster: false,
 };
 
 /** Asserts that parsing `argv` fails with a usage error matching `message`, and returns it. */
@@ -102,7 +103,8 @@ describe('parseArgs', () => {
     assert.equal(parseArgs(['-cleanup']).cleanup, true);
     assert.equal(parseArgs(['-save-snapshot']).saveSnapshot, true);
     assert.equal(parseArgs(['--status']).status, true);
-    assert.equal(parseArgs(['-bench']).bench, true);
+    assert.equal(parseArgs(['-schema-status']).schemaStatus, true);
+    assert.equal(parseArgs(['--schema-status-cluster']).schemaStatusCluster, true);
     assert.equal(parseArgs(['-dead-letter-stuck', '3']).deadLetterStuck, 3);
     assert.equal(parseArgs(['--dead-letter-stuck=0']).deadLetterStuck, 0);
     assert.equal(parseArgs(['-version']).version, true);
@@ -122,13 +124,18 @@ describe('parseArgs', () => {
     assert.equal(parseArgs(['-cluster-addr', ':6222']).clusterAddr, ':6222');
   });
 
+  it('-pprof takes the listen address, as HarmonyLite does', () => {
+    assert.equal(parseArgs(['-pprof', '127.0.0.1:6060']).pprof, '127.0.0.1:6060');
+    assert.equal(parseArgs(['-pprof=:6060']).pprof, ':6060');
+  });
+
   it('keeps the last value of a repeated flag, as Go does', () => {
     assert.equal(parseArgs(['-config', 'a.toml', '--config=b.toml']).config, 'b.toml');
   });
 
   it('allows a command flag together with -help or -version', () => {
     assert.equal(parseArgs(['-cleanup', '-status', '-help']).help, true);
-    assert.equal(parseArgs(['-cleanup', '-bench', '-version']).version, true);
+    assert.equal(parseArgs(['-cleanup', '-schema-status', '-version']).version, true);
   });
 
   it('accepts a lone "--" at the end', () => {
@@ -188,7 +195,13 @@ describe('parseArgs', () => {
         ['-cleanup', '--save-snapshot'],
         /^flags "-cleanup" and "--save-snapshot" cannot be combined/,
       ],
-      ['status and bench', ['-status', '-bench'], /^flags "-status" and "-bench" cannot be combined/],
+      [
+        'status and schema status',
+        ['-status', '-schema-status'],
+        /^flags "-status" and "-schema-status" cannot be combined/,
+      ],
+      ['-bench is not a flag (npm run bench is the benchmark)', ['-bench'], /^unknown flag "-bench"$/],
+      ['pprof without a port', ['-pprof', 'localhost'], /^flag "-pprof" must be an address host:port/],
       [
         'dead letter with cleanup',
         ['-dead-letter-stuck=1', '-cleanup'],
@@ -244,7 +257,9 @@ describe('USAGE', () => {
       'help',
       'status',
       'dead-letter-stuck',
-      'bench',
+      'schema-status',
+      'schema-status-cluster',
+      'pprof',
     ];
     const lines = USAGE.split('\n');
     for (const flag of flags) {

@@ -65,7 +65,7 @@ describe('loadConfig', () => {
     assert.deepEqual(loadConfig(writeConfig(dir.path, '')), defaultConfig());
   });
 
-  it('resolves relative paths against the directory of the config file, not the working directory', () => {
+  it('resolves relative paths against the working directory, as HarmonyLite does, not the config file', () => {
     using dir = tempDir();
     mkdirSync(join(dir.path, 'etc'));
     const path = writeConfig(
@@ -78,10 +78,10 @@ server_config = "nats.conf"
 seed_file = "keys/seed.nk"
 creds_file = "keys/user.creds"
 ca_file = "tls/ca.pem"
-cert_file = "tls/cert.pem"
-key_file = "/abs/key.pem"
 store_dir = "./jetstream"
 server_binary = "./bin/nats-server"
+key_file = "/abs/key.pem"
+cert_file = "tls/cert.pem"
 [snapshot]
 temp_dir = "tmp"
 [snapshot.sftp]
@@ -91,22 +91,58 @@ private_key = "ssh/id_ed25519"
 path = "snapshots"
 `,
     );
-    const config = loadConfig(path);
-    const etc = join(dir.path, 'etc');
+    const cwd = join(dir.path, 'run');
+    const config = loadConfig(path, cwd);
     assert.equal(config.db_path, join(dir.path, 'data/app.db'));
-    assert.equal(config.seq_map_path, join(etc, 'seq-map.cbor'));
-    assert.equal(config.nats.server_config, join(etc, 'nats.conf'));
-    assert.equal(config.nats.seed_file, join(etc, 'keys/seed.nk'));
-    assert.equal(config.nats.creds_file, join(etc, 'keys/user.creds'));
-    assert.equal(config.nats.ca_file, join(etc, 'tls/ca.pem'));
-    assert.equal(config.nats.cert_file, join(etc, 'tls/cert.pem'));
+    assert.equal(config.seq_map_path, join(cwd, 'seq-map.cbor'));
+    assert.equal(config.nats.store_dir, join(cwd, 'jetstream'));
+    assert.equal(config.nats.server_binary, join(cwd, 'bin/nats-server'));
     assert.equal(config.nats.key_file, '/abs/key.pem', 'absolute paths are kept');
-    assert.equal(config.nats.store_dir, join(etc, 'jetstream'));
-    assert.equal(config.nats.server_binary, join(etc, 'bin/nats-server'));
-    assert.equal(config.snapshot.temp_dir, join(etc, 'tmp'));
-    assert.equal(config.snapshot.sftp.known_hosts, join(etc, 'ssh/known_hosts'));
-    assert.equal(config.snapshot.sftp.private_key, join(etc, 'ssh/id_ed25519'));
-    assert.equal(config.snapshot.local.path, join(etc, 'snapshots'));
+    assert.equal(config.nats.cert_file, join(cwd, 'tls/cert.pem'));
+    assert.equal(config.nats.server_config, join(cwd, 'nats.conf'));
+    assert.equal(config.nats.seed_file, join(cwd, 'keys/seed.nk'));
+    assert.equal(config.nats.creds_file, join(cwd, 'keys/user.creds'));
+    assert.equal(config.nats.ca_file, join(cwd, 'tls/ca.pem'));
+    assert.equal(config.snapshot.sftp.known_hosts, join(cwd, 'ssh/known_hosts'));
+    assert.equal(config.snapshot.sftp.private_key, join(cwd, 'ssh/id_ed25519'));
+    assert.equal(config.snapshot.temp_dir, join(cwd, 'tmp'));
+    assert.equal(config.snapshot.local.path, join(cwd, 'snapshots'));
+    // The config file itself is found relative to the working directory too.
+    assert.equal(loadConfig('../etc/config.toml', cwd).db_path, join(dir.path, 'data/app.db'));
+  });
+
+  it('names the file next to the config when a relative path exists there but not in the working directory', () => {
+    using dir = tempDir();
+    mkdirSync(join(dir.path, 'etc', 'examples'), { recursive: true });
+    writeFileSync(join(dir.path, 'etc', 'examples', 'nats-server-1.conf'), 'port: -1\n');
+    const path = writeConfig(
+      join(dir.path, 'etc'),
+      '[nats]\nserver_config = "examples/nats-server-1.conf"\n',
+    );
+    const err = configError(() => loadConfig(path, dir.path));
+    assert.equal(
+      err.message,
+      `config key "nats.server_config": "examples/nats-server-1.conf" does not exist in the working ` +
+        `directory ${JSON.stringify(dir.path)} (relative paths resolve against the working directory, as in ` +
+        `HarmonyLite), but ${JSON.stringify(join(dir.path, 'etc', 'examples', 'nats-server-1.conf'))} next ` +
+        `to the config file does`,
+    );
+    assert.equal(
+      err.hint,
+      `run harmonylite from ${JSON.stringify(join(dir.path, 'etc'))}, or make nats.server_config absolute`,
+    );
+    // From the config's directory it loads.
+    assert.equal(
+      loadConfig(path, join(dir.path, 'etc')).nats.server_config,
+      join(dir.path, 'etc', 'examples', 'nats-server-1.conf'),
+    );
+    // The same for the database: the error names both places.
+    writeFileSync(join(dir.path, 'etc', 'app.db'), '');
+    const dbConfig = writeConfig(join(dir.path, 'etc'), 'db_path = "app.db"\n', 'db.toml');
+    assert.match(
+      configError(() => loadConfig(dbConfig, dir.path)).message,
+      /^config key "db_path": "app\.db" does not exist in the working directory .* next to the config file does$/,
+    );
   });
 
   it('keeps a bare nats-server binary name for the PATH lookup', () => {
@@ -324,7 +360,7 @@ describe('requireDatabase', () => {
 
   it('requires the database file to exist, with a hint on how to create it', () => {
     using dir = tempDir();
-    const config = loadConfig(writeConfig(dir.path, 'db_path = "missing.db"\n'));
+    const config = loadConfig(writeConfig(dir.path, 'db_path = "missing.db"\n'), dir.path);
     const err = configError(() => requireDatabase(config));
     assert.match(err.message, /^database ".*missing\.db" does not exist$/);
     assert.ok(err.message.includes(join(dir.path, 'missing.db')), 'names the resolved path');
@@ -333,14 +369,14 @@ describe('requireDatabase', () => {
 
   it('refuses a db_path that is a directory', () => {
     using dir = tempDir();
-    const config = loadConfig(writeConfig(dir.path, 'db_path = "."\n'));
+    const config = loadConfig(writeConfig(dir.path, 'db_path = "."\n'), dir.path);
     assert.match(configError(() => requireDatabase(config)).message, /"db_path" must name a file/);
   });
 
   it('accepts an existing database file', () => {
     using dir = tempDir();
     writeFileSync(join(dir.path, 'app.db'), '');
-    const config = loadConfig(writeConfig(dir.path, 'db_path = "app.db"\n'));
+    const config = loadConfig(writeConfig(dir.path, 'db_path = "app.db"\n'), dir.path);
     assert.doesNotThrow(() => requireDatabase(config));
   });
 });
@@ -348,10 +384,10 @@ describe('requireDatabase', () => {
 describe('[snapshot] encryption_key_file', () => {
   const HEX_KEY = 'a1'.repeat(32);
 
-  /** Loads a config naming `keyFile` (relative to the config's directory); returns the ConfigError. */
+  /** Loads a config naming `keyFile` (relative to `dir`, the working directory); returns the ConfigError. */
   function keyError(dir: string, keyFile: string): ConfigError {
     const path = writeConfig(dir, `[snapshot]\nencryption_key_file = ${JSON.stringify(keyFile)}\n`);
-    const err = configError(() => loadConfig(path));
+    const err = configError(() => loadConfig(path, dir));
     assert.match(err.message, /^config key "snapshot\.encryption_key_file": /);
     assert.ok(!err.message.includes('\n'), 'a one-line message');
     return err;
@@ -364,13 +400,16 @@ describe('[snapshot] encryption_key_file', () => {
     return path;
   }
 
-  it('defaults to "" (snapshots not encrypted) and resolves a relative path against the config file', () => {
+  it('defaults to "" (snapshots not encrypted) and resolves a relative path against the working directory', () => {
     using dir = tempDir();
     assert.equal(loadConfig(writeConfig(dir.path, '')).snapshot.encryption_key_file, '');
     mkdirSync(join(dir.path, 'etc'));
     keyFile(join(dir.path, 'etc'), 'snapshot.key', `${HEX_KEY}\n`);
     const path = writeConfig(join(dir.path, 'etc'), '[snapshot]\nencryption_key_file = "snapshot.key"\n');
-    assert.equal(loadConfig(path).snapshot.encryption_key_file, join(dir.path, 'etc', 'snapshot.key'));
+    assert.equal(
+      loadConfig(path, join(dir.path, 'etc')).snapshot.encryption_key_file,
+      join(dir.path, 'etc', 'snapshot.key'),
+    );
   });
 
   it('accepts hex (as openssl rand -hex 32 writes it), base64 and 32 raw bytes, also through a symlink', () => {
@@ -382,12 +421,15 @@ describe('[snapshot] encryption_key_file', () => {
       ['raw.key', raw],
     ] as const) {
       const path = keyFile(dir.path, name, content, 0o400);
-      const config = loadConfig(writeConfig(dir.path, `[snapshot]\nencryption_key_file = "${name}"\n`));
+      const config = loadConfig(
+        writeConfig(dir.path, `[snapshot]\nencryption_key_file = "${name}"\n`),
+        dir.path,
+      );
       assert.equal(config.snapshot.encryption_key_file, path);
     }
     symlinkSync(join(dir.path, 'hex.key'), join(dir.path, 'link.key'));
     assert.doesNotThrow(() =>
-      loadConfig(writeConfig(dir.path, '[snapshot]\nencryption_key_file = "link.key"\n')),
+      loadConfig(writeConfig(dir.path, '[snapshot]\nencryption_key_file = "link.key"\n'), dir.path),
     );
   });
 
@@ -455,7 +497,7 @@ describe('[snapshot] encryption_key_file', () => {
       dir.path,
       'db_path = "app.db"\n[snapshot]\nencryption_key_file = "snapshot.key"\n',
     );
-    const cli = spawnCli(['-config', path, '-cleanup']);
+    const cli = spawnCli(['-config', path, '-cleanup'], { cwd: dir.path });
     const code = await cli.exited;
     const text = cli.output.join('\n');
     assert.equal(code, 2, text);

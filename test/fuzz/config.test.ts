@@ -414,8 +414,8 @@ async function runCli(c: CliCase): Promise<{ code: number | null; output: string
   const file = join(conf, 'config.toml');
   writeFileSync(file, c.config);
   const before = snapshot(dir.path);
-  // Relative paths in the file resolve against its directory, whatever the working directory.
-  const cli = spawnCli(['-config', c.config === 'FIFO' ? join(conf, 'fifo.toml') : file]);
+  // Relative paths in the file resolve against the working directory, as in HarmonyLite.
+  const cli = spawnCli(['-config', c.config === 'FIFO' ? join(conf, 'fifo.toml') : file], { cwd: conf });
   let timer: NodeJS.Timeout | undefined;
   const limit = c.config === 'FIFO' ? HANG_TIMEOUT_MS : CLI_TIMEOUT_MS;
   const code = await Promise.race([

@@ -32,6 +32,7 @@ function fixture(name: string) {
   let status: NodeStatus = {
     nodeId: 7,
     tables: ['users'],
+    schemaHash: '',
     pending: 0,
     natsConnected: true,
     lastPublishAt: 0,
@@ -170,6 +171,7 @@ describe('HealthCheck', () => {
       const status: NodeStatus = {
         nodeId: 8,
         tables: ['users'],
+        schemaHash: '',
         pending: 0,
         natsConnected: true,
         lastPublishAt: 0,

@@ -15,6 +15,8 @@ import { waitFor } from './wait-for.ts';
 
 export const REPO_ROOT = new URL('../..', import.meta.url).pathname;
 export const CLI_ENTRY = join(REPO_ROOT, 'src/cli/main.ts');
+/** tsx's loader by URL: `--import tsx` would look for the package in the child's working directory. */
+export const TSX_LOADER = import.meta.resolve('tsx');
 
 /** Log records a node wrote, parsed (JSON format). */
 export class LogCapture extends Writable {
@@ -123,7 +125,7 @@ export function spawnCli(
   args: readonly string[],
   options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
 ): CliNode {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...args], {
+  const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, ...args], {
     cwd: options.cwd ?? REPO_ROOT,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
