@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { copyFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { GLOBAL_LOG, ORIGIN_SEQS, POSITIONS } from '../../src/cdc/names.ts';
 import { createSnapshotFile } from '../../src/snapshot/snapshot-creator.ts';
 import { SnapshotError } from '../../src/snapshot/snapshot-error.ts';
@@ -80,6 +81,49 @@ describe('createSnapshotFile', () => {
       assert.deepEqual(readdirSync(f.temp), [], 'temporary files removed');
     });
   }
+
+  it('keeps internal tables it does not name, and no byte of the dropped change logs', async () => {
+    const f = fixture();
+    const db = new Database(f.db);
+    // Tables of ours that describe the rows (as positions do) travel with them.
+    db.exec(
+      'CREATE TABLE "__harmonylite___row_versions" (tbl TEXT, pk BLOB, version INTEGER, PRIMARY KEY (tbl, pk));' +
+        'CREATE TABLE "__harmonylite___conflicts" (id INTEGER PRIMARY KEY, detail TEXT);' +
+        `INSERT INTO "__harmonylite___row_versions" VALUES ('items', x'01', 42);` +
+        `INSERT INTO "__harmonylite___conflicts" (detail) VALUES ('kept conflict');`,
+    );
+    // A value that only the change log still holds once the row is written back.
+    db.exec(
+      "UPDATE items SET name = 'only-in-the-change-log' WHERE id = 1; UPDATE items SET name = 'item-1' WHERE id = 1",
+    );
+    db.close();
+    const created = await createSnapshotFile({
+      dbPath: f.db,
+      busyTimeoutMs: 1000,
+      nodeId: 7,
+      streamPrefix: 'p',
+      shards: 2,
+      compress: false,
+      tempParent: f.temp,
+    });
+    try {
+      const tables = schemaNames(created.uploadPath).tables.filter((t) => !t.startsWith('sqlite_'));
+      assert.deepEqual(
+        tables.sort(),
+        [ORIGIN_SEQS, POSITIONS, '__harmonylite___conflicts', '__harmonylite___row_versions', 'items'].sort(),
+      );
+      assert.equal(count(created.uploadPath, 'SELECT version FROM "__harmonylite___row_versions"'), 42);
+      assert.equal(count(created.uploadPath, 'SELECT count(*) FROM "__harmonylite___conflicts"'), 1);
+      const bytes = readFileSync(created.uploadPath);
+      assert.equal(
+        bytes.indexOf('only-in-the-change-log'),
+        -1,
+        'the dropped change log left its rows in the file',
+      );
+    } finally {
+      await created.dispose();
+    }
+  });
 
   it('hands the final data file to the upload and reports the upload failure, leaving nothing behind', async () => {
     const f = fixture(200);
