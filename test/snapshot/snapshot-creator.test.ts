@@ -198,6 +198,51 @@ describe('createSnapshotFile', () => {
     await created.dispose();
   });
 
+  it('a file damaged before it was checksummed fails quick_check with ERR_SNAPSHOT_CORRUPT', async () => {
+    const f = fixture(2000, 64);
+    const created = await createSnapshotFile({
+      dbPath: f.db,
+      busyTimeoutMs: 1000,
+      nodeId: 7,
+      streamPrefix: 'p',
+      shards: 2,
+      compress: false,
+      tempParent: f.temp,
+    });
+    const downloaded = join(f.dir, 'download');
+    await copyFile(created.uploadPath, downloaded);
+    const db = new Database(downloaded, { readonly: true });
+    const root = db
+      .prepare("SELECT rootpage FROM sqlite_schema WHERE name = 'items'")
+      .pluck()
+      .get() as number;
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    db.close();
+    // The items table's root page gets an invalid b-tree page type; the checksum is taken afterwards.
+    const handle = await open(downloaded, 'r+');
+    await handle.write(Buffer.from([0x07]), 0, 1, (root - 1) * pageSize);
+    await handle.close();
+    const digest = await digestFile(downloaded);
+    await assert.rejects(
+      runVerifyTask({
+        kind: 'verify',
+        downloadedPath: downloaded,
+        outPath: join(f.dir, 'out.db'),
+        compressed: false,
+        expected: digest,
+        objectName: created.manifest.dataObject,
+      }),
+      (err) => {
+        assert.ok(err instanceof SnapshotError);
+        assert.equal(err.code, 'ERR_SNAPSHOT_CORRUPT');
+        assert.match(err.message, /is damaged: (PRAGMA quick_check|not a readable SQLite database)/);
+        return true;
+      },
+    );
+    assert.equal(existsSync(join(f.dir, 'out.db')), false);
+    await created.dispose();
+  });
+
   it('a full temporary directory gives a clear error, no crash, no leftovers', async (t) => {
     const f = fixture(300, 8192); // ~2.5 MB of incompressible rows
     const mnt = join(f.dir, 'tiny');
