@@ -179,6 +179,7 @@ export class HealthCheck {
     if (status !== undefined) {
       this.#sample(now, status);
       if (!status.natsConnected) fail('nats', 'not connected to NATS');
+      if (status.waitingForSnapshot !== undefined) fail('replication', status.waitingForSnapshot, 'degraded');
       for (const reason of this.#checkShards(status, now)) fail('replication', reason.text, reason.severity);
       const { stallAfterMs } = this.#options;
       const quietSince = Math.max(status.lastPublishAt, this.#pendingSince);

@@ -87,6 +87,7 @@ export class Metrics {
   readonly snapshotDuration: Histogram<'operation'>;
   readonly snapshotSize: Gauge;
   readonly snapshotFailures: Counter<'operation'>;
+  readonly snapshotRestoreWaiting: Gauge;
   readonly #processPrefix: string;
   #processMetrics = false;
 
@@ -312,6 +313,11 @@ export class Metrics {
       name: name('snapshot_failures_total'),
       help: 'Snapshot saves or restores that failed',
       labelNames: ['operation'] as const,
+      registers,
+    });
+    this.snapshotRestoreWaiting = new Gauge({
+      name: name('snapshot_restore_waiting'),
+      help: '1 while this node must restore and waits for the cluster to store a snapshot that reaches the streams',
       registers,
     });
 

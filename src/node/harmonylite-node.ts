@@ -61,6 +61,8 @@ export interface NodeStatus {
     state: ShardConsumer['state'];
     lastApplyAt: number;
   }[];
+  /** Set while the start waits for the cluster to store a snapshot this node can restore: what it waits for. */
+  readonly waitingForSnapshot?: string;
 }
 
 /** Change ids looked at per cleanup step (one short transaction, ~1 ms for 100-byte rows here). */
@@ -257,6 +259,20 @@ export class HarmonyLiteNode {
     // (idempotent) install, catching tables created while the node was starting.
     this.#scanner = new ChangelogScanner(this.#readDb);
 
+    // [observability hook, issue 6] started before a restore may wait (its health and metrics show the wait), closed first;
+    // see src/metrics/node-observability.ts.
+    this.#observability = new NodeObservability({
+      config,
+      logger,
+      metrics: this.metrics,
+      nodeId: this.nodeId,
+      js: this.#js,
+      jsm: this.#jsm!,
+      writer: this.writer,
+      status: () => this.status(),
+      shards: () => this.#consumers,
+    });
+    await this.#observability.open();
     // [snapshot hook, issue 4] decide on a restore (invariant 8) before anything publishes or applies.
     this.#snapshots = new NodeSnapshots({
       config,
@@ -344,19 +360,6 @@ export class HarmonyLiteNode {
     this.#checkSchema();
     this.#timers.push(setInterval(() => void this.#cleanup(), config.cleanup_interval).unref());
     this.#timers.push(setInterval(() => void this.#housekeeping(), 1000).unref());
-    // [observability hook, issue 6] started last, closed first; see src/metrics/node-observability.ts.
-    this.#observability = new NodeObservability({
-      config,
-      logger,
-      metrics: this.metrics,
-      nodeId: this.nodeId,
-      js: this.#js,
-      jsm: this.#jsm!,
-      writer: this.writer,
-      status: () => this.status(),
-      shards: () => this.#consumers,
-    });
-    await this.#observability.open();
     logger.info(
       {
         db: config.db_path,
@@ -580,6 +583,7 @@ export class HarmonyLiteNode {
         state: c.state,
         lastApplyAt: c.lastApplyAt,
       })),
+      ...(this.#snapshots?.waiting === undefined ? {} : { waitingForSnapshot: this.#snapshots.waiting }),
     };
   }
 

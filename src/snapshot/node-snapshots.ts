@@ -14,6 +14,7 @@ import { SnapshotKey } from './snapshot-key.ts';
 import { SnapshotLeader } from './snapshot-leader.ts';
 import type { SnapshotManifest } from './snapshot-manifest.ts';
 import { readPositions, SnapshotRestorer, type RestoreDecision } from './snapshot-restorer.ts';
+import { isRefusal, SnapshotRequestResponder, waitForFreshSnapshot } from './snapshot-requests.ts';
 import { SnapshotScheduler } from './snapshot-scheduler.ts';
 import type { SnapshotStore } from './snapshot-store.ts';
 import { removeStaleTempDirs, snapshotTempParent } from './snapshot-temp-dir.ts';
@@ -31,15 +32,6 @@ export interface NodeSnapshotsOptions {
   readonly writer: WriterQueue;
   /** Lease lifetime of the snapshot leader. Default `[snapshot] leader_ttl`. */
   readonly leaseTtlMs?: number;
-  /**
-   * Brings the database's stored positions up to what it holds just before a
-   * snapshot copies it (positions reached by skipped own batches, see
-   * ShardConsumer): a snapshot whose positions lag its rows sends a restored node
-   * back to messages the streams may have discarded already. Batches skipped
-   * between this and the copy (milliseconds) still lag; replaying them is harmless
-   * while the streams hold them.
-   */
-  readonly beforeSave?: () => Promise<void>;
 }
 
 const LEASE_RETRY_MS = 5000;
@@ -48,10 +40,14 @@ const LEASE_RETRY_MS = 5000;
  * Everything a running node does about snapshots, behind three calls that
  * `HarmonyLiteNode.open()` makes in order (the logic lives here, the node only
  * hooks it in):
- * 1. `checkRestore()` before the publisher starts,
+ * 1. `checkRestore()` before the publisher starts (when no stored snapshot
+ *    reaches the streams, it asks the cluster for one and waits, see
+ *    `snapshot-requests.ts`),
  * 2. `restoreIfNeeded()` once the publisher runs and before any consumer starts,
- * 3. `start()`: leader election and the snapshot scheduler (nodes that
- *    replicate; `[snapshot] enabled = false` turns all of it off).
+ * 3. `start()`: leader election, the snapshot scheduler and the answers to
+ *    other nodes' snapshot requests (nodes that replicate; a node that does
+ *    not only answers that it cannot; `[snapshot] enabled = false` turns all
+ *    of it off).
  * `close()` stops the scheduler, releases the lease and the store.
  */
 export class NodeSnapshots {
@@ -65,6 +61,8 @@ export class NodeSnapshots {
   #scheduler: SnapshotScheduler | undefined;
   #positionsDb: Database.Database | undefined;
   #starting: Promise<void> | undefined;
+  #responder: SnapshotRequestResponder | undefined;
+  #waiting: string | undefined;
 
   constructor(options: NodeSnapshotsOptions) {
     this.#o = options;
@@ -80,7 +78,11 @@ export class NodeSnapshots {
     return this.#leader;
   }
 
-  /** Step 1: decides whether this node must restore; throws when it must and cannot (see `SnapshotRestorer.check`). */
+  /**
+   * Step 1: decides whether this node must restore (see `SnapshotRestorer.check`);
+   * waits for the cluster to store a snapshot when none reaches the streams;
+   * throws when it must restore and no node can ever provide one.
+   */
   async checkRestore(): Promise<void> {
     // A node that does not replicate applies nothing, so its positions say nothing: it never restores.
     if (!this.enabled || !this.#o.config.replicate) return;
@@ -102,7 +104,33 @@ export class NodeSnapshots {
       metrics,
       terminal: progressTerminal(),
     });
-    this.#decision = await this.#restorer.check(this.#abort.signal);
+    const restorer = this.#restorer;
+    const signal = this.#abort.signal;
+    try {
+      this.#decision = await restorer.check(signal);
+    } catch (err) {
+      if (!isRefusal(err)) throw err;
+      // Nothing stored serves, but an up-to-date node can store what does: ask instead of exiting.
+      this.#decision = await waitForFreshSnapshot({
+        nc,
+        streamPrefix: config.nats.stream_prefix,
+        nodeId,
+        refusal: err,
+        check: (s) => restorer.check(s),
+        streamRanges: (s) => restorer.streamRanges(s),
+        onWaiting: (reason) => {
+          this.#waiting = reason;
+          metrics.snapshotRestoreWaiting.set(reason === undefined ? 0 : 1);
+        },
+        logger: this.#logger,
+        signal,
+      });
+    }
+  }
+
+  /** While `checkRestore()` waits for the cluster to store a snapshot: what it waits for (degraded health). */
+  get waiting(): string | undefined {
+    return this.#waiting;
   }
 
   /**
@@ -129,7 +157,12 @@ export class NodeSnapshots {
   /** Step 3: competes for the snapshot lease and, while leader, takes snapshots when due. */
   start(): void {
     const { config, nc, nodeId, metrics } = this.#o;
-    if (!this.enabled || !config.replicate || this.#starting !== undefined) return;
+    if (!this.enabled || this.#starting !== undefined) return;
+    if (!config.replicate) {
+      // Its positions say nothing: it answers that it cannot, so an asker does not wait for it.
+      this.#responder ??= this.#openResponder(undefined);
+      return;
+    }
     this.#positionsDb = new Database(config.db_path, {
       readonly: true,
       fileMustExist: true,
@@ -163,6 +196,13 @@ export class NodeSnapshots {
       metrics,
     });
     const signal = this.#abort.signal;
+    const scheduler = this.#scheduler;
+    const positionsDb = this.#positionsDb;
+    this.#responder = this.#openResponder({
+      positions: () => Promise.resolve(readPositions(positionsDb)),
+      isLeader: () => leader.isLeader,
+      takeSnapshot: (reason) => scheduler.requestSnapshot(reason),
+    });
     this.#starting = (async () => {
       // JetStream may be briefly unavailable (cluster elections): keep trying until it answers.
       while (!signal.aborted) {
@@ -181,6 +221,7 @@ export class NodeSnapshots {
 
   async close(): Promise<void> {
     this.#abort.abort();
+    await this.#responder?.close();
     await this.#starting;
     await this.#scheduler?.close();
     await this.#leader?.close();
@@ -194,11 +235,32 @@ export class NodeSnapshots {
     await this.close();
   }
 
+  #openResponder(
+    replicating:
+      | {
+          positions: () => Promise<ReadonlyMap<number, number>>;
+          isLeader: () => boolean;
+          takeSnapshot: (reason: string) => void;
+        }
+      | undefined,
+  ): SnapshotRequestResponder {
+    const responder = new SnapshotRequestResponder({
+      nc: this.#o.nc,
+      streamPrefix: this.#o.config.nats.stream_prefix,
+      nodeId: this.#o.nodeId,
+      positions: async () => replicating?.positions(),
+      isLeader: () => replicating?.isLeader() ?? false,
+      takeSnapshot: (reason) => replicating?.takeSnapshot(reason),
+      logger: this.#logger,
+    });
+    responder.open();
+    return responder;
+  }
+
   async #save(signal: AbortSignal): Promise<SnapshotManifest> {
     const { config, nodeId, metrics } = this.#o;
     let store: SnapshotStore;
     try {
-      await this.#o.beforeSave?.();
       store = await this.#openStore();
     } catch (err) {
       metrics.snapshotFailures.inc({ operation: 'save' });

@@ -5,15 +5,16 @@
  */
 import Database from 'better-sqlite3';
 import {
-  CONFLICTS,
-  INDEXED_TABLES,
+  CAPTURED_TABLES,
+  DEAD_LETTERS,
+  GLOBAL_LOG,
   ORIGIN_SEQS,
-  PARKED,
+  OUTBOX,
   POSITIONS,
   PREFIX,
   quoteIdent as q,
   quoteString,
-  ROW_VERSIONS,
+  REPLAY_GUARD,
 } from '../cdc/names.ts';
 import type { OriginSeq } from './snapshot-manifest.ts';
 
@@ -25,23 +26,32 @@ export interface SnapshotCopyFacts {
 }
 
 /**
- * Our tables that stay in a snapshot: they describe exactly the data of the
- * copy, because `VACUUM INTO` reads one consistent snapshot and the applier
+ * Our tables that a snapshot leaves out: each describes only the node that
+ * took it (its pending changes, batches, dead letters, capture state), and a
+ * restoring node carries its own over (`prepare-restore-file.ts`). Every other
+ * table of ours stays, so a table added later (positions, origin sequences,
+ * replicated-state index, conflicts) travels with the rows it describes unless
+ * it is named here: `VACUUM INTO` reads one consistent snapshot and the applier
  * writes them in the same transaction as the rows (invariant 4).
  */
-// The replicated-state index and its parked changes and conflicts describe the rows of the copy too.
-const KEPT_TABLES = new Set<string>([
-  POSITIONS,
-  ORIGIN_SEQS,
-  ROW_VERSIONS,
-  INDEXED_TABLES,
-  PARKED,
-  CONFLICTS,
-]);
+const DROPPED_TABLES = new Set<string>([GLOBAL_LOG, REPLAY_GUARD, OUTBOX, DEAD_LETTERS, CAPTURED_TABLES]);
 
-/** Compaction after removing capture pays off only when it frees a noticeable share of the file. */
+/** True for the tables `DROPPED_TABLES` names, every table's change log and its OR REPLACE staging table. */
+function isDroppedTable(name: string): boolean {
+  return (
+    DROPPED_TABLES.has(name) ||
+    (name.startsWith(PREFIX) && (name.endsWith('_change_log') || name.endsWith('_replaced_rows')))
+  );
+}
+
+/**
+ * Compaction after removing capture runs only when the freed pages are a large
+ * share of the copy: it costs a second full rewrite (as long as the `VACUUM
+ * INTO`), while freed pages are zeroed (`secure_delete`) and compress to almost
+ * nothing; a restored node reuses them.
+ */
+const COMPACT_MIN_FREE_SHARE = 0.25;
 const COMPACT_MIN_FREE_BYTES = 1024 * 1024;
-const COMPACT_MIN_FREE_SHARE = 0.02;
 
 /** Bytes a copy of the database will take: its used pages (free pages are not copied by VACUUM INTO). */
 export function estimateCopyBytes(dbPath: string, busyTimeoutMs: number): number {
@@ -58,9 +68,9 @@ export function estimateCopyBytes(dbPath: string, busyTimeoutMs: number): number
 
 /**
  * Writes a consistent copy of `dbPath` to `outPath` (which must not exist)
- * without HarmonyLite's triggers, change logs, global log, outbox, dead
- * letters, replay guard and capture registry, keeping the stream positions and
- * origin sequences that match its data. The copy is in rollback-journal mode.
+ * without HarmonyLite's triggers and the tables `DROPPED_TABLES` names, keeping
+ * the others (stream positions, origin sequences, ...) that match its data.
+ * The copy is in rollback-journal mode.
  */
 export function writeSnapshotCopy(options: {
   readonly dbPath: string;
@@ -84,6 +94,7 @@ export function writeSnapshotCopy(options: {
   try {
     copy.pragma('journal_mode = OFF');
     copy.pragma('synchronous = OFF');
+    copy.pragma('secure_delete = ON');
     stripCapture(copy);
     const facts = readSnapshotFacts(copy);
     const pageSize = copy.pragma('page_size', { simple: true }) as number;
@@ -98,7 +109,7 @@ export function writeSnapshotCopy(options: {
   }
 }
 
-/** Drops every object of ours except the kept tables, in one transaction. */
+/** Drops our triggers, views and the dropped tables, in one transaction. */
 function stripCapture(db: Database.Database): void {
   const ours = db
     .prepare(
@@ -110,7 +121,7 @@ function stripCapture(db: Database.Database): void {
     for (const o of ours) if (o.type === 'trigger') db.exec(`DROP TRIGGER IF EXISTS ${q(o.name)}`);
     for (const o of ours) if (o.type === 'view') db.exec(`DROP VIEW IF EXISTS ${q(o.name)}`);
     for (const o of ours) {
-      if (o.type === 'table' && !KEPT_TABLES.has(o.name)) db.exec(`DROP TABLE IF EXISTS ${q(o.name)}`);
+      if (o.type === 'table' && isDroppedTable(o.name)) db.exec(`DROP TABLE IF EXISTS ${q(o.name)}`);
     }
   })();
 }

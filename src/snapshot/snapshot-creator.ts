@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { SnapshotError, errorMessage } from './snapshot-error.ts';
 import { estimateCopyBytes } from './snapshot-copy.ts';
 import type { SnapshotKey } from './snapshot-key.ts';
@@ -22,6 +23,8 @@ export interface CreateSnapshotOptions {
   readonly compress: boolean;
   /** Default 1: measured faster than 3 on this machine's 2 cores (bench/snapshot.ts), where compression is on the critical path. */
   readonly compressionLevel?: number;
+  /** zstd compression threads (see `EncodeOptions.compressionWorkers`). Default: one per core, at most 4. */
+  readonly compressionWorkers?: number;
   /** Encrypt the data object (after compression) with this key; undefined = not encrypted. */
   readonly encryptionKey?: SnapshotKey | undefined;
   /** Directory that receives the private temporary directory. */
@@ -111,6 +114,7 @@ export async function createSnapshotFile(options: CreateSnapshotOptions): Promis
             }
           : {}),
         compressionLevel: options.compressionLevel ?? 1,
+        compressionWorkers: options.compressionWorkers ?? Math.min(4, availableParallelism()),
       },
       {
         signal: inner.signal,

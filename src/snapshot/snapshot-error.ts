@@ -6,7 +6,7 @@ export const SNAPSHOT_ERROR_CODES = [
   'ERR_SNAPSHOT_CREATE',
   /** A manifest is not valid JSON or breaks the manifest format. */
   'ERR_SNAPSHOT_MANIFEST',
-  /** A downloaded snapshot fails its checksum, size, decryption (authentication) or `PRAGMA integrity_check`. */
+  /** A downloaded snapshot fails its checksum, size, decryption (authentication) or `PRAGMA quick_check`. */
   'ERR_SNAPSHOT_CORRUPT',
   /**
    * A snapshot's encryption does not match `[snapshot] encryption_key_file`:

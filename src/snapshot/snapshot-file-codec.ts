@@ -53,6 +53,12 @@ export async function digestFile(path: string, signal?: AbortSignal): Promise<Fi
 export interface EncodeOptions {
   /** zstd level (with the frame checksum); undefined = not compressed. */
   readonly compressionLevel?: number | undefined;
+  /**
+   * zstd's own compression threads. 0 compresses on the calling thread, one
+   * chunk after another; 1 or more overlaps compression with reading, hashing
+   * and writing, and spreads it over the cores. Default 0.
+   */
+  readonly compressionWorkers?: number | undefined;
   /** Encrypts after compression (`snapshot-cipher.ts`); undefined = not encrypted. */
   readonly encryption?: SnapshotCipherParams | undefined;
   readonly signal?: AbortSignal | undefined;
@@ -78,7 +84,13 @@ export async function encodeFile(
   });
   const stages: NodeJS.ReadWriteStream[] = [tap];
   if (options.compressionLevel !== undefined)
-    stages.push(new CompressStream({ compressionLevel: options.compressionLevel, checksumFlag: true }));
+    stages.push(
+      new CompressStream({
+        compressionLevel: options.compressionLevel,
+        checksumFlag: true,
+        nbWorkers: options.compressionWorkers ?? 0,
+      }),
+    );
   if (options.encryption !== undefined) stages.push(createEncryptStream(options.encryption));
   await pipeline(
     [

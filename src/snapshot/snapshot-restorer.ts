@@ -73,7 +73,7 @@ interface PreparedFile {
  *    newest candidate, waits until this node's own pending changes are
  *    published (or fails, leaving the database unchanged, when they cannot
  *    be), verifies the file (decryption with the configured key when
- *    encrypted, checksum, `integrity_check`; a damaged download is retried,
+ *    encrypted, checksum, `quick_check`; a damaged download is retried,
  *    then an older candidate is tried; a snapshot whose encryption does not
  *    match the configured key is skipped at once), prepares it (page size,
  *    capture) and swaps it in with the backup API; under the swap's write
@@ -89,15 +89,22 @@ export class SnapshotRestorer {
     this.#deps = deps;
   }
 
-  async check(signal?: AbortSignal): Promise<RestoreDecision | undefined> {
-    const { config, jsm, logger } = this.#deps;
-    const shards = config.replication_log.shards;
+  /** The kept range of every shard stream. */
+  async streamRanges(signal?: AbortSignal): Promise<StreamRange[]> {
+    const { config, jsm } = this.#deps;
     const streams: StreamRange[] = [];
-    for (const shard of shardNumbers(shards)) {
+    for (const shard of shardNumbers(config.replication_log.shards)) {
       signal?.throwIfAborted();
       const info = await jsm.streams.info(streamName(config.nats.stream_prefix, shard));
       streams.push({ shard, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq });
     }
+    return streams;
+  }
+
+  async check(signal?: AbortSignal): Promise<RestoreDecision | undefined> {
+    const { config, logger } = this.#deps;
+    const shards = config.replication_log.shards;
+    const streams = await this.streamRanges(signal);
     const positions = this.#withDb(true, (db) => readPositions(db));
     const behind = shardsBehind(streams, positions);
     if (behind.length === 0) return undefined;

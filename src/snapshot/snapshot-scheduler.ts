@@ -45,6 +45,8 @@ export class SnapshotScheduler {
   readonly #abort = new AbortController();
   #loop: Promise<void> | undefined;
   #baseline: Baseline | undefined;
+  #requested: string | undefined;
+  #saving = false;
 
   constructor(options: SnapshotSchedulerOptions) {
     this.#options = options;
@@ -52,6 +54,15 @@ export class SnapshotScheduler {
 
   open(): void {
     this.#loop ??= this.#run(this.#abort.signal);
+  }
+
+  /**
+   * Takes a snapshot at the next check, when leader, whatever the threshold
+   * and interval say (a node asked for one it can restore). A request while a
+   * save runs is served by that save: the asker checks again when it is stored.
+   */
+  requestSnapshot(reason: string): void {
+    if (!this.#saving) this.#requested ??= reason;
   }
 
   async close(): Promise<void> {
@@ -65,6 +76,7 @@ export class SnapshotScheduler {
 
   /** Why a snapshot is due now, or undefined. */
   #due(baseline: Baseline, now: number): string | undefined {
+    if (this.#requested !== undefined) return this.#requested;
     const { thresholdMessages, intervalMs } = this.#options;
     for (const [shard, position] of this.#options.positions()) {
       const advanced = position - (baseline.positions.get(shard) ?? 0);
@@ -84,6 +96,7 @@ export class SnapshotScheduler {
       if (signal.aborted) break;
       if (!this.#options.isLeader()) {
         this.#baseline = undefined;
+        this.#requested = undefined; // the asker asks again, and the new leader answers
         continue;
       }
       const now = Date.now();
@@ -99,7 +112,13 @@ export class SnapshotScheduler {
         const reason = this.#due(this.#baseline, now);
         if (reason === undefined) continue;
         logger.info({ reason }, 'taking a snapshot');
-        this.#baseline = baselineOf(await this.#options.save(signal));
+        this.#requested = undefined;
+        this.#saving = true;
+        try {
+          this.#baseline = baselineOf(await this.#options.save(signal));
+        } finally {
+          this.#saving = false;
+        }
         failures = 0;
         retryAt = 0;
       } catch (err) {

@@ -18,7 +18,7 @@ export interface RunSnapshotTaskOptions {
 
 /**
  * Runs one snapshot task (`snapshot-tasks.ts`) on a fresh worker thread, so
- * `VACUUM INTO`, hashing, compression and `integrity_check` of a large
+ * `VACUUM INTO`, hashing, compression and `quick_check` of a large
  * database never block the main thread. A worker per task: snapshots are
  * rare, and a finished worker leaves nothing behind.
  *

@@ -49,6 +49,7 @@ export const EXPECTED_METRICS: Readonly<Record<string, string>> = {
   harmonylite_snapshot_duration_seconds: 'histogram',
   harmonylite_snapshot_size_bytes: 'gauge',
   harmonylite_snapshot_failures_total: 'counter',
+  harmonylite_snapshot_restore_waiting: 'gauge',
   // Database and workers.
   harmonylite_writer_queue_wait_seconds: 'histogram',
   harmonylite_sqlite_busy_total: 'counter',

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { copyFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import {
   CONFLICTS,
   GLOBAL_LOG,
@@ -90,6 +91,48 @@ describe('createSnapshotFile', () => {
     });
   }
 
+  it('keeps internal tables it does not name, and no byte of the dropped change logs', async () => {
+    const f = fixture();
+    const db = new Database(f.db);
+    // Tables of ours that describe the rows (as positions do) travel with them.
+    db.exec(
+      `INSERT INTO "__harmonylite___row_versions" VALUES ('items', x'01', 42, 1, 0, 0);` +
+        `INSERT INTO "__harmonylite___conflicts" (at, tbl, pk, reason, lost_version, lost_origin, lost_type, won_version, won_origin) ` +
+        `VALUES (1, 'items', x'01', 'superseded', 1, 2, 'update', 42, 1);`,
+    );
+    // A value that only the change log still holds once the row is written back.
+    db.exec(
+      "UPDATE items SET name = 'only-in-the-change-log' WHERE id = 1; UPDATE items SET name = 'item-1' WHERE id = 1",
+    );
+    db.close();
+    const created = await createSnapshotFile({
+      dbPath: f.db,
+      busyTimeoutMs: 1000,
+      nodeId: 7,
+      streamPrefix: 'p',
+      shards: 2,
+      compress: false,
+      tempParent: f.temp,
+    });
+    try {
+      const tables = schemaNames(created.uploadPath).tables.filter((t) => !t.startsWith('sqlite_'));
+      assert.deepEqual(
+        tables.sort(),
+        [ORIGIN_SEQS, POSITIONS, ROW_VERSIONS, INDEXED_TABLES, PARKED, CONFLICTS, 'items'].sort(),
+      );
+      assert.equal(count(created.uploadPath, 'SELECT version FROM "__harmonylite___row_versions"'), 42);
+      assert.equal(count(created.uploadPath, 'SELECT count(*) FROM "__harmonylite___conflicts"'), 1);
+      const bytes = readFileSync(created.uploadPath);
+      assert.equal(
+        bytes.indexOf('only-in-the-change-log'),
+        -1,
+        'the dropped change log left its rows in the file',
+      );
+    } finally {
+      await created.dispose();
+    }
+  });
+
   it('hands the final data file to the upload and reports the upload failure, leaving nothing behind', async () => {
     const f = fixture(200);
     const uploads: { objectName: string; bytes: number; exists: boolean }[] = [];
@@ -156,6 +199,51 @@ describe('createSnapshotFile', () => {
         assert.ok(err instanceof SnapshotError);
         assert.equal(err.code, 'ERR_SNAPSHOT_CORRUPT');
         assert.match(err.message, /SHA-256 [0-9a-f]{64}, the manifest says/);
+        return true;
+      },
+    );
+    assert.equal(existsSync(join(f.dir, 'out.db')), false);
+    await created.dispose();
+  });
+
+  it('a file damaged before it was checksummed fails quick_check with ERR_SNAPSHOT_CORRUPT', async () => {
+    const f = fixture(2000, 64);
+    const created = await createSnapshotFile({
+      dbPath: f.db,
+      busyTimeoutMs: 1000,
+      nodeId: 7,
+      streamPrefix: 'p',
+      shards: 2,
+      compress: false,
+      tempParent: f.temp,
+    });
+    const downloaded = join(f.dir, 'download');
+    await copyFile(created.uploadPath, downloaded);
+    const db = new Database(downloaded, { readonly: true });
+    const root = db
+      .prepare("SELECT rootpage FROM sqlite_schema WHERE name = 'items'")
+      .pluck()
+      .get() as number;
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    db.close();
+    // The items table's root page gets an invalid b-tree page type; the checksum is taken afterwards.
+    const handle = await open(downloaded, 'r+');
+    await handle.write(Buffer.from([0x07]), 0, 1, (root - 1) * pageSize);
+    await handle.close();
+    const digest = await digestFile(downloaded);
+    await assert.rejects(
+      runVerifyTask({
+        kind: 'verify',
+        downloadedPath: downloaded,
+        outPath: join(f.dir, 'out.db'),
+        compressed: false,
+        expected: digest,
+        objectName: created.manifest.dataObject,
+      }),
+      (err) => {
+        assert.ok(err instanceof SnapshotError);
+        assert.equal(err.code, 'ERR_SNAPSHOT_CORRUPT');
+        assert.match(err.message, /is damaged: (PRAGMA quick_check|not a readable SQLite database)/);
         return true;
       },
     );

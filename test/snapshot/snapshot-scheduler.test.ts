@@ -69,6 +69,44 @@ describe('SnapshotScheduler', () => {
     }
   });
 
+  it('takes a requested snapshot at once, and serves a request made during a save with that save', async () => {
+    const saves: string[] = [];
+    let release: (() => void) | undefined;
+    const scheduler = new SnapshotScheduler({
+      isLeader: () => true,
+      latest: async () => manifestAt({ '1': 100, '2': 40 }),
+      save: async () => {
+        saves.push('save');
+        if (saves.length === 2) await new Promise<void>((r) => (release = r));
+        return manifestAt({ '1': 100, '2': 40 });
+      },
+      positions: () =>
+        new Map([
+          [1, 100],
+          [2, 40],
+        ]),
+      thresholdMessages: 25,
+      intervalMs: 0,
+      checkIntervalMs: 10,
+      logger: silentLogger(),
+    });
+    scheduler.open();
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(saves.length, 0, 'nothing is due');
+      scheduler.requestSnapshot('node 3 asked');
+      await waitFor('the requested snapshot', () => saves.length === 1);
+      scheduler.requestSnapshot('node 3 asked again');
+      await waitFor('a second save, held', () => release !== undefined);
+      scheduler.requestSnapshot('node 4 asked during the save');
+      release!();
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(saves.length, 2, 'the request made during a save was served by it');
+    } finally {
+      await scheduler.close();
+    }
+  });
+
   it('snapshots every interval, and backs off after a failure', async () => {
     let calls = 0;
     let fail = true;
