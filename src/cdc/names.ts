@@ -22,6 +22,16 @@ export const DEAD_LETTERS = '__harmonylite___dead_letters';
 /** Tables under capture and the columns their triggers capture. */
 export const CAPTURED_TABLES = '__harmonylite___captured_tables';
 
+/**
+ * This database's generated node id (the default `node_id`). Created by the node at its first
+ * start, not by capture: left out of snapshots, so a restored copy never takes another node's id.
+ */
+export const NODE_IDENTITY = '__harmonylite___node_identity';
+/** The identity (creation time) of each shard stream whose positions this database holds. */
+export const STREAM_IDENTITIES = '__harmonylite___stream_identities';
+/** Tables of ours created outside capture install; `-cleanup` drops them too. */
+export const IDENTITY_TABLES = [NODE_IDENTITY, STREAM_IDENTITIES] as const;
+
 export const INTERNAL_TABLES = [
   GLOBAL_LOG,
   REPLAY_GUARD,

@@ -6,7 +6,7 @@ import { ConfigError } from '../config/config-error.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
 import { connectNats } from '../nats/nats-connection.ts';
-import { deriveNodeId } from '../node/node-id.ts';
+import { resolveNodeId } from '../node/node-id.ts';
 import { createSnapshotStore } from '../snapshot/create-snapshot-store.ts';
 import { saveSnapshot } from '../snapshot/save-snapshot.ts';
 import { progressTerminal } from '../snapshot/transfer-progress.ts';
@@ -20,7 +20,10 @@ import { progressTerminal } from '../snapshot/transfer-progress.ts';
  */
 export async function runSaveSnapshot(config: Config, logger: Logger): Promise<number> {
   requireDatabase(config);
-  const nodeId = config.node_id !== 0 ? config.node_id : deriveNodeId(config.db_path);
+  const nodeId = resolveNodeId(config.node_id, config.db_path, {
+    busyTimeoutMs: config.busy_timeout,
+    create: true,
+  })!;
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     logger.warn({ signal: sig }, 'aborting the snapshot');

@@ -29,7 +29,9 @@ import { ShardPool } from '../replication/shard-pool.ts';
 import { WriterQueue } from '../replication/writer-queue.ts';
 import { NodeSnapshots } from '../snapshot/node-snapshots.ts'; // [snapshot hook, issue 4]
 import { openDatabase } from './open-database.ts';
-import { deriveNodeId } from './node-id.ts';
+import { NodeIdentity } from './node-identity.ts';
+import { keepNodeId, resolveNodeId } from './node-id.ts';
+import { SHARD_HASHING } from '../replication/shard-hasher.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -41,6 +43,8 @@ export interface NodeOptions {
   readonly clusterPeers?: readonly string[];
   /** `-leaf-servers`: leafnode remotes of the embedded server. */
   readonly leafServers?: readonly string[];
+  /** Milliseconds since the epoch, for batch seqs. Default `Date.now` (tests set a wrong clock). */
+  readonly clock?: () => number;
 }
 
 export interface NodeStatus {
@@ -87,6 +91,7 @@ export class HarmonyLiteNode {
   #publisher: Publisher | undefined;
   #consumers: ShardConsumer[] = [];
   #outbox: OutboxStore | undefined;
+  #identity: NodeIdentity | undefined;
   #checkpointing = false;
   /** Size of the -wal file when a checkpoint last completed (every frame in the database file). */
   #walCheckpointed: number | undefined;
@@ -109,7 +114,10 @@ export class HarmonyLiteNode {
     this.config = options.config;
     this.logger = options.logger;
     requireDatabase(this.config);
-    this.nodeId = this.config.node_id !== 0 ? this.config.node_id : deriveNodeId(this.config.db_path);
+    this.nodeId = resolveNodeId(this.config.node_id, this.config.db_path, {
+      busyTimeoutMs: this.config.busy_timeout,
+      create: true,
+    })!;
     this.metrics =
       options.metrics ??
       new Metrics({
@@ -206,6 +214,25 @@ export class HarmonyLiteNode {
     void this.#watchNats(this.#nc);
     this.#jsm = await this.#withJetStream('answer', () => jetstreamManager(this.#nc!));
     this.#js = jetstream(this.#nc);
+    // Before the streams exist or anything is published: the settings match, the node id is ours.
+    this.#identity = new NodeIdentity({
+      nc: this.#nc,
+      nodeId: this.nodeId,
+      dbPath: config.db_path,
+      streamPrefix: config.nats.stream_prefix,
+      replicas: rl.replicas,
+      settings: {
+        subject_prefix: config.nats.subject_prefix,
+        hashing: SHARD_HASHING,
+        shard_by_table: rl.shard_by_table,
+        shards: rl.shards,
+        compress: rl.compress,
+      },
+      logger,
+      signal: this.#abort.signal,
+    });
+    await this.#withJetStream('register the node', () => this.#identity!.open());
+    this.#checkOpen();
     await this.#withJetStream('create the streams', () =>
       ensureStreams(
         this.#jsm!,
@@ -271,6 +298,7 @@ export class HarmonyLiteNode {
           logger: logger.child({ component: 'publisher' }),
           ...(ownBatches === undefined ? {} : { ownBatches }),
           metrics: this.metrics,
+          seqs: this.#identity.seqs,
         },
         {
           nodeId: this.nodeId,
@@ -286,6 +314,7 @@ export class HarmonyLiteNode {
               ? Math.min(rl.max_batch_bytes, maxPayload - 4096)
               : Math.floor(maxPayload / 2),
           publishTimeoutMs: config.nats.publish_timeout,
+          ...(this.#options.clock !== undefined ? { clock: this.#options.clock } : {}),
         },
       );
       await this.#publisher.open();
@@ -294,6 +323,8 @@ export class HarmonyLiteNode {
     await this.#snapshots.restoreIfNeeded({
       wakePublisher: () => this.#publisher?.wake(),
       onRestored: () => {
+        // The snapshot carries no node id: this database keeps the one it was started with.
+        if (config.node_id === 0) keepNodeId(this.#writeDb!, this.nodeId);
         // The swapped-in file need not hold this node's published changes: replay them all.
         ownBatches?.forget();
         if (ownBatches !== undefined && this.#outbox !== undefined)
@@ -588,6 +619,9 @@ export class HarmonyLiteNode {
     await this.#schemaCheck;
     await this.writer.drain();
     await this.#pool?.close();
+    await this.#identity
+      ?.close()
+      .catch((err: unknown) => this.logger.warn({ err }, 'releasing the node id failed'));
     // A drain needs the server; while it is unreachable (or frozen) it would wait forever.
     const nc = this.#nc;
     if (nc !== undefined && !nc.isClosed()) {
