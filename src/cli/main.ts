@@ -59,13 +59,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     const config = loadConfig(args.config);
     if (args.nodeId !== undefined) config.node_id = args.nodeId;
     // [observability hook, issue 6] every line carries the node id, also when it is derived (as the node derives it).
-    // The stored id is read, never created here: -cleanup and -status must not add a table.
+    // Generated here when a node or a snapshot will run (they would store it anyway); only read for
+    // -cleanup, -status and -dead-letter-stuck, which must not add a table.
     let nodeId: number | undefined;
     if (config.db_path !== '')
       try {
         nodeId = resolveNodeId(config.node_id, config.db_path, {
           busyTimeoutMs: config.busy_timeout,
-          create: false,
+          create: !args.cleanup && !args.status && args.deadLetterStuck === undefined,
         });
       } catch {
         nodeId = undefined; // no database yet: the command itself reports it

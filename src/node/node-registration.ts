@@ -142,10 +142,7 @@ export class NodeRegistration {
     if (actual > 0) this.#ttlMs = actual;
     this.#kv = kv;
     this.#revision = await this.#claim(kv);
-    this.#o.logger.info(
-      { node_id: this.#o.nodeId, instance: this.#record.instance, ttl_ms: this.#ttlMs },
-      'node id registered',
-    );
+    this.#o.logger.info({ instance: this.#record.instance, ttl_ms: this.#ttlMs }, 'node id registered');
     this.#loop = this.#renew(this.#abort.signal);
   }
 
@@ -179,7 +176,7 @@ export class NodeRegistration {
       const holder = parseRecord(e) ?? { ...this.#record, instance: '?', host: '?', pid: 0, since: '?' };
       if (holder.boot_id === this.#record.boot_id && holder.boot_id !== '' && !processAlive(holder.pid)) {
         logger.warn(
-          { node_id: nodeId, previous: holder },
+          { previous: holder },
           'the previous process with this node id is gone (same machine, pid not running); taking its registration over',
         );
         try {
@@ -193,13 +190,13 @@ export class NodeRegistration {
       if (watched === undefined) {
         watched = { revision: e.revision, holder, since: performance.now() };
         logger.warn(
-          { node_id: nodeId, holder, wait_ms: Math.round(1.5 * this.#ttlMs) },
+          { holder, wait_ms: Math.round(1.5 * this.#ttlMs) },
           'node id is registered by another process; waiting to see whether it is alive (renews its registration) or gone (it expires)',
         );
       } else if (performance.now() - watched.since > 1.5 * this.#ttlMs) {
         // Not renewed for longer than its lifetime: the server keeps it past max_age only when its
         // clock or expiry lags; the holder is not renewing, so it is not alive.
-        logger.warn({ node_id: nodeId, previous: holder }, 'registration not renewed; taking it over');
+        logger.warn({ previous: holder }, 'registration not renewed; taking it over');
         try {
           return await kv.update(this.#key, value, e.revision);
         } catch {
@@ -231,16 +228,13 @@ export class NodeRegistration {
         if (holder !== undefined && holder.instance !== this.#record.instance) {
           this.#revision = 0;
           this.#o.logger.error(
-            { node_id: this.#o.nodeId, holder },
+            { holder },
             'another process registered this node id while this one could not renew (frozen or cut off): two processes now publish under one id; stop one of them',
           );
         } else if (e === null || e?.operation !== 'PUT') {
           this.#revision = 0; // expired while NATS was unreachable: registered again next turn
         } else {
-          this.#o.logger.warn(
-            { node_id: this.#o.nodeId, err: String(err) },
-            'renewing the node registration failed',
-          );
+          this.#o.logger.warn({ err: String(err) }, 'renewing the node registration failed');
         }
       }
     }
