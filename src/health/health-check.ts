@@ -180,6 +180,7 @@ export class HealthCheck {
       this.#sample(now, status);
       if (!status.natsConnected) fail('nats', 'not connected to NATS');
       for (const reason of this.#checkShards(status, now)) fail('replication', reason.text, reason.severity);
+      for (const problem of status.streamProblems ?? []) fail('replication', problem, 'degraded');
       const { stallAfterMs } = this.#options;
       const quietSince = Math.max(status.lastPublishAt, this.#pendingSince);
       if (status.natsConnected && this.#pendingSince !== 0 && now - quietSince >= stallAfterMs) {

@@ -24,6 +24,7 @@ import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
 import { ShardConsumer } from '../replication/shard-consumer.ts';
+import { StreamIdentities } from '../replication/stream-identities.ts';
 import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
 import { WriterQueue } from '../replication/writer-queue.ts';
@@ -52,6 +53,8 @@ export interface NodeStatus {
   readonly tables: readonly string[];
   readonly pending: number;
   readonly natsConnected: boolean;
+  /** Replaced shard streams not yet recovered from (health is degraded meanwhile). */
+  readonly streamProblems?: readonly string[];
   readonly lastPublishAt: number;
   readonly shards: readonly {
     shard: number;
@@ -92,6 +95,7 @@ export class HarmonyLiteNode {
   #consumers: ShardConsumer[] = [];
   #outbox: OutboxStore | undefined;
   #identity: NodeIdentity | undefined;
+  #streamIds: StreamIdentities | undefined;
   #checkpointing = false;
   /** Size of the -wal file when a checkpoint last completed (every frame in the database file). */
   #walCheckpointed: number | undefined;
@@ -250,6 +254,16 @@ export class HarmonyLiteNode {
     );
 
     this.#checkOpen();
+    // Before positions are read (restore plan, consumers): a recreated stream starts again at 1.
+    if (config.replicate) {
+      this.#streamIds = new StreamIdentities(
+        { db: this.#writeDb, jsm: this.#jsm, writer: this.writer, logger, metrics: this.metrics },
+        {
+          streams: new Map(shardNumbers(rl.shards).map((s) => [s, streamName(config.nats.stream_prefix, s)])),
+        },
+      );
+      await this.#withJetStream('check the streams', () => this.#streamIds!.reconcile());
+    }
     // A node that publishes and replays skips replaying its own batches when provably in place.
     const ownBatches = config.publish && config.replicate ? new OwnBatches(this.nodeId) : undefined;
     this.#pool = new ShardPool(rl.shards, {
@@ -441,6 +455,9 @@ export class HarmonyLiteNode {
         this.#publisher?.wake();
         this.#publisher?.retryNow();
         for (const c of this.#consumers) c.reconnected();
+        void this.#streamIds
+          ?.verify()
+          .catch((err: unknown) => this.logger.warn({ err }, 'checking the streams failed'));
       }
     }
   }
@@ -589,6 +606,10 @@ export class HarmonyLiteNode {
       tables: this.tables,
       pending: this.#scanner?.countPending() ?? 0,
       natsConnected: this.#natsUp,
+      streamProblems:
+        this.#streamIds?.problems(
+          (shard) => this.#consumers.find((c) => c.options.shard === shard)?.position,
+        ) ?? [],
       lastPublishAt: this.#publisher?.lastPublishAt ?? 0,
       shards: this.#consumers.map((c) => ({
         shard: c.options.shard,

@@ -1,0 +1,101 @@
+/**
+ * Stream identity (design.md, invariant 10) on a real nats-server whose
+ * JetStream store is wiped (server stopped, `<store>/jetstream` deleted,
+ * started again): the streams are recreated and their sequences start again at
+ * 1, below the positions the nodes stored. A restart of the server with its
+ * store intact is not a replacement. While the nodes run, the wipe is reported
+ * (log line, metric, degraded health); at their next start they replay the new
+ * streams from the start and writes replicate again.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { appConnection, startNode, type TestNode } from '../helpers/node-harness.ts';
+import { startNatsServer, type TestNatsServer } from '../helpers/nats-server.ts';
+import { tempDir } from '../helpers/temp-dir.ts';
+import { waitFor } from '../helpers/wait-for.ts';
+import { closeAll, insertItems, query } from './converge-helpers.ts';
+
+const SCHEMA = 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT NOT NULL)';
+const RECREATED = /was recreated \(the JetStream store was wiped or replaced\)/;
+
+const dir = tempDir('hl-stream-identity-');
+let nats: TestNatsServer;
+let nodes: TestNode[] = [];
+
+after(async () => {
+  await closeAll(nodes, () => nats?.close(), dir.remove);
+});
+
+async function count(path: string, want: number): Promise<void> {
+  let seen: unknown;
+  await waitFor(
+    `${want} rows in ${path}`,
+    () => (seen = Number(query(path, 'SELECT count(*) FROM items')[0]![0])) === want,
+    { seen: () => seen },
+  );
+}
+
+async function counter(node: TestNode, name: 'streamReplaced' | 'streamRecovering'): Promise<number> {
+  return (await node.node.metrics[name].get()).values.reduce((s, v) => s + v.value, 0);
+}
+
+async function wipeStore(): Promise<void> {
+  nats.kill('SIGKILL');
+  await waitFor('nats-server stopped', () => !nats.server.running);
+  rmSync(join(nats.storeDir, 'jetstream'), { recursive: true, force: true });
+  await nats.restart();
+}
+
+test('a wiped JetStream store is reported while running and replayed from the start at the next start', async () => {
+  nats = await startNatsServer();
+  for (const nodeId of [1, 2])
+    nodes.push(await startNode({ dir: dir.path, nodeId, urls: [nats.url], schema: SCHEMA }));
+  const [writer, receiver] = nodes as [TestNode, TestNode];
+  const app = appConnection(writer.dbPath);
+  // One message per round: the receiver's position passes what the new stream will hold.
+  for (let round = 0; round < 8; round++) {
+    insertItems(app, round * 5 + 1, round * 5 + 5, (i) => `before ${i}`);
+    await count(receiver.dbPath, round * 5 + 5);
+  }
+  const oldPosition = receiver.node.consumers[0]!.position;
+  assert.ok(oldPosition >= 8, `position ${oldPosition}`);
+
+  // A server restart with its store intact keeps the streams: no replacement.
+  await nats.restart();
+  insertItems(app, 41, 45, (i) => `after restart ${i}`);
+  await count(receiver.dbPath, 45);
+  assert.equal(receiver.logs.has(RECREATED), false);
+  assert.equal(await counter(receiver, 'streamReplaced'), 0);
+
+  await wipeStore();
+  await waitFor('the running node reports the missing stream', () =>
+    receiver.logs.has(/no longer exists \(the JetStream store was wiped, or the stream deleted\)/),
+  );
+  assert.equal(await counter(receiver, 'streamReplaced'), 1);
+  let health: ReturnType<NonNullable<TestNode['node']['observability']>['health']['evaluate']> | undefined;
+  await waitFor(
+    'health degraded by the missing stream',
+    () =>
+      (health = receiver.node.observability?.health.evaluate())?.status === 'degraded' &&
+      health?.failed.some((f) => f.reason.includes('no longer exists')) === true,
+    { seen: () => health?.failed },
+  );
+
+  await closeAll(nodes);
+  nodes = [];
+  insertItems(app, 46, 48, (i) => `after wipe ${i}`); // written while the nodes were stopped
+  for (const nodeId of [1, 2]) nodes.push(await startNode({ dir: dir.path, nodeId, urls: [nats.url] }));
+  const receiver2 = nodes[1]!;
+  assert.ok(receiver2.logs.has(RECREATED), receiver2.logs.messages().join('\n'));
+  const line = receiver2.logs.records.find((r) => RECREATED.test(String(r.msg)))!;
+  assert.ok(Number(line.old_position) > oldPosition, `old position ${String(line.old_position)}`);
+  assert.equal(await counter(receiver2, 'streamReplaced'), 1);
+  await count(receiver2.dbPath, 48);
+  insertItems(app, 49, 50, (i) => `later ${i}`);
+  app.close();
+  await count(receiver2.dbPath, 50);
+  await waitFor('recovery done', async () => (await counter(receiver2, 'streamRecovering')) === 0);
+  await waitFor('no stream problems', () => receiver2.node.status().streamProblems?.length === 0);
+});
