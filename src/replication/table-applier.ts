@@ -2,7 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { quoteIdent as q } from '../cdc/names.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
 import { MalformedMessageError } from '../codec/change-record.ts';
-import { fromWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
+import { fromWire, hasTextBytes, placeholder, type SqlValue, type WireValue } from '../codec/sql-value.ts';
 
 /** A change that cannot apply until this node's schema catches up: its shard waits, in order (invariant 5). */
 export class SchemaLagError extends Error {
@@ -130,20 +130,59 @@ export class TableApplier {
     const sig = cols.join('\u0000');
     let stmt = this.#upserts.get(sig);
     if (stmt === undefined) {
-      const keys = new Set(this.schema.keyColumns);
-      const updates = cols.filter((c) => !keys.has(c)).map((c) => `${q(c)} = excluded.${q(c)}`);
-      const conflict =
-        `ON CONFLICT (${this.schema.keyColumns.map(q).join(', ')}) ` +
-        (updates.length ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING');
-      // A rowid-keyed table has no conflict target other than the rowid itself.
-      const sql =
-        this.schema.rowidAlias === undefined
-          ? `INSERT INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ${conflict}`
-          : `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`;
-      stmt = this.#prepare(sql);
+      stmt = this.#prepare(
+        this.#upsertSql(
+          cols,
+          cols.map(() => '?'),
+        ),
+      );
       this.#upserts.set(sig, stmt);
     }
     return stmt;
+  }
+
+  /** The upsert of `cols`, each value bound through its `placeholders` entry. */
+  #upsertSql(cols: readonly string[], placeholders: readonly string[]): string {
+    const keys = new Set(this.schema.keyColumns);
+    const updates = cols.filter((c) => !keys.has(c)).map((c) => `${q(c)} = excluded.${q(c)}`);
+    const conflict =
+      `ON CONFLICT (${this.schema.keyColumns.map(q).join(', ')}) ` +
+      (updates.length ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING');
+    // A rowid-keyed table has no conflict target other than the rowid itself.
+    return this.schema.rowidAlias === undefined
+      ? `INSERT INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${placeholders.join(', ')}) ${conflict}`
+      : `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${placeholders.join(', ')})`;
+  }
+
+  /**
+   * A change holding TEXT carried as bytes (not valid UTF-8; rare): statements built for it, each
+   * such value bound through `CAST(? AS TEXT)` so the row gets the exact bytes as TEXT.
+   */
+  #applyExact(type: 'insert' | 'update' | 'delete', row: Record<string, WireValue>): ApplyOutcome {
+    const keys = this.schema.keyColumns;
+    const key = this.#key(row);
+    if (type === 'delete') {
+      const where = keys.map((k) => `${q(k)} = ${placeholder(row[k])}`).join(' AND ');
+      this.#prepare(`DELETE FROM ${q(this.schema.name)} WHERE ${where}`).run(key);
+      return { displaced: 0 };
+    }
+    const cols = Object.keys(row);
+    for (const c of cols)
+      if (!this.#columns.has(c))
+        throw new SchemaLagError(`table ${this.schema.name} has no column ${JSON.stringify(c)}`);
+    const values = cols.map((c) => fromWire(row[c]));
+    const placeholders = cols.map((c) => placeholder(row[c]));
+    try {
+      this.#prepare(this.#upsertSql(cols, placeholders)).run(values);
+      return { displaced: 0 };
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw err;
+    }
+    // Another row holds one of its UNIQUE values: SQLite's REPLACE removes it (counted as one).
+    this.#prepare(
+      `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${placeholders.join(', ')})`,
+    ).run(values);
+    return { displaced: 1 };
   }
 
   /** The columns of the last insert/update and their statement: consecutive changes mostly share them. */
@@ -176,6 +215,7 @@ export class TableApplier {
   /** Applies one change; SchemaLagError when this node's schema cannot take it yet. */
   apply(type: 'insert' | 'update' | 'delete', row: Record<string, WireValue>): ApplyOutcome {
     try {
+      if (hasTextBytes(row)) return this.#applyExact(type, row);
       if (type === 'delete') {
         this.#delete.run(this.#key(row));
         return { displaced: 0 };
