@@ -43,10 +43,9 @@ export class NodeIdentity {
 
   async open(): Promise<void> {
     const o = this.#o;
-    const kv = await new Kvm(o.nc).create(clusterBucket(o.streamPrefix), {
-      history: 1,
-      replicas: o.replicas,
-    });
+    const openBucket = () =>
+      new Kvm(o.nc).create(clusterBucket(o.streamPrefix), { history: 1, replicas: o.replicas });
+    const kv = await openBucket();
     await checkClusterSettings({ kv, nodeId: o.nodeId, settings: o.settings, logger: o.logger });
     this.#registration ??= new NodeRegistration({
       nc: o.nc,
@@ -58,7 +57,7 @@ export class NodeIdentity {
       ...(o.signal !== undefined ? { signal: o.signal } : {}),
     });
     await this.#registration.open();
-    this.#seqs = new BatchSeqReservation({ kv, nodeId: o.nodeId });
+    this.#seqs = new BatchSeqReservation({ openBucket, nodeId: o.nodeId });
   }
 
   async close(): Promise<void> {

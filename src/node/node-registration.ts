@@ -132,12 +132,17 @@ export class NodeRegistration {
   }
 
   /** Registers the node id; rejects with `NodeIdInUseError` when another live process holds it. */
-  async open(): Promise<void> {
-    const kv = await new Kvm(this.#o.nc).create(this.#o.bucket, {
+  /** Opens the bucket, creating it when missing (first node, or lost with a wiped store). */
+  #openBucket(): Promise<KV> {
+    return new Kvm(this.#o.nc).create(this.#o.bucket, {
       history: 1,
       ttl: this.#ttlMs,
       replicas: this.#o.replicas ?? 1,
     });
+  }
+
+  async open(): Promise<void> {
+    const kv = await this.#openBucket();
     const actual = (await kv.status()).ttl;
     if (actual > 0) this.#ttlMs = actual;
     this.#kv = kv;
@@ -169,8 +174,11 @@ export class NodeRegistration {
       if (e === null || e.operation !== 'PUT') {
         try {
           return await kv.create(this.#key, value);
-        } catch {
-          continue; // another process created it in between: look at it
+        } catch (err) {
+          // Another process created it in between (look at it), or the create itself fails.
+          const again = await kv.get(this.#key);
+          if (again === null || again.operation !== 'PUT') throw err;
+          continue;
         }
       }
       const holder = parseRecord(e) ?? { ...this.#record, instance: '?', host: '?', pid: 0, since: '?' };
@@ -182,7 +190,8 @@ export class NodeRegistration {
         try {
           return await kv.update(this.#key, value, e.revision);
         } catch {
-          continue;
+          await sleep(100, undefined, this.#o.signal ? { signal: this.#o.signal } : {});
+          continue; // changed in between: look at it again
         }
       }
       if (watched !== undefined && watched.revision !== e.revision)
@@ -200,7 +209,8 @@ export class NodeRegistration {
         try {
           return await kv.update(this.#key, value, e.revision);
         } catch {
-          continue;
+          await sleep(100, undefined, this.#o.signal ? { signal: this.#o.signal } : {});
+          continue; // changed in between: look at it again
         }
       }
       await sleep(
@@ -212,12 +222,15 @@ export class NodeRegistration {
   }
 
   async #renew(signal: AbortSignal): Promise<void> {
-    const kv = this.#kv!;
+    let kv = this.#kv!;
     const value = JSON.stringify(this.#record);
     while (!signal.aborted) {
       await sleep(this.#ttlMs / 3, undefined, { signal }).catch(() => undefined);
       if (signal.aborted) return;
       try {
+        // Renewing after the entry was lost (expired while NATS was unreachable, or the bucket went
+        // with a wiped store): the bucket is opened again, created if missing.
+        if (this.#revision === 0) this.#kv = kv = await this.#openBucket();
         this.#revision =
           this.#revision > 0
             ? await kv.update(this.#key, value, this.#revision)

@@ -1,8 +1,11 @@
 import type { KV } from '@nats-io/kv';
 
 export interface BatchSeqReservationOptions {
-  /** The cluster bucket (`clusterBucket()` in nats/naming.ts), opened by the caller. */
-  readonly kv: KV;
+  /**
+   * Opens (creating when missing) the cluster bucket (`clusterBucket()` in nats/naming.ts); called
+   * again after a write failed, so a bucket lost with a wiped JetStream store is made anew.
+   */
+  readonly openBucket: () => Promise<KV>;
   readonly nodeId: number;
   /**
    * How far past a needed seq a reservation reaches, so the record is written
@@ -36,6 +39,7 @@ export class BatchSeqReservation {
   #reserved = 0;
   #revision = 0;
   #pending: Promise<void> = Promise.resolve();
+  #kv: KV | undefined;
 
   constructor(options: BatchSeqReservationOptions) {
     this.#o = options;
@@ -44,8 +48,12 @@ export class BatchSeqReservation {
 
   /** Reads the record: the seq above which this node starts (0 when none was ever reserved). */
   async load(): Promise<number> {
-    const e = await this.#o.kv.get(this.#key);
-    if (e === null || e.operation !== 'PUT') return 0;
+    this.#kv ??= await this.#o.openBucket();
+    const e = await this.#kv.get(this.#key);
+    if (e === null || e.operation !== 'PUT') {
+      this.#revision = 0; // created by the next reservation
+      return this.#reserved;
+    }
     const v = Number(e.string());
     if (!Number.isSafeInteger(v) || v < 0)
       throw new BatchSeqRecordError(
@@ -74,10 +82,10 @@ export class BatchSeqReservation {
   }
 
   async #raise(seq: number): Promise<void> {
-    const { kv } = this.#o;
     for (let attempt = 0; seq > this.#reserved; attempt++) {
       const target = seq + (this.#o.aheadSeqs ?? DEFAULT_AHEAD);
       try {
+        const kv = (this.#kv ??= await this.#o.openBucket());
         this.#revision =
           this.#revision === 0
             ? await kv.create(this.#key, String(target))
@@ -85,10 +93,13 @@ export class BatchSeqReservation {
         this.#reserved = target;
       } catch (err) {
         // Someone wrote the record since we read it (another start of this node id, refused by the
-        // node registry, or a purge): read it again and retry above what it holds.
+        // node registry, or a purge), or the bucket is gone (a wiped store): open it again, read the
+        // record and retry above what it holds (the clock keeps seqs above a lost record's).
         if (attempt >= 3) throw err;
+        this.#kv = undefined;
+        const reserved = this.#reserved;
         await this.load();
-        if (this.#reserved === 0) this.#revision = 0;
+        this.#reserved = Math.max(reserved, this.#reserved);
       }
     }
   }

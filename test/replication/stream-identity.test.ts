@@ -11,6 +11,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { Kvm } from '@nats-io/kv';
+import { nodeRegistryBucket } from '../../src/nats/naming.ts';
 import { appConnection, startNode, type TestNode } from '../helpers/node-harness.ts';
 import { startNatsServer, type TestNatsServer } from '../helpers/nats-server.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
@@ -74,6 +76,11 @@ test('a wiped JetStream store is reported while running and replayed from the st
     receiver.logs.has(/no longer exists \(the JetStream store was wiped, or the stream deleted\)/),
   );
   assert.equal(await counter(receiver, 'streamReplaced'), 1);
+  // The node id registration went with the store: the running node registers again.
+  await waitFor('node 2 registered again', async () => {
+    const kv = await new Kvm(receiver.node.natsConnection!).open(nodeRegistryBucket('harmonylite-changes'));
+    return (await kv.get('node.2'))?.operation === 'PUT';
+  });
   let health: ReturnType<NonNullable<TestNode['node']['observability']>['health']['evaluate']> | undefined;
   await waitFor(
     'health degraded by the missing stream',
