@@ -25,6 +25,7 @@ import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
 import { ShardConsumer } from '../replication/shard-consumer.ts';
 import { StreamIdentities } from '../replication/stream-identities.ts';
+import { recoverStreams } from './recover-streams.ts';
 import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
 import { WriterQueue } from '../replication/writer-queue.ts';
@@ -96,6 +97,9 @@ export class HarmonyLiteNode {
   #outbox: OutboxStore | undefined;
   #identity: NodeIdentity | undefined;
   #streamIds: StreamIdentities | undefined;
+  #ensureStreams: (() => Promise<unknown>) | undefined;
+  #newConsumer: ((shard: number) => ShardConsumer) | undefined;
+  #streamRecovery: Promise<void> | undefined;
   #checkpointing = false;
   /** Size of the -wal file when a checkpoint last completed (every frame in the database file). */
   #walCheckpointed: number | undefined;
@@ -237,7 +241,7 @@ export class HarmonyLiteNode {
     });
     await this.#withJetStream('register the node', () => this.#identity!.open());
     this.#checkOpen();
-    await this.#withJetStream('create the streams', () =>
+    this.#ensureStreams = () =>
       ensureStreams(
         this.#jsm!,
         {
@@ -250,8 +254,8 @@ export class HarmonyLiteNode {
           updateExisting: rl.update_existing,
         },
         logger,
-      ),
-    );
+      );
+    await this.#withJetStream('create the streams', this.#ensureStreams);
 
     this.#checkOpen();
     // Before positions are read (restore plan, consumers): a recreated stream starts again at 1.
@@ -349,11 +353,12 @@ export class HarmonyLiteNode {
     });
     this.#snapshots.start();
     if (config.replicate) {
-      for (const shard of shardNumbers(rl.shards)) {
-        const c = new ShardConsumer(
+      const [js, pool] = [this.#js, this.#pool];
+      this.#newConsumer = (shard) =>
+        new ShardConsumer(
           {
-            js: this.#js,
-            pool: this.#pool,
+            js,
+            pool,
             writer: this.writer,
             logger: logger.child({ component: 'consumer' }),
             metrics: this.metrics,
@@ -367,6 +372,8 @@ export class HarmonyLiteNode {
             busyTimeoutMs: config.busy_timeout,
           },
         );
+      for (const shard of shardNumbers(rl.shards)) {
+        const c = this.#newConsumer(shard);
         await c.open();
         this.#consumers.push(c);
       }
@@ -455,11 +462,33 @@ export class HarmonyLiteNode {
         this.#publisher?.wake();
         this.#publisher?.retryNow();
         for (const c of this.#consumers) c.reconnected();
-        void this.#streamIds
-          ?.verify()
-          .catch((err: unknown) => this.logger.warn({ err }, 'checking the streams failed'));
+        this.#streamRecovery ??= this.#recoverStreams().finally(() => (this.#streamRecovery = undefined));
       }
     }
+  }
+
+  /** After a reconnect: streams lost or recreated meanwhile are made again and replayed (recover-streams.ts). */
+  async #recoverStreams(): Promise<void> {
+    if (this.#streamIds === undefined || this.#newConsumer === undefined) return;
+    const newConsumer = this.#newConsumer;
+    await recoverStreams({
+      identities: this.#streamIds,
+      ensureStreams: () => this.#withJetStream('create the streams', this.#ensureStreams!),
+      restartConsumer: async (shard, reconcile) => {
+        const i = this.#consumers.findIndex((c) => c.options.shard === shard);
+        await this.#consumers[i]?.close();
+        await reconcile();
+        this.#checkOpen();
+        const c = newConsumer(shard);
+        await c.open();
+        if (i >= 0) this.#consumers[i] = c;
+      },
+      retry: (what, fn) => this.#withJetStream(what, fn),
+      logger: this.logger,
+    }).catch((err: unknown) => {
+      if (!this.#abort.signal.aborted)
+        this.logger.warn({ err }, 'recovering replaced streams failed; retried at the next reconnect');
+    });
   }
 
   #setNatsUp(up: boolean): void {
@@ -633,6 +662,7 @@ export class HarmonyLiteNode {
     this.#timers = [];
     await this.#observability?.close(); // [observability hook, issue 6]
     await this.#snapshots?.close(); // [snapshot hook, issue 4]
+    await this.#streamRecovery;
     this.#detector?.close();
     await this.#publisher?.close();
     await Promise.all(this.#consumers.map((c) => c.close()));

@@ -44,8 +44,10 @@ function notFound(err: unknown): boolean {
  *   transaction that records the new identity, so the whole new stream is
  *   replayed; health stays degraded (`problems`) until it has been. Changes the
  *   old stream held that this node had not applied are gone with it.
- * - On reconnect (`verify`): a replaced or missing stream is logged and counted,
- *   and health degraded until the node restarts (which recreates and reconciles).
+ * - On reconnect (`recheck`): a replaced or missing stream is logged and
+ *   counted; the node recreates missing streams, restarts the shard's consumer
+ *   after `reconcile` for it, and health is degraded until that is done and the
+ *   new stream replayed.
  */
 export class StreamIdentities {
   readonly #deps: StreamIdentitiesDeps;
@@ -59,7 +61,7 @@ export class StreamIdentities {
   }
 
   /** At start, after the streams exist and before consumers read their positions. */
-  async reconcile(): Promise<void> {
+  async reconcile(only?: readonly number[]): Promise<void> {
     const { db, jsm, writer, logger, metrics } = this.#deps;
     await writer.run(() =>
       db.exec(
@@ -67,6 +69,7 @@ export class StreamIdentities {
       ),
     );
     for (const [shard, stream] of this.#options.streams) {
+      if (only !== undefined && !only.includes(shard)) continue;
       const info = await jsm.streams.info(stream);
       const created = info.created;
       const replaced = await writer.run(() =>
@@ -85,8 +88,9 @@ export class StreamIdentities {
           })
           .immediate(),
       );
+      const reported = this.#broken.delete(shard); // found on reconnect: counted and logged then
       if (replaced === undefined) continue;
-      metrics.streamReplaced.inc({ shard: String(shard) });
+      if (!reported) metrics.streamReplaced.inc({ shard: String(shard) });
       const untilSeq = info.state.last_seq;
       if (untilSeq > 0) {
         this.#recovering.set(shard, { stream, untilSeq });
@@ -107,27 +111,34 @@ export class StreamIdentities {
     }
   }
 
-  /** After a reconnect: is every stream still the one positions belong to? */
-  async verify(): Promise<void> {
+  /**
+   * After a reconnect: the shards whose stream is missing or is not the one
+   * their positions belong to (logged, counted, health degraded until
+   * `reconcile` ran for them). Throws when JetStream does not answer.
+   */
+  async recheck(): Promise<number[]> {
     const { jsm, logger, metrics } = this.#deps;
+    const changed: number[] = [];
     for (const [shard, stream] of this.#options.streams) {
       let created: string | undefined;
       try {
         created = (await jsm.streams.info(stream)).created;
       } catch (err) {
-        if (!notFound(err)) return; // not answering yet: checked again at the next reconnect
+        if (!notFound(err)) throw err;
       }
       const stored = this.#stored(shard);
       if (stored === undefined || created === stored.created) continue;
+      changed.push(shard);
+      if (this.#broken.has(shard)) continue;
       const problem =
         created === undefined
-          ? `stream ${stream} no longer exists (the JetStream store was wiped, or the stream deleted): restart this node to recreate it and replay it from its start`
-          : `stream ${stream} was recreated while this node ran (created ${created}, was ${stored.created}): restart this node to replay it from its start`;
-      if (this.#broken.get(shard) === problem) continue;
+          ? `stream ${stream} no longer exists (the JetStream store was wiped, or the stream deleted): recreating it and replaying it from its start`
+          : `stream ${stream} was recreated while this node ran (created ${created}, was ${stored.created}): replaying it from its start`;
       this.#broken.set(shard, problem);
       metrics.streamReplaced.inc({ shard: String(shard) });
       logger.error({ shard, stream, created: created ?? null, previous_created: stored.created }, problem);
     }
+    return changed;
   }
 
   /**
