@@ -165,7 +165,13 @@ export class StreamIdentities {
     ];
   }
 
+  /** The identity recorded for a shard; none before the first start or after a snapshot restore (not in snapshots). */
   #stored(shard: number): { stream: string; created: string } | undefined {
+    const table = this.#deps.db
+      .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?")
+      .pluck()
+      .get(STREAM_IDENTITIES);
+    if (table === undefined) return undefined;
     return this.#deps.db
       .prepare(`SELECT stream, created FROM ${q(STREAM_IDENTITIES)} WHERE shard = ?`)
       .get(shard) as { stream: string; created: string } | undefined;
