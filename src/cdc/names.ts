@@ -34,6 +34,16 @@ export const PARKED = '__harmonylite___parked';
 /** Losing versions of rows: writes superseded by newer ones, rows displaced by a UNIQUE collision. */
 export const CONFLICTS = '__harmonylite___conflicts';
 
+/**
+ * This database's generated node id (the default `node_id`). Created by the node at its first
+ * start, not by capture: left out of snapshots, so a restored copy never takes another node's id.
+ */
+export const NODE_IDENTITY = '__harmonylite___node_identity';
+/** The identity (creation time) of each shard stream whose positions this database holds. */
+export const STREAM_IDENTITIES = '__harmonylite___stream_identities';
+/** Tables of ours created outside capture install; `-cleanup` drops them too. */
+export const IDENTITY_TABLES = [NODE_IDENTITY, STREAM_IDENTITIES] as const;
+
 export const INTERNAL_TABLES = [
   GLOBAL_LOG,
   REPLAY_GUARD,

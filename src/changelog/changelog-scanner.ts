@@ -1,6 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { ChangeType } from '../codec/change-record.ts';
-import { toWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
+import { exactText, toWire, type CapturedValue, type SqlValue, type WireValue } from '../codec/sql-value.ts';
 import { CAPTURED_TABLES, changeLogTable, GLOBAL_LOG, quoteIdent as q, valueColumn } from '../cdc/names.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
 import { capturedColumns } from '../cdc/trigger-sql.ts';
@@ -17,8 +17,11 @@ export interface PendingChange {
   readonly row: Record<string, WireValue>;
   /** Primary-key values in key order (the rowid for tables keyed by it); integers as bigint. */
   readonly key: readonly SqlValue[];
-  /** The values as read (safe integers) in `layout` column order, from index `valuesFrom` of this array. */
-  readonly values: readonly SqlValue[];
+  /**
+   * The values as read (safe integers) in `layout` column order, from index `valuesFrom` of this
+   * array; TEXT that is not valid UTF-8 as its bytes (`SqlTextBytes`).
+   */
+  readonly values: readonly CapturedValue[];
   readonly valuesFrom: number;
   /** The table's encoded record parts, for `ChangeRecordWriter` (the publisher writes records from `values`). */
   readonly layout: RecordLayout;
@@ -34,7 +37,7 @@ class ScannedChange implements PendingChange {
     readonly type: ChangeType,
     readonly createdAt: number,
     readonly key: readonly SqlValue[],
-    readonly values: readonly SqlValue[],
+    readonly values: readonly CapturedValue[],
     readonly valuesFrom: number,
     readonly layout: RecordLayout,
     readonly columns: readonly string[],
@@ -44,7 +47,7 @@ class ScannedChange implements PendingChange {
     if (this.#row === undefined) {
       const row: Record<string, WireValue> = {};
       for (let i = 0; i < this.columns.length; i++)
-        row[this.columns[i]!] = toWire(this.values[this.valuesFrom + i] as SqlValue);
+        row[this.columns[i]!] = toWire(this.values[this.valuesFrom + i]!);
       this.#row = row;
     }
     return this.#row;
@@ -68,6 +71,8 @@ interface TableReader {
   readonly keyIndexes: readonly number[];
   /** (firstGlobalId, lastGlobalId, table): the change-log rows the global log points at in that window. */
   readonly window: Statement;
+  /** (change id): every value column as its bytes; read only for TEXT holding U+FFFD (rare). */
+  readonly bytes: () => Statement;
 }
 
 /**
@@ -139,11 +144,18 @@ export class ChangelogScanner {
         )
         .raw(true)
         .safeIntegers(true);
+      let bytes: Statement | undefined;
       r = {
         columns,
         layout: recordLayout(table, columns),
         keyIndexes: schema.keyColumns.map((k) => columns.indexOf(k)),
         window,
+        bytes: () =>
+          (bytes ??= this.#db
+            .prepare(
+              `SELECT ${columns.map((c) => `CAST(${q(valueColumn(c))} AS BLOB)`).join(', ')} FROM ${q(changeLogTable(table))} WHERE id = ?`,
+            )
+            .raw(true)),
       };
     }
     this.#readers.set(table, r);
@@ -209,14 +221,25 @@ export class ChangelogScanner {
 
 /** A change from a window row: (global id, change id, type, created_at, values...), integers as bigint. */
 function change(table: string, reader: TableReader, raw: unknown[]): PendingChange {
+  const key = reader.keyIndexes.map((i) => raw[i + VALUES_FROM] as SqlValue);
+  // better-sqlite3 decodes TEXT lossily (a bad byte becomes U+FFFD): such values are read again as bytes.
+  let bytes: unknown[] | undefined;
+  for (let i = VALUES_FROM; i < raw.length; i++) {
+    const v = raw[i];
+    if (typeof v === 'string' && v.includes('\uFFFD'))
+      raw[i] = exactText(v, () => {
+        bytes ??= reader.bytes().get(raw[1]) as unknown[];
+        return bytes[i - VALUES_FROM] as Uint8Array;
+      });
+  }
   return new ScannedChange(
     Number(raw[0] as bigint),
     table,
     Number(raw[1] as bigint),
     raw[2] as ChangeType,
     Number(raw[3] as bigint),
-    reader.keyIndexes.map((i) => raw[i + VALUES_FROM] as SqlValue),
-    raw as SqlValue[],
+    key,
+    raw as CapturedValue[],
     VALUES_FROM,
     reader.layout,
     reader.columns,

@@ -13,7 +13,7 @@ import { runCleanup } from './run-cleanup.ts';
 import { runNode } from './run-node.ts';
 import { runDeadLetterStuck } from './run-dead-letter-stuck.ts';
 import { runSaveSnapshot } from './run-save-snapshot.ts'; // [snapshot hook, issue 4]
-import { deriveNodeId } from '../node/node-id.ts'; // [observability hook, issue 6]
+import { resolveNodeId } from '../node/node-id.ts'; // [observability hook, issue 6]
 import { runStatus } from './run-status.ts'; // [observability hook, issue 6]
 import { runSchemaStatus, runSchemaStatusCluster } from './run-schema-status.ts';
 
@@ -60,12 +60,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     const config = loadConfig(args.config);
     if (args.nodeId !== undefined) config.node_id = args.nodeId;
     // [observability hook, issue 6] every line carries the node id, also when it is derived (as the node derives it).
-    const nodeId =
-      config.node_id !== 0
-        ? config.node_id
-        : config.db_path !== ''
-          ? deriveNodeId(config.db_path)
-          : undefined;
+    // Generated here when a node or a snapshot will run (they would store it anyway); only read for
+    // -cleanup, -status and -dead-letter-stuck, which must not add a table.
+    let nodeId: number | undefined;
+    if (config.db_path !== '')
+      try {
+        nodeId = resolveNodeId(config.node_id, config.db_path, {
+          busyTimeoutMs: config.busy_timeout,
+          create: !args.cleanup && !args.status && args.deadLetterStuck === undefined,
+        });
+      } catch {
+        nodeId = undefined; // no database yet: the command itself reports it
+      }
     const logger = createLogger({
       ...config.logging,
       ...(nodeId !== undefined ? { nodeId } : {}),

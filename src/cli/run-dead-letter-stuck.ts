@@ -5,7 +5,7 @@ import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
 import { streamName } from '../nats/naming.ts';
-import { deriveNodeId } from '../node/node-id.ts';
+import { resolveNodeId } from '../node/node-id.ts';
 import { openDatabase } from '../node/open-database.ts';
 import { RowDigest } from '../codec/row-digest.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
@@ -30,7 +30,8 @@ export async function runDeadLetterStuck(
   if (shard < 1 || shard > config.replication_log.shards) {
     throw new ConfigError(`shard ${shard} does not exist: shards are 1..${config.replication_log.shards}`);
   }
-  const nodeId = config.node_id !== 0 ? config.node_id : deriveNodeId(config.db_path);
+  const nodeId =
+    resolveNodeId(config.node_id, config.db_path, { busyTimeoutMs: config.busy_timeout, create: false }) ?? 0;
   const nats = await connectForCommand(config, nodeId, 'harmonylite-cli', logger, { cluster });
   const nc = nats.nc;
   const db = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });

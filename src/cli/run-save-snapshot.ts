@@ -1,7 +1,7 @@
 import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
-import { deriveNodeId } from '../node/node-id.ts';
+import { resolveNodeId } from '../node/node-id.ts';
 import { createSnapshotStore } from '../snapshot/create-snapshot-store.ts';
 import { saveSnapshot } from '../snapshot/save-snapshot.ts';
 import { progressTerminal } from '../snapshot/transfer-progress.ts';
@@ -22,7 +22,10 @@ export async function runSaveSnapshot(
   cluster: CommandClusterOptions = {},
 ): Promise<number> {
   requireDatabase(config);
-  const nodeId = config.node_id !== 0 ? config.node_id : deriveNodeId(config.db_path);
+  const nodeId = resolveNodeId(config.node_id, config.db_path, {
+    busyTimeoutMs: config.busy_timeout,
+    create: true,
+  })!;
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     logger.warn({ signal: sig }, 'aborting the snapshot');

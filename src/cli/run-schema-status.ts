@@ -7,13 +7,15 @@ import { listCapturableTables } from '../cdc/table-schema.ts';
 import { packageVersion } from '../health/package-version.ts';
 import type { Logger } from '../logger.ts';
 import { statusBucket } from '../nats/naming.ts';
-import { deriveNodeId } from '../node/node-id.ts';
+import { resolveNodeId } from '../node/node-id.ts';
 import { openDatabase } from '../node/open-database.ts';
 import { connectForCommand, type CommandClusterOptions } from './command-nats.ts';
 import { readNodeStatuses } from './run-status.ts';
 
 function nodeIdOf(config: Config): number {
-  return config.node_id !== 0 ? config.node_id : deriveNodeId(config.db_path);
+  return (
+    resolveNodeId(config.node_id, config.db_path, { busyTimeoutMs: config.busy_timeout, create: false }) ?? 0
+  );
 }
 
 /**

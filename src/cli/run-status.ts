@@ -16,7 +16,7 @@ import type { Logger } from '../logger.ts';
 import { connectNats } from '../nats/nats-connection.ts';
 import { embeddedStoreDir, runningServerUrl } from './command-nats.ts';
 import { shardNumbers, statusBucket, streamName } from '../nats/naming.ts';
-import { deriveNodeId } from '../node/node-id.ts';
+import { resolveNodeId } from '../node/node-id.ts';
 import { parseNodeStatusRecord, type NodeStatusRecord } from '../node/node-status-reporter.ts';
 import { openDatabase } from '../node/open-database.ts';
 
@@ -144,7 +144,10 @@ export async function runStatus(
   out: NodeJS.WritableStream = process.stdout,
 ): Promise<number> {
   requireDatabase(config);
-  const nodeId = config.node_id !== 0 ? config.node_id : deriveNodeId(config.db_path);
+  const nodeId = resolveNodeId(config.node_id, config.db_path, {
+    busyTimeoutMs: config.busy_timeout,
+    create: false,
+  });
   const db = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: true });
   let local: LocalState;
   try {
@@ -181,7 +184,7 @@ export async function runStatus(
   }
 
   const now = Date.now();
-  let text = `Node ${nodeId} (this node)  ${config.db_path}\n`;
+  let text = `Node ${nodeId ?? '(id not generated yet)'} (this node)  ${config.db_path}\n`;
   if (!local.installed) {
     text += '  capture is not installed in this database (the node has not run on it yet)\n';
   } else {

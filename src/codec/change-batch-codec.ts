@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { addExtension, Encoder } from 'cbor-x';
 import { compress } from 'zstd-napi';
 import { MalformedMessageError, validateChangeBatch, type ChangeRecord } from './change-record.ts';
-import { SqlReal } from './sql-value.ts';
+import { SqlReal, SqlTextBytes } from './sql-value.ts';
 
 /** CBOR tag of an integral REAL (first-come-first-served range). */
 const SQL_REAL_TAG = 40_611;
@@ -27,6 +27,18 @@ addExtension({
     if (v instanceof Uint8Array && v.length === 8)
       return new SqlReal(new DataView(v.buffer, v.byteOffset, 8).getFloat64(0));
     throw new MalformedMessageError('tagged REAL is not a float64');
+  },
+});
+
+/** CBOR tag of TEXT that is not valid UTF-8, over its exact bytes (see SqlTextBytes). */
+export const SQL_TEXT_BYTES_TAG = 40_612;
+addExtension({
+  Class: SqlTextBytes,
+  tag: SQL_TEXT_BYTES_TAG,
+  encode: (v: SqlTextBytes, encode: (x: unknown) => Uint8Array) => encode(v.bytes),
+  decode: (v: unknown) => {
+    if (v instanceof Uint8Array) return new SqlTextBytes(v);
+    throw new MalformedMessageError('tagged TEXT bytes are not a byte string');
   },
 });
 

@@ -7,10 +7,12 @@
  * test checks over every storage class and edge value. Pure (no I/O).
  */
 import type { ChangeType } from './change-record.ts';
-import type { SqlValue } from './sql-value.ts';
+import { SqlTextBytes, type CapturedValue } from './sql-value.ts';
 
 /** CBOR tag of an integral REAL (`SQL_REAL_TAG` in change-batch-codec.ts). */
 const SQL_REAL_TAG = 40_611;
+/** CBOR tag of TEXT kept as bytes (`SQL_TEXT_BYTES_TAG` in change-batch-codec.ts). */
+const SQL_TEXT_BYTES_TAG = 40_612;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
 const TWO_64 = 1n << 64n;
@@ -91,7 +93,7 @@ export class ChangeRecordWriter {
     layout: RecordLayout,
     changeId: number,
     type: ChangeType,
-    values: readonly SqlValue[],
+    values: readonly CapturedValue[],
     createdAt: number,
     version: number,
     from = 0,
@@ -186,7 +188,7 @@ export class ChangeRecordWriter {
   }
 
   /** A value read with safe integers, written as `toWire` then cbor-x would. */
-  #value(v: SqlValue): void {
+  #value(v: CapturedValue): void {
     if (v === null) {
       this.#byte(0xf6);
     } else if (typeof v === 'bigint') {
@@ -219,6 +221,13 @@ export class ChangeRecordWriter {
       this.#head(3, n);
       this.#room(n);
       this.#pos += this.#buf.write(v, this.#pos, n, 'utf8');
+    } else if (v instanceof SqlTextBytes) {
+      this.#room(3);
+      this.#buf[this.#pos++] = 0xd9;
+      this.#buf[this.#pos++] = SQL_TEXT_BYTES_TAG >> 8;
+      this.#buf[this.#pos++] = SQL_TEXT_BYTES_TAG & 0xff;
+      this.#head(2, v.bytes.length);
+      this.#bytes(v.bytes);
     } else {
       this.#head(2, v.length);
       this.#bytes(v);

@@ -9,13 +9,16 @@
  * two nodes whose tables list the columns in another order agree.
  */
 import xxhash from 'xxhash-wasm';
-import type { SqlValue } from './sql-value.ts';
+import { SqlTextBytes, type SqlValue } from './sql-value.ts';
 
 const TAG_NULL = 0x6e;
 const TAG_INTEGER = 0x69;
 const TAG_REAL = 0x72;
 const TAG_TEXT = 0x74;
 const TAG_BLOB = 0x62;
+
+/** A value as hashed: as read, or TEXT carried as its bytes (hashed as SQLite's reader decodes it, like the row). */
+export type DigestValue = SqlValue | SqlTextBytes;
 
 /** How one key column compares: `nocase` keys are folded (ASCII, as SQLite's NOCASE) so one row has one key. */
 export type KeyFold = 'binary' | 'nocase';
@@ -51,7 +54,7 @@ export class RowDigest {
   }
 
   /** The canonical bytes of a key (a fresh buffer, safe to keep). */
-  key(values: readonly SqlValue[], fold?: readonly KeyFold[]): Buffer {
+  key(values: readonly DigestValue[], fold?: readonly KeyFold[]): Buffer {
     this.#pos = 0;
     for (let i = 0; i < values.length; i++) {
       const v = values[i]!;
@@ -82,7 +85,7 @@ export class RowDigest {
    * The hash of a row, as a signed 64-bit integer (SQLite's INTEGER): `values` in
    * the table's column order, `layout` from `hashLayout` of those columns.
    */
-  hash(layout: HashLayout, values: readonly SqlValue[]): bigint {
+  hash(layout: HashLayout, values: readonly DigestValue[]): bigint {
     this.#pos = 0;
     const { names, order } = layout;
     for (let i = 0; i < order.length; i++) {
@@ -114,7 +117,9 @@ export class RowDigest {
     this.#pos += b.length;
   }
 
-  #value(v: SqlValue): void {
+  #value(v: DigestValue): void {
+    // Rows are read back with invalid UTF-8 replaced (better-sqlite3 decodes TEXT): the same here.
+    if (v instanceof SqlTextBytes) v = Buffer.from(v.bytes).toString('utf8');
     if (v === null) {
       this.#head(TAG_NULL, 0);
     } else if (typeof v === 'bigint') {

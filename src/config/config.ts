@@ -134,7 +134,7 @@ export interface HealthCheckConfig {
 
 export interface Config {
   db_path: string;
-  /** 0 = derived from the machine id. */
+  /** 0 = a random id generated at the first start and stored in the database (src/node/node-id.ts). */
   node_id: number;
   /** Accepted for compatibility; ours keeps stream positions inside the database. */
   seq_map_path: string;

@@ -68,6 +68,8 @@ export class Metrics {
   readonly uniqueDisplaced: Counter<'shard'>;
   readonly shardWaiting: Gauge<'shard'>;
   readonly shardBehind: Gauge<'shard'>;
+  readonly streamReplaced: Counter<'shard'>;
+  readonly streamRecovering: Gauge<'shard'>;
   readonly lagMessages: Gauge<'shard'>;
   readonly lagSeconds: Gauge<'shard'>;
   readonly appliedPosition: Gauge<'shard'>;
@@ -225,6 +227,18 @@ export class Metrics {
     this.shardBehind = new Gauge({
       name: name('shard_behind_stream'),
       help: '1 when the stream discarded messages this node has not applied (a snapshot restore is needed)',
+      labelNames: shard,
+      registers,
+    });
+    this.streamReplaced = new Counter({
+      name: name('stream_replaced_total'),
+      help: 'Shard streams found recreated (another creation time: a wiped JetStream store) or missing',
+      labelNames: shard,
+      registers,
+    });
+    this.streamRecovering = new Gauge({
+      name: name('stream_replaced_recovering'),
+      help: '1 from a replaced stream being found until this node has replayed it up to its end at that time',
       labelNames: shard,
       registers,
     });

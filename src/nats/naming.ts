@@ -30,3 +30,16 @@ export function statusBucket(streamPrefix: string): string {
 export function shardNumbers(shards: number): number[] {
   return Array.from({ length: shards }, (_, i) => i + 1);
 }
+
+/**
+ * KV bucket of cluster-wide records that never expire: the settings every node
+ * must share, and the highest batch sequence each node has reserved.
+ */
+export function clusterBucket(streamPrefix: string): string {
+  return `${streamPrefix}-cluster`;
+}
+
+/** KV bucket where each live node holds a lease on its node id (entries expire: max_age). */
+export function nodeRegistryBucket(streamPrefix: string): string {
+  return `${streamPrefix}-node-registry`;
+}

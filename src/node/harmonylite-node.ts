@@ -27,13 +27,17 @@ import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
 import { ShardConsumer } from '../replication/shard-consumer.ts';
+import { StreamIdentities } from '../replication/stream-identities.ts';
+import { recoverStreams } from './recover-streams.ts';
 import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
 import { WriterQueue } from '../replication/writer-queue.ts';
 import { NodeSnapshots } from '../snapshot/node-snapshots.ts'; // [snapshot hook, issue 4]
 import { CaptureLog } from './capture-log.ts';
 import { openDatabase } from './open-database.ts';
-import { deriveNodeId } from './node-id.ts';
+import { NodeIdentity } from './node-identity.ts';
+import { keepNodeId, resolveNodeId } from './node-id.ts';
+import { SHARD_HASHING } from '../replication/shard-hasher.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -45,6 +49,8 @@ export interface NodeOptions {
   readonly clusterPeers?: readonly string[];
   /** `-leaf-servers`: leafnode remotes of the embedded server. */
   readonly leafServers?: readonly string[];
+  /** Milliseconds since the epoch, for batch seqs. Default `Date.now` (tests set a wrong clock). */
+  readonly clock?: () => number;
 }
 
 export interface NodeStatus {
@@ -52,6 +58,8 @@ export interface NodeStatus {
   readonly tables: readonly string[];
   readonly pending: number;
   readonly natsConnected: boolean;
+  /** Replaced shard streams not yet recovered from (health is degraded meanwhile). */
+  readonly streamProblems?: readonly string[];
   readonly lastPublishAt: number;
   /** SHA-256 of the captured tables' shape (src/cdc/schema-hash.ts). */
   readonly schemaHash: string;
@@ -95,6 +103,11 @@ export class HarmonyLiteNode {
   #scanner: ChangelogScanner | undefined;
   #publisher: Publisher | undefined;
   #consumers: ShardConsumer[] = [];
+  #identity: NodeIdentity | undefined;
+  #streamIds: StreamIdentities | undefined;
+  #ensureStreams: (() => Promise<unknown>) | undefined;
+  #newConsumer: ((shard: number) => ShardConsumer) | undefined;
+  #streamRecovery: Promise<void> | undefined;
   #checkpointing = false;
   /** Size of the -wal file when a checkpoint last completed (every frame in the database file). */
   #walCheckpointed: number | undefined;
@@ -120,7 +133,10 @@ export class HarmonyLiteNode {
     this.config = options.config;
     this.logger = options.logger;
     requireDatabase(this.config);
-    this.nodeId = this.config.node_id !== 0 ? this.config.node_id : deriveNodeId(this.config.db_path);
+    this.nodeId = resolveNodeId(this.config.node_id, this.config.db_path, {
+      busyTimeoutMs: this.config.busy_timeout,
+      create: true,
+    })!;
     this.metrics =
       options.metrics ??
       new Metrics({
@@ -222,7 +238,26 @@ export class HarmonyLiteNode {
     void this.#watchNats(this.#nc);
     this.#jsm = await this.#withJetStream('answer', () => jetstreamManager(this.#nc!));
     this.#js = jetstream(this.#nc);
-    await this.#withJetStream('create the streams', () =>
+    // Before the streams exist or anything is published: the settings match, the node id is ours.
+    this.#identity = new NodeIdentity({
+      nc: this.#nc,
+      nodeId: this.nodeId,
+      dbPath: config.db_path,
+      streamPrefix: config.nats.stream_prefix,
+      replicas: rl.replicas,
+      settings: {
+        subject_prefix: config.nats.subject_prefix,
+        hashing: SHARD_HASHING,
+        shard_by_table: rl.shard_by_table,
+        shards: rl.shards,
+        compress: rl.compress,
+      },
+      logger,
+      signal: this.#abort.signal,
+    });
+    await this.#withJetStream('register the node', () => this.#identity!.open());
+    this.#checkOpen();
+    this.#ensureStreams = () =>
       ensureStreams(
         this.#jsm!,
         {
@@ -235,10 +270,20 @@ export class HarmonyLiteNode {
           updateExisting: rl.update_existing,
         },
         logger,
-      ),
-    );
+      );
+    await this.#withJetStream('create the streams', this.#ensureStreams);
 
     this.#checkOpen();
+    // Before positions are read (restore plan, consumers): a recreated stream starts again at 1.
+    if (config.replicate) {
+      this.#streamIds = new StreamIdentities(
+        { db: this.#writeDb, jsm: this.#jsm, writer: this.writer, logger, metrics: this.metrics },
+        {
+          streams: new Map(shardNumbers(rl.shards).map((s) => [s, streamName(config.nats.stream_prefix, s)])),
+        },
+      );
+      await this.#withJetStream('check the streams', () => this.#streamIds!.reconcile());
+    }
     this.#pool = new ShardPool(rl.shards, {
       dbPath: config.db_path,
       busyTimeoutMs: config.busy_timeout,
@@ -299,6 +344,7 @@ export class HarmonyLiteNode {
           logger: logger.child({ component: 'publisher' }),
           metrics: this.metrics,
           clock: this.clock,
+          seqs: this.#identity.seqs,
         },
         {
           nodeId: this.nodeId,
@@ -314,6 +360,7 @@ export class HarmonyLiteNode {
               ? Math.min(rl.max_batch_bytes, maxPayload - 4096)
               : Math.floor(maxPayload / 2),
           publishTimeoutMs: config.nats.publish_timeout,
+          ...(this.#options.clock !== undefined ? { clock: this.#options.clock } : {}),
         },
       );
       await this.#publisher.open();
@@ -323,17 +370,20 @@ export class HarmonyLiteNode {
       wakePublisher: () => this.#publisher?.wake(),
       onRestored: () => {
         this.clock.observe(maxIndexedVersion(this.#writeDb!));
+        // The snapshot carries no node id: this database keeps the one it was started with.
+        if (config.node_id === 0) keepNodeId(this.#writeDb!, this.nodeId);
         this.#scanner?.invalidate();
         this.#pool?.schemaChanged();
       },
     });
     this.#snapshots.start();
     if (config.replicate) {
-      for (const shard of shardNumbers(rl.shards)) {
-        const c = new ShardConsumer(
+      const [js, pool] = [this.#js, this.#pool];
+      this.#newConsumer = (shard) =>
+        new ShardConsumer(
           {
-            js: this.#js,
-            pool: this.#pool,
+            js,
+            pool,
             writer: this.writer,
             logger: logger.child({ component: 'consumer' }),
             metrics: this.metrics,
@@ -346,6 +396,8 @@ export class HarmonyLiteNode {
             busyTimeoutMs: config.busy_timeout,
           },
         );
+      for (const shard of shardNumbers(rl.shards)) {
+        const c = this.#newConsumer(shard);
         await c.open();
         this.#consumers.push(c);
       }
@@ -421,8 +473,33 @@ export class HarmonyLiteNode {
         this.#publisher?.wake();
         this.#publisher?.retryNow();
         for (const c of this.#consumers) c.reconnected();
+        this.#streamRecovery ??= this.#recoverStreams().finally(() => (this.#streamRecovery = undefined));
       }
     }
+  }
+
+  /** After a reconnect: streams lost or recreated meanwhile are made again and replayed (recover-streams.ts). */
+  async #recoverStreams(): Promise<void> {
+    if (this.#streamIds === undefined || this.#newConsumer === undefined) return;
+    const newConsumer = this.#newConsumer;
+    await recoverStreams({
+      identities: this.#streamIds,
+      ensureStreams: () => this.#withJetStream('create the streams', this.#ensureStreams!),
+      restartConsumer: async (shard, reconcile) => {
+        const i = this.#consumers.findIndex((c) => c.options.shard === shard);
+        await this.#consumers[i]?.close();
+        await reconcile();
+        this.#checkOpen();
+        const c = newConsumer(shard);
+        await c.open();
+        if (i >= 0) this.#consumers[i] = c;
+      },
+      retry: (what, fn) => this.#withJetStream(what, fn),
+      logger: this.logger,
+    }).catch((err: unknown) => {
+      if (!this.#abort.signal.aborted)
+        this.logger.warn({ err }, 'recovering replaced streams failed; retried at the next reconnect');
+    });
   }
 
   #setNatsUp(up: boolean): void {
@@ -575,6 +652,10 @@ export class HarmonyLiteNode {
       tables: this.tables,
       pending: this.#scanner?.countPending() ?? 0,
       natsConnected: this.#natsUp,
+      streamProblems:
+        this.#streamIds?.problems(
+          (shard) => this.#consumers.find((c) => c.options.shard === shard)?.position,
+        ) ?? [],
       lastPublishAt: this.#publisher?.lastPublishAt ?? 0,
       schemaHash: this.#captureLog.schemaHash,
       shards: this.#consumers.map((c) => ({
@@ -600,6 +681,7 @@ export class HarmonyLiteNode {
     this.#timers = [];
     await this.#observability?.close(); // [observability hook, issue 6]
     await this.#snapshots?.close(); // [snapshot hook, issue 4]
+    await this.#streamRecovery;
     this.#detector?.close();
     await this.#publisher?.close();
     await Promise.all(this.#consumers.map((c) => c.close()));
@@ -607,6 +689,9 @@ export class HarmonyLiteNode {
     await this.#schemaCheck;
     await this.writer.drain();
     await this.#pool?.close();
+    await this.#identity
+      ?.close()
+      .catch((err: unknown) => this.logger.warn({ err }, 'releasing the node id failed'));
     // A drain needs the server; while it is unreachable (or frozen) it would wait forever.
     const nc = this.#nc;
     if (nc !== undefined && !nc.isClosed()) {

@@ -5,7 +5,7 @@ import { decodeRow, encodeRow, rowOf } from '../codec/row-codec.ts';
 import type { SqlValue, WireValue } from '../codec/sql-value.ts';
 import { newer, type HybridClock } from './hybrid-clock.ts';
 import { ParkKind, RowState, RowVersionStore, type IndexEntry } from './row-version-store.ts';
-import type { TableApplier } from './table-applier.ts';
+import type { KeyValue, TableApplier } from './table-applier.ts';
 
 export interface ChangeResolverOptions {
   readonly nodeId: number;
@@ -153,7 +153,7 @@ export class ChangeResolver {
    * A change newer than the index while the row is ahead of it: this node's own change coming
    * back, or one the row already holds. The index takes it; the row is not written.
    */
-  #recordOnly(table: TableApplier, c: Incoming, key: SqlValue[]): void {
+  #recordOnly(table: TableApplier, c: Incoming, key: KeyValue[]): void {
     const { digest } = this.#options;
     const name = table.schema.name;
     if (c.type === 'delete') {
@@ -174,7 +174,7 @@ export class ChangeResolver {
   }
 
   /** A change parked for this row: applied once the row's local writes are versioned, or dropped when they beat it. */
-  #resolveDeferred(table: TableApplier, pk: Buffer, key: SqlValue[]): void {
+  #resolveDeferred(table: TableApplier, pk: Buffer, key: KeyValue[]): void {
     const name = table.schema.name;
     const d = this.#store.parked(name, pk, ParkKind.deferred);
     if (d === undefined) return;
@@ -192,7 +192,7 @@ export class ChangeResolver {
     this.#applyNewer(table, parked, key, current);
   }
 
-  #applyNewer(table: TableApplier, c: Incoming, key: SqlValue[], current: SqlValue[] | undefined): void {
+  #applyNewer(table: TableApplier, c: Incoming, key: KeyValue[], current: SqlValue[] | undefined): void {
     const { digest } = this.#options;
     const name = table.schema.name;
     if (table.hasUnique) this.#store.unpark(name, c.pk, ParkKind.displaced); // this key's register moves on

@@ -9,6 +9,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, subjectName } from '../nats/naming.ts';
 import { formatMsgId } from './msg-id.ts';
+import type { BatchSeqReservation } from './batch-seq-reservation.ts';
 import type { ChangeRef, OutboxEntry, OutboxStore } from './outbox-store.ts';
 import { BACKFILL_VERSION, type HybridClock } from './hybrid-clock.ts';
 import type { ShardHasher } from './shard-hasher.ts';
@@ -26,6 +27,8 @@ export interface PublisherOptions {
   /** Max CBOR bytes of one message (already resolved against the server's max_payload). */
   readonly maxBatchBytes: number;
   readonly publishTimeoutMs: number;
+  /** Milliseconds since the epoch; batch seqs start from it. Default `Date.now` (tests move it). */
+  readonly clock?: () => number;
 }
 
 export interface PublisherDeps {
@@ -38,6 +41,8 @@ export interface PublisherDeps {
   readonly metrics: Metrics;
   /** Versions each change as it is read for publishing (invariant 3). */
   readonly clock: HybridClock;
+  /** The cluster-wide floor of this node's batch seqs; none: the clock and the outbox alone. */
+  readonly seqs?: BatchSeqReservation;
 }
 
 /**
@@ -103,6 +108,7 @@ export class Publisher {
   /** Writes each change's record straight from its change-log row (the same bytes as `encodeRecord`). */
   readonly #records: ChangeRecordWriter;
   readonly #shards: Map<number, ShardState>;
+  readonly #now: () => number;
   readonly #scanWakeup = new Wakeup();
   readonly #space = new Wakeup();
   #queued = 0;
@@ -119,6 +125,7 @@ export class Publisher {
     this.#deps = deps;
     this.#options = options;
     this.#records = new ChangeRecordWriter(options.nodeId);
+    this.#now = options.clock ?? Date.now;
     this.#highWater = Math.max(HIGH_WATER_BATCHES, options.shards) * options.maxBatchChanges;
     this.#shards = new Map(
       shardNumbers(options.shards).map((shard) => [
@@ -144,12 +151,11 @@ export class Publisher {
   }
 
   async open(): Promise<void> {
-    const { outbox } = this.#deps;
+    const { outbox, seqs } = this.#deps;
+    // Seqs continue above the highest this node ever reserved, whatever its clock and database say.
+    const floor = (await seqs?.load()) ?? 0;
     const { lastSeq, inFlight } = await this.#deps.writer.run(() => outbox.load());
-    for (const [shard, seq] of lastSeq) {
-      const s = this.#shards.get(shard);
-      if (s !== undefined) s.lastSeq = seq;
-    }
+    for (const s of this.#shards.values()) s.lastSeq = Math.max(floor, lastSeq.get(s.shard) ?? 0);
     // Batches in flight when the node stopped (crash, kill -9): the payload is re-published as it was,
     // under the same Nats-Msg-Id, so its changes must be exactly those in it. They are known by
     // decoding it (table and change id of each record), not by routing: after a change of the shard
@@ -325,9 +331,11 @@ export class Publisher {
       // worker's next GC took 160 MB of RSS at 8 shards (measured, bench).
       const payload = this.#options.compress ? compressBody(cbor, 3) : cbor;
       // Receivers drop batches at or below the highest seq they applied from this node and shard.
-      // Microseconds since the epoch keep seqs increasing even when this node's own record of
-      // them is gone (-cleanup, a restored snapshot, a new database file).
-      const seq = Math.max(s.lastSeq + 1, Date.now() * 1000);
+      // Microseconds since the epoch keep seqs increasing when this node's own records are gone
+      // (-cleanup, a new database file) and so is the cluster's (a wiped JetStream store); the
+      // reservation keeps them increasing when the clock went backwards.
+      const seq = Math.max(s.lastSeq + 1, this.#now() * 1000);
+      await this.#deps.seqs?.reserve(seq);
       const entry: OutboxEntry = {
         shard: s.shard,
         seq,

@@ -54,3 +54,10 @@ export async function createShardHasher(shards: number): Promise<ShardHasher> {
   const n = BigInt(shards);
   return (table, key) => Number(h64Raw(keyBytes(table, key)) % n);
 }
+
+/**
+ * Names the routing above; nodes that route one key to different shards must
+ * not share a cluster (checked at start, `cluster-settings.ts`). Change it with
+ * any change to which shard a key maps to.
+ */
+export const SHARD_HASHING = 'xxhash64-type-tagged-v1';

@@ -4,7 +4,17 @@ import type { TableSchema } from '../cdc/table-schema.ts';
 import { capturedColumns } from '../cdc/trigger-sql.ts';
 import { MalformedMessageError } from '../codec/change-record.ts';
 import { hashLayout, type HashLayout } from '../codec/row-digest.ts';
-import { fromWire, type SqlValue, type WireValue } from '../codec/sql-value.ts';
+import {
+  fromWire,
+  hasTextBytes,
+  placeholder,
+  SqlTextBytes,
+  type SqlValue,
+  type WireValue,
+} from '../codec/sql-value.ts';
+
+/** A key value: as bound, or TEXT carried as its bytes (not valid UTF-8), bound through `CAST(? AS TEXT)`. */
+export type KeyValue = SqlValue | SqlTextBytes;
 
 /** A change that cannot apply until this node's schema catches up: its shard waits, in order (invariant 5). */
 export class SchemaLagError extends Error {
@@ -55,7 +65,7 @@ export class TableApplier {
   readonly layout: HashLayout;
   readonly #columnSet: Set<string>;
   readonly #keyIndexes: readonly number[];
-  readonly #writes = new Map<string, { upsert: Statement; update: Statement; insert: Statement }>();
+  readonly #writes = new Map<string, WriteStatements>();
   readonly #read: Statement;
   readonly #delete: Statement;
   readonly #holders: readonly HolderQuery[];
@@ -84,14 +94,15 @@ export class TableApplier {
   }
 
   /** The key of a change's row; every change must carry it: without it no node can tell which row it means. */
-  keyOf(row: Record<string, WireValue>): SqlValue[] {
+  keyOf(row: Record<string, WireValue>): KeyValue[] {
     return this.schema.keyColumns.map((k) => {
       if (!Object.hasOwn(row, k)) {
         throw new MalformedMessageError(
           `table ${this.schema.name}: change has no value for key column ${JSON.stringify(k)}`,
         );
       }
-      return fromWire(row[k]);
+      const v = row[k];
+      return v instanceof SqlTextBytes ? v : fromWire(v);
     });
   }
 
@@ -101,18 +112,36 @@ export class TableApplier {
   }
 
   /** A change's values in `columns` order (NULL for columns it does not carry): what the row holds once it is written. */
-  valuesOf(row: Record<string, WireValue>): SqlValue[] {
-    return this.columns.map((c) => (Object.hasOwn(row, c) ? fromWire(row[c]) : null));
+  valuesOf(row: Record<string, WireValue>): KeyValue[] {
+    return this.columns.map((c) => {
+      if (!Object.hasOwn(row, c)) return null;
+      const v = row[c];
+      return v instanceof SqlTextBytes ? v : fromWire(v);
+    });
   }
 
   /** The row with this key, in `columns` order, or undefined. */
-  read(key: readonly SqlValue[]): SqlValue[] | undefined {
-    return this.#read.get(key) as SqlValue[] | undefined;
+  read(key: readonly KeyValue[]): SqlValue[] | undefined {
+    if (!key.some((v) => v instanceof SqlTextBytes)) return this.#read.get(key) as SqlValue[] | undefined;
+    const stmt = this.#prepare(
+      `SELECT ${this.columns.map(q).join(', ')} FROM ${q(this.schema.name)} WHERE ${this.#keyIs(key)}`,
+    ).raw(true);
+    stmt.safeIntegers(true);
+    return stmt.get(key.map(fromWire)) as SqlValue[] | undefined;
   }
 
   /** Deletes the row with this key; true when there was one. */
-  remove(key: readonly SqlValue[]): boolean {
-    return this.#delete.run(key).changes > 0;
+  remove(key: readonly KeyValue[]): boolean {
+    if (!key.some((v) => v instanceof SqlTextBytes)) return this.#delete.run(key).changes > 0;
+    return (
+      this.#prepare(`DELETE FROM ${q(this.schema.name)} WHERE ${this.#keyIs(key)}`).run(key.map(fromWire))
+        .changes > 0
+    );
+  }
+
+  /** `k1 IS ? AND ...`, TEXT carried as bytes compared as TEXT. */
+  #keyIs(key: readonly KeyValue[]): string {
+    return this.schema.keyColumns.map((k, i) => `${q(k)} IS ${placeholder(key[i])}`).join(' AND ');
   }
 
   #prepare(sql: string): Statement {
@@ -125,9 +154,14 @@ export class TableApplier {
     }
   }
 
-  #statements(cols: readonly string[]): { upsert: Statement; update: Statement; insert: Statement } {
+  /**
+   * The write statements of a change carrying exactly `cols`, cached per column set; a change
+   * holding TEXT carried as bytes (rare) gets its own, each such value bound through its placeholder.
+   */
+  #statements(cols: readonly string[], row: Record<string, WireValue>): WriteStatements {
+    const exact = hasTextBytes(row);
     const sig = cols.join('\u0000');
-    let s = this.#writes.get(sig);
+    let s = exact ? undefined : this.#writes.get(sig);
     if (s !== undefined) return s;
     for (const c of cols) {
       if (!this.#columnSet.has(c))
@@ -135,9 +169,10 @@ export class TableApplier {
     }
     const t = q(this.schema.name);
     const list = cols.map(q).join(', ');
-    const params = cols.map(() => '?').join(', ');
+    const marks = cols.map((c) => placeholder(row[c]));
+    const params = marks.join(', ');
     const insertSql = `INSERT INTO ${t} (${list}) VALUES (${params}) ${this.#returning}`;
-    const keyIs = this.schema.keyColumns.map((k) => `${q(k)} IS ?`).join(' AND ');
+    const keyIs = this.schema.keyColumns.map((k) => `${q(k)} IS ${placeholder(row[k])}`).join(' AND ');
     const reader = (sql: string): Statement => {
       const stmt = this.#prepare(sql).raw(true);
       stmt.safeIntegers(true);
@@ -152,22 +187,23 @@ export class TableApplier {
           : insertSql,
       ),
       update: reader(
-        `UPDATE ${t} SET ${cols.map((c) => `${q(c)} = ?`).join(', ')} WHERE ${keyIs} ${this.#returning}`,
+        `UPDATE ${t} SET ${cols.map((c, i) => `${q(c)} = ${marks[i]}`).join(', ')} WHERE ${keyIs} ${this.#returning}`,
       ),
       insert: reader(insertSql),
+      replace: reader(`INSERT OR REPLACE INTO ${t} (${list}) VALUES (${params}) ${this.#returning}`),
     };
-    this.#writes.set(sig, s);
+    if (!exact) this.#writes.set(sig, s);
     return s;
   }
 
   /** Writes a change's row (insert or update by key); SchemaLagError when this node's schema cannot take it yet. */
   write(row: Record<string, WireValue>): WriteOutcome {
-    const key = this.keyOf(row);
+    const key = this.keyOf(row).map(fromWire);
     const cols = Object.keys(row);
     const values: SqlValue[] = new Array(cols.length);
     for (let i = 0; i < cols.length; i++) values[i] = fromWire(row[cols[i]!]);
     try {
-      const s = this.#statements(cols);
+      const s = this.#statements(cols, row);
       try {
         if (this.schema.rowidAlias === undefined && !key.includes(null))
           return { written: s.upsert.get(values) as SqlValue[] };
@@ -179,19 +215,11 @@ export class TableApplier {
       const holders = this.#findHolders(row, key);
       if (holders.length > 0) return { holders };
       // Only a partial, expression or collated index can still collide: SQLite's REPLACE resolves it.
-      return { written: this.#replace(cols).get(values) as SqlValue[], replaced: true };
+      return { written: s.replace.get(values) as SqlValue[], replaced: true };
     } catch (err) {
       if (err instanceof SchemaLagError || !isSchemaLag(err)) throw err;
       throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
     }
-  }
-
-  #replace(cols: readonly string[]): Statement {
-    const stmt = this.#prepare(
-      `INSERT OR REPLACE INTO ${q(this.schema.name)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ${this.#returning}`,
-    ).raw(true);
-    stmt.safeIntegers(true);
-    return stmt;
   }
 
   /** Keys of the rows (other than this change's) holding one of the UNIQUE values the change writes. */
@@ -208,6 +236,14 @@ export class TableApplier {
     }
     return [...found.values()];
   }
+}
+
+interface WriteStatements {
+  readonly upsert: Statement;
+  readonly update: Statement;
+  readonly insert: Statement;
+  /** SQLite's REPLACE: only for a collision no holder query finds. */
+  readonly replace: Statement;
 }
 
 /** A query for the keys of the rows holding the values one UNIQUE index gives a change's row. */

@@ -1,14 +1,21 @@
 /**
  * Values keep their exact storage class and value through capture (read with
  * safe integers) and through the wire codec (toWire, CBOR, decodeBody,
- * fromWire): re-inserted, each has the same typeof() and quote() as the origin.
+ * fromWire): re-inserted, each has the same typeof() and quote() as the origin,
+ * TEXT that is not valid UTF-8 included (carried as its bytes).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { decodeBody, encodeRecords } from '../../src/codec/change-batch-codec.ts';
+import {
+  arrayHeaderBytes,
+  decodeBody,
+  encodeRecords,
+  joinRecords,
+} from '../../src/codec/change-batch-codec.ts';
 import type { ChangeRecord } from '../../src/codec/change-record.ts';
-import { fromWire, type SqlValue } from '../../src/codec/sql-value.ts';
+import { ChangeRecordWriter } from '../../src/codec/change-record-writer.ts';
+import { fromWire, placeholder, SqlTextBytes, type SqlValue } from '../../src/codec/sql-value.ts';
 import { captureFixture, sqlite3, sqlRow } from './capture-fixture.ts';
 
 /** Columns without a declared type have no affinity: every value keeps the class it was given. */
@@ -155,4 +162,59 @@ test('STRICT tables keep their declared types; generated columns are not capture
     'number',
     'REAL 3.0 of a STRICT REAL column is read as a number',
   );
+});
+
+test('TEXT that is not valid UTF-8 is captured as its bytes and written back as the same TEXT', () => {
+  using f = captureFixture(SCHEMA);
+  sqlite3(
+    f.path,
+    "INSERT INTO v VALUES (1, CAST(x'636166e9' AS TEXT)), (2, CAST(x'ff' AS TEXT)), (3, 'caf\uFFFD ok'), (4, CAST(x'61c3' AS TEXT));" +
+      "INSERT INTO typed VALUES (1, 1, 1.5, CAST(x'e9' AS TEXT), x'e9');",
+  );
+  const changes = f.scan();
+  const x = (id: number) => changes.find((c) => c.table === 'v' && sqlRow(c).id === BigInt(id))!.row.x;
+  const bytesOf = (v: unknown) => (v instanceof SqlTextBytes ? Buffer.from(v.bytes).toString('hex') : v);
+  assert.equal(bytesOf(x(1)), '636166e9');
+  assert.equal(bytesOf(x(2)), 'ff');
+  assert.equal(x(3), 'caf\uFFFD ok', 'a real U+FFFD (valid UTF-8) stays a string');
+  assert.ok(x(4) instanceof SqlTextBytes, 'a truncated sequence');
+
+  // Both encoders: the records the publisher writes from the change-log rows, and encodeRecords.
+  const writer = new ChangeRecordWriter(1);
+  const written = changes.map((c) =>
+    Uint8Array.from(writer.write(c.layout, c.changeId, c.type, c.values, c.createdAt, c.valuesFrom)),
+  );
+  const records: ChangeRecord[] = changes.map((c) => ({
+    FromNodeId: 1,
+    Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: c.row, CreatedAt: c.createdAt },
+  }));
+  assert.deepEqual(
+    Buffer.concat(written),
+    Buffer.from(encodeRecords(records).subarray(arrayHeaderBytes(records.length))),
+  );
+
+  const replica = new Database(':memory:');
+  replica.exec(SCHEMA);
+  for (const rec of decodeBody(joinRecords(written))) {
+    const row = rec.Payload.Row;
+    const cols = Object.keys(row);
+    replica
+      .prepare(
+        `INSERT INTO "${rec.Payload.TableName}" (${cols.join(', ')}) VALUES (${cols.map((c) => placeholder(row[c])).join(', ')})`,
+      )
+      .run(...cols.map((k) => fromWire(row[k])));
+  }
+  const origin = new Database(f.path, { readonly: true });
+  try {
+    const exact = (db: Database.Database, sql: string) => db.prepare(sql).raw(true).all();
+    for (const sql of [
+      'SELECT id, typeof(x), hex(x) FROM v ORDER BY id',
+      'SELECT id, typeof(t), hex(t), typeof(b), hex(b) FROM typed ORDER BY id',
+    ])
+      assert.deepEqual(exact(replica, sql), exact(origin, sql), sql);
+    assert.deepEqual(exact(replica, 'SELECT typeof(x), hex(x) FROM v WHERE id = 1'), [['text', '636166E9']]);
+  } finally {
+    origin.close();
+    replica.close();
+  }
 });

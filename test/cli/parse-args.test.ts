@@ -115,7 +115,7 @@ describe('parseArgs', () => {
     for (const flag of ['-help', '--help', '-h', '--h']) assert.equal(parseArgs([flag]).help, true, flag);
   });
 
-  it('node id 0 means "derive from the machine id", as in the config', () => {
+  it('node id 0 means "the id generated and stored in the database", as in the config', () => {
     assert.equal(parseArgs(['-node-id', '0']).nodeId, 0);
   });
 

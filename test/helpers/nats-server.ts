@@ -11,6 +11,8 @@ export interface TestNatsServer {
   readonly url: string;
   readonly name: string;
   readonly server: EmbeddedNatsServer;
+  /** The server's store directory (JetStream keeps its data in `<storeDir>/jetstream`). */
+  readonly storeDir: string;
   kill(signal: NodeJS.Signals): void;
   /** Same ports, same store: clients reconnect and JetStream data survives. */
   restart(): Promise<void>;
@@ -33,7 +35,12 @@ export interface TestNatsCluster {
 
 let counter = 0;
 
-function wrap(server: EmbeddedNatsServer, name: string, remove: () => void): TestNatsServer {
+function wrap(
+  server: EmbeddedNatsServer,
+  name: string,
+  storeDir: string,
+  remove: () => void,
+): TestNatsServer {
   let closing: Promise<void> | undefined;
   const close = () => (closing ??= server.close().finally(remove));
   return {
@@ -42,6 +49,7 @@ function wrap(server: EmbeddedNatsServer, name: string, remove: () => void): Tes
     },
     name,
     server,
+    storeDir,
     kill: (signal) => server.kill(signal),
     restart: () => server.restart(),
     close,
@@ -71,7 +79,7 @@ async function create(
     dir.remove();
     throw err;
   }
-  return wrap(server, name, dir.remove);
+  return wrap(server, name, dir.path, dir.remove);
 }
 
 /** One JetStream-enabled server (unless `jetstream: false`), ready when it resolves. */

@@ -56,6 +56,8 @@ export interface TestNodeOptions {
   readonly schema?: string;
   readonly configure?: (config: Config) => void;
   readonly verbose?: boolean;
+  /** The node's clock for batch seqs (ms since the epoch); default Date.now. */
+  readonly clock?: () => number;
 }
 
 export interface TestNode {
@@ -89,7 +91,11 @@ export async function startNode(options: TestNodeOptions): Promise<TestNode> {
     nodeId: options.nodeId,
     destination: logs,
   });
-  const node = new HarmonyLiteNode({ config, logger });
+  const node = new HarmonyLiteNode({
+    config,
+    logger,
+    ...(options.clock !== undefined ? { clock: options.clock } : {}),
+  });
   await node.open();
   let closed = false;
   return {

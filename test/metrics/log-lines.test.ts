@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createLogger } from '../../src/logger.ts';
 import { HarmonyLiteNode } from '../../src/node/harmonylite-node.ts';
-import { deriveNodeId } from '../../src/node/node-id.ts';
+import { resolveNodeId } from '../../src/node/node-id.ts';
 import {
   appConnection,
   createDatabase,
@@ -134,16 +134,17 @@ test('no secret anywhere: not in a NATS URL, not in a nested object; no key twic
   }
 });
 
-test('the CLI logs the derived node id on every line when node_id is 0', async () => {
+test('the CLI logs the stored node id on every line when node_id is 0', async () => {
   using dir = tempDir('hl-log-cli-');
   const config = nodeConfig({ dir: dir.path, nodeId: 1, urls: [] });
   config.node_id = 0;
   createDatabase(config.db_path, 'CREATE TABLE notes (id INTEGER PRIMARY KEY)');
+  // Generated and stored as at a node's first start.
+  const expected = resolveNodeId(0, config.db_path, { busyTimeoutMs: 1000, create: true });
   const path = writeConfigFile(config, join(dir.path, 'config.toml'));
   const cli = spawnCli(['-config', path, '-cleanup']);
   assert.equal(await cli.exited, 0, cli.output.join('\n'));
   assert.ok(cli.output.length > 0);
-  const expected = deriveNodeId(config.db_path);
   for (const line of cli.output) {
     const rec = JSON.parse(line) as Record<string, unknown>;
     assert.equal(rec.node_id, expected, line);

@@ -282,3 +282,54 @@ test('updates and deletes keyed by exotic values reach every node', async () => 
   const contents = TABLES.map((t) => tableContents(paths[0]!, t));
   assert.ok(contents.every((c) => c.length > 2));
 });
+
+/** Every node's `typeof` and `hex` of each column of the rows `where` selects (quote() of bad UTF-8 is lossy). */
+function hexes(p: string, table: string, columns: readonly string[], where: string): string {
+  const select = columns.map((c) => `typeof(${c}) || ':' || hex(${c})`).join(', ');
+  return JSON.stringify(query(p, `SELECT ${select} FROM ${table} WHERE ${where} ORDER BY 1`));
+}
+
+async function sameHexEverywhere(table: string, columns: readonly string[], where: string, want: string[][]) {
+  const expected = JSON.stringify(want);
+  let seen: string[] = [];
+  await waitFor(
+    `${table} ${where}: ${expected} on every node`,
+    () => (seen = paths.map((p) => hexes(p, table, columns, where))).every((s) => s === expected),
+    { seen: () => seen },
+  );
+}
+
+test('TEXT that is not valid UTF-8 arrives byte for byte; the origin row is not rewritten by its own replay', async () => {
+  sqlite3Shell(
+    paths[0]!,
+    "INSERT INTO vals (id, label, t, x) VALUES (900, 'latin-1', CAST(x'636166e9' AS TEXT), CAST(x'ff00fe' AS TEXT));" +
+      "INSERT INTO strict_vals (id, t) VALUES (900, CAST(x'c3' AS TEXT));" +
+      "INSERT INTO keyed VALUES (CAST(x'6be9' AS TEXT), CAST(x'e9' AS TEXT));",
+  );
+  await sameHexEverywhere('vals', ['t', 'x'], 'id = 900', [['text:636166E9', 'text:FF00FE']]);
+  await sameHexEverywhere('strict_vals', ['t'], 'id = 900', [['text:C3']]);
+  await sameHexEverywhere('keyed', ['k', 'v'], "hex(k) = '6BE9'", [['text:6BE9', 'text:E9']]);
+
+  // Updated and deleted elsewhere, by a key that is not valid UTF-8 either.
+  sqlite3Shell(
+    paths[1]!,
+    "UPDATE vals SET t = CAST(x'4c6174696ee9' AS TEXT) WHERE id = 900; DELETE FROM keyed WHERE k = CAST(x'6be9' AS TEXT);",
+  );
+  await sameHexEverywhere('vals', ['t', 'x'], 'id = 900', [['text:4C6174696EE9', 'text:FF00FE']]);
+  await sameHexEverywhere('keyed', ['k'], "hex(k) = '6BE9'", []);
+
+  // Node 1 replays every stream from the start, its own batches included: its rows keep their bytes.
+  const origin = nodes[0]!;
+  const reached = origin.node.consumers.map((c) => c.position);
+  await origin.close();
+  sqlite3Shell(origin.dbPath, 'UPDATE __harmonylite___positions SET stream_seq = 0;');
+  const replayed = await startNode({ dir: dir.path, nodeId: 1, urls: [nats!.url] });
+  nodes[0] = replayed;
+  await waitFor(
+    'node 1 replayed its streams up to where it was',
+    () => replayed.node.consumers.every((c, i) => c.position >= reached[i]!),
+    { seen: () => replayed.node.consumers.map((c) => c.position) },
+  );
+  await sameHexEverywhere('vals', ['t', 'x'], 'id = 900', [['text:4C6174696EE9', 'text:FF00FE']]);
+  await sameHexEverywhere('strict_vals', ['t'], 'id = 900', [['text:C3']]);
+});
