@@ -182,11 +182,20 @@ test('TEXT that is not valid UTF-8 is captured as its bytes and written back as 
   // Both encoders: the records the publisher writes from the change-log rows, and encodeRecords.
   const writer = new ChangeRecordWriter(1);
   const written = changes.map((c) =>
-    Uint8Array.from(writer.write(c.layout, c.changeId, c.type, c.values, c.createdAt, c.valuesFrom)),
+    Uint8Array.from(
+      writer.write(c.layout, c.changeId, c.type, c.values, c.createdAt, c.changeId * 10, c.valuesFrom),
+    ),
   );
   const records: ChangeRecord[] = changes.map((c) => ({
     FromNodeId: 1,
-    Payload: { Id: c.changeId, Type: c.type, TableName: c.table, Row: c.row, CreatedAt: c.createdAt },
+    Payload: {
+      Id: c.changeId,
+      Type: c.type,
+      TableName: c.table,
+      Row: c.row,
+      CreatedAt: c.createdAt,
+      Version: c.changeId * 10,
+    },
   }));
   assert.deepEqual(
     Buffer.concat(written),
