@@ -17,7 +17,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { installCapture } from '../src/cdc/capture-installer.ts';
-import { quoteIdent, REPLAY_GUARD, TRIGGER_KINDS, triggerName } from '../src/cdc/names.ts';
+import { quoteIdent, REPLAY_GUARD, CHANGE_TRIGGER_KINDS, triggerName } from '../src/cdc/names.ts';
 import { TableFilter } from '../src/cdc/table-filter.ts';
 
 const RUNS = 5;
@@ -47,9 +47,9 @@ function setup(mode: Mode): { db: Database.Database; path: string } {
     const triggers = db
       .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 't'")
       .all() as { name: string; sql: string }[];
-    if (triggers.length !== TRIGGER_KINDS.length || !triggers.every((t) => t.sql.includes(OUR_GUARD)))
+    if (triggers.length !== CHANGE_TRIGGER_KINDS.length || !triggers.every((t) => t.sql.includes(OUR_GUARD)))
       throw new Error('unexpected trigger SQL: the replay guard changed; update this bench');
-    for (const kind of TRIGGER_KINDS) {
+    for (const kind of CHANGE_TRIGGER_KINDS) {
       const name = triggerName('t', kind);
       const sql = triggers.find((t) => t.name === name)!.sql;
       db.exec(`DROP TRIGGER ${quoteIdent(name)}`);

@@ -62,8 +62,9 @@ test('a wiped JetStream store is reported and the new streams replayed, found at
     insertItems(app, round * 5 + 1, round * 5 + 5, (i) => `before ${i}`);
     await count(receiver.dbPath, round * 5 + 5);
   }
+  // The rows are visible just before the worker's result moves the consumer's position on.
+  await waitFor('the receiver at position 8', () => receiver.node.consumers[0]!.position >= 8);
   const oldPosition = receiver.node.consumers[0]!.position;
-  assert.ok(oldPosition >= 8, `position ${oldPosition}`);
 
   // A server restart with its store intact keeps the streams: no replacement.
   await nats.restart();
