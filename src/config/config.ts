@@ -29,6 +29,11 @@ export interface ReplicationLogConfig {
    * converge when all their rows travel on one stream. Must be the same on every node.
    */
   shard_by_table: string[];
+  /**
+   * (ours) Old-generation heap limit of each shard worker, MB; 0 = V8's default. A message
+   * whose decoding kills a worker twice is dead-lettered.
+   */
+  worker_heap_mb: number;
 }
 
 export interface NatsConfig {
@@ -178,6 +183,7 @@ export function defaultConfig(): Config {
       max_batch_bytes: 0,
       duplicate_window: 120000,
       shard_by_table: [],
+      worker_heap_mb: 0,
     },
     nats: {
       urls: [],

@@ -48,6 +48,7 @@ const RULES: Record<string, Rule> = {
   'replication_log.max_batch_changes': integer(positive),
   'replication_log.max_batch_bytes': integer(nonNegative),
   'replication_log.duplicate_window': integer(positive),
+  'replication_log.worker_heap_mb': integer(nonNegative),
   'nats.subject_prefix': prefix,
   'nats.stream_prefix': prefix,
   'nats.connect_retries': integer(nonNegative),

@@ -225,13 +225,17 @@ export class HarmonyLiteNode {
     this.#checkOpen();
     // A node that publishes and replays skips replaying its own batches when provably in place.
     const ownBatches = config.publish && config.replicate ? new OwnBatches(this.nodeId) : undefined;
-    this.#pool = new ShardPool(rl.shards, {
-      dbPath: config.db_path,
-      busyTimeoutMs: config.busy_timeout,
-      includeTables: config.include_tables,
-      excludeTables: config.exclude_tables,
-      ...(ownBatches === undefined ? {} : { watermark: ownBatches.watermark }),
-    });
+    this.#pool = new ShardPool(
+      rl.shards,
+      {
+        dbPath: config.db_path,
+        busyTimeoutMs: config.busy_timeout,
+        includeTables: config.include_tables,
+        excludeTables: config.exclude_tables,
+        ...(ownBatches === undefined ? {} : { watermark: ownBatches.watermark }),
+      },
+      { workerHeapMb: rl.worker_heap_mb },
+    );
     this.#detector = new ChangeDetector({
       dbPath: config.db_path,
       db: this.#readDb,

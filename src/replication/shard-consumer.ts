@@ -12,6 +12,7 @@ import type { ApplyResult, InboundMessage } from './batch-applier.ts';
 import { parseMsgId } from './msg-id.ts';
 import type { OwnBatches } from './own-batches.ts';
 import type { ShardPool } from './shard-pool.ts';
+import { WorkerDiedError } from './worker-died-error.ts';
 import type { WriterQueue } from './writer-queue.ts';
 
 export interface ShardConsumerOptions {
@@ -106,6 +107,8 @@ export class ShardConsumer {
   lastApplyAt = 0;
   /** CreatedAt of the newest change applied, ms. */
   lastChangeAt = 0;
+  /** Sequence of the first message of a batch whose worker died: applied alone next, dead-lettered if it kills again. */
+  #suspect: number | undefined;
 
   constructor(deps: ShardConsumerDeps, options: ShardConsumerOptions) {
     this.#deps = deps;
@@ -267,6 +270,7 @@ export class ShardConsumer {
 
   /** The buffered messages of the next apply transaction: at most `max`, and a bounded copy to the worker. */
   #nextBatch(max: number): InboundMessage[] {
+    if (this.#buffer[0]?.seq === this.#suspect) return this.#buffer.slice(0, 1);
     let bytes = 0;
     let n = 0;
     while (n < this.#buffer.length && n < max && (n === 0 || bytes < APPLY_BATCH_BYTES))
@@ -392,12 +396,23 @@ export class ShardConsumer {
         backoffMs = 100;
       } catch (err) {
         if (signal.aborted) return;
+        if (err instanceof WorkerDiedError) {
+          const first = batch[0]!;
+          if (batch.length === 1 && this.#suspect === first.seq) {
+            await this.#deadLetter(first, `killed the shard worker twice (${err.message})`);
+            this.#setState({ type: 'running' });
+            continue;
+          }
+          // Which message killed it is unknown: the first one goes alone next.
+          this.#suspect = first.seq;
+        }
         this.#setState({ type: 'failing', reason: String((err as Error).message ?? err) });
         logger.error({ shard, err: String((err as Error).message ?? err) }, 'apply failed; retrying');
         await this.#retry.waitFor(backoffMs, signal);
         backoffMs = Math.min(backoffMs * 2, 5000);
         continue;
       }
+      this.#suspect = undefined;
       metrics.applyLatency.observe(label, (performance.now() - t0) / 1000);
       metrics.applyBatchSize.observe(label, batch.length);
       this.#advanceTo(result.position);
@@ -441,6 +456,22 @@ export class ShardConsumer {
         this.#setState({ type: 'running' });
       }
     }
+  }
+
+  /**
+   * Moves a message at the head of the buffer to the dead letters from here (the worker
+   * could not judge it), counted and logged like the worker's own, and the position moves past it.
+   */
+  async #deadLetter(message: InboundMessage, reason: string): Promise<void> {
+    const { shard } = this.options;
+    await this.#saveSkipped();
+    await this.#deps.writer.run(() => this.#deps.pool.deadLetter(shard, message, reason));
+    this.#deps.metrics.deadLetters.inc({ shard: String(shard) });
+    this.#deps.logger.error(
+      { shard, seq: message.seq, reason },
+      'message can never apply; moved to the dead letters',
+    );
+    this.#advanceTo(message.seq);
   }
 
   /**
