@@ -34,6 +34,11 @@ export interface ReplicationLogConfig {
    * whose decoding kills a worker twice is dead-lettered.
    */
   worker_heap_mb: number;
+  /**
+   * (ours) Apply a batch only when its origin node's signature verifies (keys in the
+   * `<stream_prefix>-node-keys` bucket); others are dead-lettered. Every node signs.
+   */
+  verify_origins: boolean;
 }
 
 export interface NatsConfig {
@@ -184,6 +189,7 @@ export function defaultConfig(): Config {
       duplicate_window: 120000,
       shard_by_table: [],
       worker_heap_mb: 0,
+      verify_origins: true,
     },
     nats: {
       urls: [],

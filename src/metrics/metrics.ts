@@ -62,6 +62,7 @@ export class Metrics {
   readonly duplicatesSkipped: Counter<'shard'>;
   readonly ownSkipped: Counter<'shard'>;
   readonly deadLetters: Counter<'shard'>;
+  readonly originRefused: Counter<'shard'>;
   readonly uniqueDisplaced: Counter<'shard'>;
   readonly shardWaiting: Gauge<'shard'>;
   readonly shardBehind: Gauge<'shard'>;
@@ -185,6 +186,12 @@ export class Metrics {
     this.deadLetters = new Counter({
       name: name('dead_letters_total'),
       help: 'Messages moved to the dead-letter table',
+      labelNames: shard,
+      registers,
+    });
+    this.originRefused = new Counter({
+      name: name('origin_refused_total'),
+      help: 'Messages dead-lettered because their origin node could not be verified (signature)',
       labelNames: shard,
       registers,
     });

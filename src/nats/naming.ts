@@ -30,3 +30,8 @@ export function statusBucket(streamPrefix: string): string {
 export function shardNumbers(shards: number): number[] {
   return Array.from({ length: shards }, (_, i) => i + 1);
 }
+
+/** KV bucket of the nodes' public signing keys (`<node id>.<fingerprint>`). */
+export function nodeKeyBucket(streamPrefix: string): string {
+  return `${streamPrefix}-node-keys`;
+}

@@ -18,6 +18,7 @@ import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
 import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
+import { openOriginSigning } from '../replication/origin-signing.ts';
 import { OwnBatches } from '../replication/own-batches.ts';
 import { runSnapshotTask } from '../snapshot/snapshot-worker.ts';
 import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
@@ -223,6 +224,15 @@ export class HarmonyLiteNode {
     );
 
     this.#checkOpen();
+    const origins = await this.#withJetStream('register the node key', () =>
+      openOriginSigning(this.#js!, {
+        nodeId: this.nodeId,
+        dbPath: config.db_path,
+        streamPrefix: config.nats.stream_prefix,
+        replicas: rl.replicas,
+        verify: rl.verify_origins,
+      }),
+    );
     // A node that publishes and replays skips replaying its own batches when provably in place.
     const ownBatches = config.publish && config.replicate ? new OwnBatches(this.nodeId) : undefined;
     this.#pool = new ShardPool(
@@ -275,6 +285,7 @@ export class HarmonyLiteNode {
           logger: logger.child({ component: 'publisher' }),
           ...(ownBatches === undefined ? {} : { ownBatches }),
           metrics: this.metrics,
+          sign: origins.sign,
         },
         {
           nodeId: this.nodeId,
@@ -317,6 +328,7 @@ export class HarmonyLiteNode {
             logger: logger.child({ component: 'consumer' }),
             metrics: this.metrics,
             ...(ownBatches === undefined ? {} : { ownBatches }),
+            ...(origins.verifier === undefined ? {} : { verifier: origins.verifier }),
           },
           {
             shard,

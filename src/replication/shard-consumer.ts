@@ -9,7 +9,9 @@ import { Wakeup } from '../changelog/wakeup.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { ApplyResult, InboundMessage } from './batch-applier.ts';
+import { SIGNATURE_HEADER } from './batch-signature.ts';
 import { parseMsgId } from './msg-id.ts';
+import type { OriginVerifier } from './origin-verifier.ts';
 import type { OwnBatches } from './own-batches.ts';
 import type { ShardPool } from './shard-pool.ts';
 import { WorkerDiedError } from './worker-died-error.ts';
@@ -34,6 +36,8 @@ export interface ShardConsumerDeps {
   readonly metrics: Metrics;
   /** This process's published batches, claimed here so the worker may skip replaying them. */
   readonly ownBatches?: OwnBatches;
+  /** Checks each batch's origin signature before anything applies it; none: every batch is trusted. */
+  readonly verifier?: OriginVerifier;
 }
 
 export type ShardConsumerState =
@@ -109,6 +113,8 @@ export class ShardConsumer {
   lastChangeAt = 0;
   /** Sequence of the first message of a batch whose worker died: applied alone next, dead-lettered if it kills again. */
   #suspect: number | undefined;
+  /** Buffered messages whose origin was not verified, by sequence: dead-lettered when they reach the head. */
+  readonly #refused = new Map<number, string>();
 
   constructor(deps: ShardConsumerDeps, options: ShardConsumerOptions) {
     this.#deps = deps;
@@ -229,13 +235,23 @@ export class ShardConsumer {
           first = false;
           failures = 0;
           if (m.seq <= this.#lastRead) continue; // already buffered (defensive: never twice)
-          this.#lastRead = m.seq;
           const inbound: InboundMessage = {
             seq: m.seq,
             msgId: m.headers?.get('Nats-Msg-Id') || undefined,
             data: m.data,
           };
           const own = this.#deps.ownBatches?.claim(shard, inbound);
+          // This process's own batches are recognised by their exact bytes; every other one is checked.
+          if (own === undefined && this.#deps.verifier !== undefined) {
+            const refusal = await this.#deps.verifier.refusal(
+              inbound,
+              m.headers?.get(SIGNATURE_HEADER) || undefined,
+              shard,
+            );
+            if (refusal !== undefined) this.#refused.set(m.seq, refusal);
+          }
+          // After the check: a check that failed (registry unreachable) reads this message again.
+          this.#lastRead = m.seq;
           this.#buffer.push(own === undefined ? inbound : { ...inbound, own });
           this.#arrived.notify();
           this.#bufferedBytes += m.data.length;
@@ -273,7 +289,12 @@ export class ShardConsumer {
     if (this.#buffer[0]?.seq === this.#suspect) return this.#buffer.slice(0, 1);
     let bytes = 0;
     let n = 0;
-    while (n < this.#buffer.length && n < max && (n === 0 || bytes < APPLY_BATCH_BYTES))
+    while (
+      n < this.#buffer.length &&
+      n < max &&
+      (n === 0 || bytes < APPLY_BATCH_BYTES) &&
+      (this.#refused.size === 0 || !this.#refused.has(this.#buffer[n]!.seq))
+    )
       bytes += this.#buffer[n++]!.data.length;
     return this.#buffer.slice(0, n);
   }
@@ -313,7 +334,10 @@ export class ShardConsumer {
   #advanceTo(position: number): void {
     let done = 0;
     while (done < this.#buffer.length && this.#buffer[done]!.seq <= position) done++;
-    for (const m of this.#buffer.splice(0, done)) this.#bufferedBytes -= m.data.length;
+    for (const m of this.#buffer.splice(0, done)) {
+      this.#bufferedBytes -= m.data.length;
+      this.#refused.delete(m.seq);
+    }
     this.#drained.notify();
     this.position = position;
     this.#deps.metrics.appliedPosition.set({ shard: String(this.options.shard) }, position);
@@ -377,6 +401,21 @@ export class ShardConsumer {
           logger.warn(
             { shard, err: String((err as Error).message ?? err) },
             'saving the position failed; retrying',
+          );
+          await this.#retry.waitFor(1000, signal);
+        }
+        continue;
+      }
+      const refusal = this.#refused.get(this.#buffer[0]!.seq);
+      if (refusal !== undefined) {
+        try {
+          await this.#deadLetter(this.#buffer[0]!, refusal);
+          metrics.originRefused.inc(label);
+        } catch (err) {
+          if (signal.aborted) return;
+          logger.warn(
+            { shard, err: String((err as Error).message ?? err) },
+            'dead-lettering failed; retrying',
           );
           await this.#retry.waitFor(1000, signal);
         }

@@ -1,17 +1,29 @@
 /**
  * Messages an attacker publishes on a change subject with a plain NATS client,
- * against real nodes: a 2 KB zstd bomb of empty CBOR maps leaves the receiving
- * process's memory bounded and is dead-lettered; real writes replicate after it.
+ * against real nodes (a CLI receiver): a well-formed batch under a forged batch id
+ * (`1-1-9007199254740991`), unsigned, signed with another key, or carrying node 1's
+ * signature of other bytes, is dead-lettered and never silences node 1; a 2 KB zstd
+ * bomb of empty CBOR maps, even signed with node 1's own key, leaves the receiving
+ * process's memory bounded and is dead-lettered. Real writes replicate after each.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { jetstream } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { compressBody, MAX_DECODED_BYTES } from '../../src/codec/change-batch-codec.ts';
+import { generateKeyPairSync } from 'node:crypto';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { compressBody, encodeRecords, MAX_DECODED_BYTES } from '../../src/codec/change-batch-codec.ts';
+import {
+  keyFingerprint,
+  rawPublicKey,
+  signBatch,
+  SIGNATURE_HEADER,
+} from '../../src/replication/batch-signature.ts';
+import { NodeKey } from '../../src/replication/node-key.ts';
+import { change } from '../replication/apply-messages.ts';
 import { DEAD_LETTERS } from '../../src/cdc/names.ts';
-import { subjectName } from '../../src/nats/naming.ts';
+import { streamName, subjectName } from '../../src/nats/naming.ts';
 import {
   appConnection,
   createDatabase,
@@ -104,15 +116,22 @@ test('a 2 KB zstd bomb of empty CBOR maps is dead-lettered with bounded memory; 
   const pid = receiver!.child.pid!;
   const bomb = emptyMapsBomb();
   assert.ok(bomb.length < 4096, `bomb is ${bomb.length} bytes`);
-  const js = jetstream(nc!);
-  await js.publish(subjectName(sender!.config.nats.subject_prefix, 1), bomb, { msgID: 'hostile-bomb' });
+  // Signed with node 1's own key (an attacker who has it): decoding limits hold without signatures.
+  const msgId = '1-1-9007199254740000'; // above node 1's sequences: not a duplicate
+  const h = headers();
+  h.set(SIGNATURE_HEADER, signBatch(NodeKey.loadOrCreate(NodeKey.pathFor(sender!.dbPath)), msgId, bomb));
+  const before = deadLetterReasons().length;
+  await jetstream(nc!).publish(subjectName(sender!.config.nats.subject_prefix, 1), bomb, {
+    msgID: msgId,
+    headers: h,
+  });
   // Sampled while it is handled: a receiver that decodes the bomb grows by gigabytes within seconds.
   const seen = await waitFor(
     'the bomb in the receiver dead letters (or its RSS over the limit)',
     () => {
       const { rss } = memory(pid);
       if (rss > MAX_RSS_BYTES) return { rss, reasons: [] };
-      const reasons = deadLetterReasons();
+      const reasons = deadLetterReasons().slice(before);
       return reasons.length > 0 && { rss, reasons };
     },
     { timeoutMs: 30_000, seen: () => ({ memory: memory(pid), log: receiver!.output.slice(-6) }) },
@@ -121,12 +140,56 @@ test('a 2 KB zstd bomb of empty CBOR maps is dead-lettered with bounded memory; 
   assert.ok(seen.rss <= MAX_RSS_BYTES, `receiver RSS ${Math.round(seen.rss / 2 ** 20)} MB`);
   const reasons = seen.reasons;
   assert.match(reasons[0]!, /CBOR/);
-  write(2, 'after');
-  await arrives(2, 'after');
+  write(20, 'after the bomb');
+  await arrives(20, 'after the bomb');
   const { peak } = memory(pid);
   assert.ok(peak < MAX_RSS_BYTES, `receiver peak RSS ${Math.round(peak / 2 ** 20)} MB`);
   assert.ok(
     receiver!.output.some((l) => l.includes('moved to the dead letters')),
     'the dead letter is logged',
+  );
+});
+
+test('forged batches of node 1 (unsigned, foreign key, moved signature) are dead-lettered; node 1 still replicates', async () => {
+  write(10, 'before the forgeries');
+  await arrives(10, 'before the forgeries');
+  const subject = subjectName(sender!.config.nats.subject_prefix, 1);
+  const js = jetstream(nc!);
+  const pwned = encodeRecords([change('insert', 'items', { id: 42n, v: 'pwned' }, 1)]);
+  // Node 1's real signature header, taken from the stream (it signs another batch id and payload).
+  const jsm = await jetstreamManager(nc!);
+  // The stream's first message is node 1's first batch.
+  const real = await jsm.streams.getMessage(streamName(sender!.config.nats.stream_prefix, 1), { seq: 1 });
+  assert.match(real?.header.get('Nats-Msg-Id') ?? '', /^1-1-/);
+  const realSignature = real!.header.get(SIGNATURE_HEADER);
+  assert.match(realSignature, /^[0-9a-f]{16}\./, 'node 1 signs its batches');
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const stranger = { privateKey, fingerprint: keyFingerprint(rawPublicKey(privateKey)) };
+  const forgeries: { signature?: string; reason: RegExp }[] = [
+    { reason: /not signed/ },
+    { signature: signBatch(stranger, '1-1-9007199254740990', pwned), reason: /no registered key/ },
+    { signature: realSignature, reason: /bad signature/ },
+  ];
+  const before = deadLetterReasons().length;
+  for (const f of forgeries) {
+    const h = headers();
+    if (f.signature !== undefined) h.set(SIGNATURE_HEADER, f.signature);
+    // The highest sequence a batch id may name, less one per publish (JetStream drops repeated ids).
+    const msgID = `1-1-${Number.MAX_SAFE_INTEGER - forgeries.indexOf(f)}`;
+    await js.publish(subject, pwned, { msgID, headers: h });
+  }
+  write(11, 'after the forgeries');
+  await arrives(11, 'after the forgeries');
+  const reasons = deadLetterReasons().slice(before);
+  assert.equal(reasons.length, forgeries.length, JSON.stringify(reasons));
+  forgeries.forEach((f, i) => assert.match(reasons[i]!, f.reason));
+  assert.deepEqual(
+    query(receiverDb, 'SELECT v FROM items WHERE id = 42'),
+    [],
+    'the forged row is not applied',
+  );
+  assert.ok(
+    receiver!.output.some((l) => l.includes('origin not verified')),
+    'each refusal is logged',
   );
 });
