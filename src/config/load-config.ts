@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { SnapshotKey } from '../snapshot/snapshot-key.ts';
 import { ConfigError } from './config-error.ts';
+import { checkSecretFiles } from './secret-files.ts';
 import { defaultConfig, LOG_FORMATS, SNAPSHOT_STORES, type Config } from './config.ts';
 
 type Rule = (value: unknown) => string | undefined;
@@ -184,6 +185,10 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): C
   if ((n.cert_file === '') !== (n.key_file === '')) {
     throw new ConfigError('config keys "nats.cert_file" and "nats.key_file" must be given together');
   }
+  // Half a user/password pair protects nothing, and was accepted silently.
+  if ((n.user_name === '') !== (n.user_password === '')) {
+    throw new ConfigError('config keys "nats.user_name" and "nats.user_password" must be given together');
+  }
   return config;
 }
 
@@ -226,6 +231,7 @@ export function loadConfig(path: string): Config {
   }
   const config = parseConfig(text, dirname(abs), showPath(abs));
   SnapshotKey.fromConfig(config.snapshot);
+  checkSecretFiles(config, abs);
   return config;
 }
 
