@@ -55,6 +55,8 @@ export interface NodeStatus {
     position: number;
     state: ShardConsumer['state'];
     lastApplyAt: number;
+    duplicatesSkipped: number;
+    deadLetters: number;
   }[];
 }
 
@@ -580,6 +582,8 @@ export class HarmonyLiteNode {
         position: c.position,
         state: c.state,
         lastApplyAt: c.lastApplyAt,
+        duplicatesSkipped: c.duplicatesSkipped,
+        deadLetters: c.deadLetters,
       })),
     };
   }

@@ -111,6 +111,10 @@ export class ShardConsumer {
   lastApplyAt = 0;
   /** CreatedAt of the newest change applied, ms. */
   lastChangeAt = 0;
+  /** Messages dropped as already applied since start (for health; the metric counts them too). */
+  duplicatesSkipped = 0;
+  /** Messages dead-lettered since start (for health). */
+  deadLetters = 0;
   /** Sequence of the first message of a batch whose worker died: applied alone next, dead-lettered if it kills again. */
   #suspect: number | undefined;
   /** Buffered messages whose origin was not verified, by sequence: dead-lettered when they reach the head. */
@@ -456,7 +460,10 @@ export class ShardConsumer {
       metrics.applyBatchSize.observe(label, batch.length);
       this.#advanceTo(result.position);
       if (result.appliedChanges > 0) metrics.applied.inc(label, result.appliedChanges);
-      if (result.duplicates > 0) metrics.duplicatesSkipped.inc(label, result.duplicates);
+      if (result.duplicates > 0) {
+        metrics.duplicatesSkipped.inc(label, result.duplicates);
+        this.duplicatesSkipped += result.duplicates;
+      }
       if (result.skippedOwn > 0) metrics.ownSkipped.inc(label, result.skippedOwn);
       if (result.displaced > 0) {
         metrics.uniqueDisplaced.inc(label, result.displaced);
@@ -467,6 +474,7 @@ export class ShardConsumer {
       }
       for (const d of result.deadLettered) {
         metrics.deadLetters.inc(label);
+        this.deadLetters++;
         logger.error(
           { shard, seq: d.seq, reason: d.reason },
           'message can never apply; moved to the dead letters',
@@ -506,6 +514,7 @@ export class ShardConsumer {
     await this.#saveSkipped();
     await this.#deps.writer.run(() => this.#deps.pool.deadLetter(shard, message, reason));
     this.#deps.metrics.deadLetters.inc({ shard: String(shard) });
+    this.deadLetters++;
     this.#deps.logger.error(
       { shard, seq: message.seq, reason },
       'message can never apply; moved to the dead letters',
