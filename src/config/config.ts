@@ -39,6 +39,11 @@ export interface ReplicationLogConfig {
    * `<stream_prefix>-node-keys` bucket); others are dead-lettered. Every node signs.
    */
   verify_origins: boolean;
+  /**
+   * (ours) Longest time a message may hold its shard waiting for this node's schema
+   * before it is dead-lettered by itself, ms; 0 = hold until the schema catches up.
+   */
+  max_hold: number;
 }
 
 export interface NatsConfig {
@@ -190,6 +195,7 @@ export function defaultConfig(): Config {
       shard_by_table: [],
       worker_heap_mb: 0,
       verify_origins: true,
+      max_hold: 0,
     },
     nats: {
       urls: [],

@@ -50,6 +50,7 @@ const RULES: Record<string, Rule> = {
   'replication_log.max_batch_bytes': integer(nonNegative),
   'replication_log.duplicate_window': integer(positive),
   'replication_log.worker_heap_mb': integer(nonNegative),
+  'replication_log.max_hold': integer(nonNegative),
   'nats.subject_prefix': prefix,
   'nats.stream_prefix': prefix,
   'nats.connect_retries': integer(nonNegative),

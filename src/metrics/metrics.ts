@@ -63,6 +63,7 @@ export class Metrics {
   readonly ownSkipped: Counter<'shard'>;
   readonly deadLetters: Counter<'shard'>;
   readonly originRefused: Counter<'shard'>;
+  readonly holdsExpired: Counter<'shard'>;
   readonly uniqueDisplaced: Counter<'shard'>;
   readonly shardWaiting: Gauge<'shard'>;
   readonly shardBehind: Gauge<'shard'>;
@@ -192,6 +193,12 @@ export class Metrics {
     this.originRefused = new Counter({
       name: name('origin_refused_total'),
       help: 'Messages dead-lettered because their origin node could not be verified (signature)',
+      labelNames: shard,
+      registers,
+    });
+    this.holdsExpired = new Counter({
+      name: name('schema_holds_expired_total'),
+      help: 'Messages dead-lettered after holding their shard for the schema longer than max_hold',
       labelNames: shard,
       registers,
     });

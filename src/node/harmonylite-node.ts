@@ -337,6 +337,7 @@ export class HarmonyLiteNode {
             stream: streamName(config.nats.stream_prefix, shard),
             maxBatchMessages: 500,
             schemaRetryMs: config.schema_retry_interval,
+            maxHoldMs: rl.max_hold,
             busyTimeoutMs: config.busy_timeout,
           },
         );

@@ -24,6 +24,8 @@ export interface ShardConsumerOptions {
   readonly maxBatchMessages: number;
   /** How often a shard held by a schema lag re-checks, ms. */
   readonly schemaRetryMs: number;
+  /** How long a message may hold the shard for the schema before it is dead-lettered, ms; 0 = no limit. */
+  readonly maxHoldMs: number;
   /** How long an apply may wait for SQLite's write lock in all, ms (`busy_timeout`). */
   readonly busyTimeoutMs: number;
 }
@@ -494,7 +496,14 @@ export class ShardConsumer {
           );
           this.#setState({ type: 'waiting-for-schema', seq, reason, since: Date.now() });
         }
-        await this.#retry.waitFor(schemaRetryMs, signal);
+        if (await this.#holdExpired(seq, reason)) continue;
+        const since = this.#state.type === 'waiting-for-schema' ? this.#state.since : Date.now();
+        const left = this.options.maxHoldMs - (Date.now() - since);
+        // With a limit, the re-check comes when the hold expires at the latest.
+        await this.#retry.waitFor(
+          this.options.maxHoldMs > 0 ? Math.max(1, Math.min(schemaRetryMs, left)) : schemaRetryMs,
+          signal,
+        );
         continue;
       }
       if (this.#state.type !== 'running') {
@@ -503,6 +512,26 @@ export class ShardConsumer {
         this.#setState({ type: 'running' });
       }
     }
+  }
+
+  /**
+   * The operator's limit on schema holds (`max_hold`): a message that held the shard that
+   * long goes to the dead letters by itself, so a publisher cannot hold a shard forever.
+   */
+  async #holdExpired(seq: number, reason: string): Promise<boolean> {
+    const { maxHoldMs, shard } = this.options;
+    const st = this.#state;
+    const head = this.#buffer[0];
+    if (maxHoldMs <= 0 || st.type !== 'waiting-for-schema' || head?.seq !== seq) return false;
+    const heldMs = Date.now() - st.since;
+    if (heldMs < maxHoldMs) return false;
+    await this.#deadLetter(
+      head,
+      `held the shard ${Math.round(heldMs / 1000)} s for the schema, past max_hold: ${reason}`,
+    );
+    this.#deps.metrics.holdsExpired.inc({ shard: String(shard) });
+    this.#setState({ type: 'running' });
+    return true;
   }
 
   /**
