@@ -414,17 +414,7 @@ export class ShardConsumer {
       }
       const refusal = this.#refused.get(this.#buffer[0]!.seq);
       if (refusal !== undefined) {
-        try {
-          await this.#deadLetter(this.#buffer[0]!, refusal);
-          metrics.originRefused.inc(label);
-        } catch (err) {
-          if (signal.aborted) return;
-          logger.warn(
-            { shard, err: String((err as Error).message ?? err) },
-            'dead-lettering failed; retrying',
-          );
-          await this.#retry.waitFor(1000, signal);
-        }
+        if (await this.#tryDeadLetter(this.#buffer[0]!, refusal, signal)) metrics.originRefused.inc(label);
         continue;
       }
       const batch = this.#nextBatch(maxBatchMessages);
@@ -444,8 +434,8 @@ export class ShardConsumer {
         if (err instanceof WorkerDiedError) {
           const first = batch[0]!;
           if (batch.length === 1 && this.#suspect === first.seq) {
-            await this.#deadLetter(first, `killed the shard worker twice (${err.message})`);
-            this.#setState({ type: 'running' });
+            if (await this.#tryDeadLetter(first, `killed the shard worker twice (${err.message})`, signal))
+              this.#setState({ type: 'running' });
             continue;
           }
           // Which message killed it is unknown: the first one goes alone next.
@@ -525,13 +515,28 @@ export class ShardConsumer {
     if (maxHoldMs <= 0 || st.type !== 'waiting-for-schema' || head?.seq !== seq) return false;
     const heldMs = Date.now() - st.since;
     if (heldMs < maxHoldMs) return false;
-    await this.#deadLetter(
-      head,
-      `held the shard ${Math.round(heldMs / 1000)} s for the schema, past max_hold: ${reason}`,
-    );
+    const why = `held the shard ${Math.round(heldMs / 1000)} s for the schema, past max_hold: ${reason}`;
+    if (!(await this.#tryDeadLetter(head, why, this.#abort.signal))) return false;
     this.#deps.metrics.holdsExpired.inc({ shard: String(shard) });
     this.#setState({ type: 'running' });
     return true;
+  }
+
+  /** #deadLetter, or false after logging why it failed (the caller's loop tries again). */
+  async #tryDeadLetter(message: InboundMessage, reason: string, signal: AbortSignal): Promise<boolean> {
+    try {
+      await this.#deadLetter(message, reason);
+      return true;
+    } catch (err) {
+      if (signal.aborted) return false;
+      const { shard } = this.options;
+      this.#deps.logger.warn(
+        { shard, seq: message.seq, err: String((err as Error).message ?? err) },
+        'moving a message to the dead letters failed; retrying',
+      );
+      await this.#retry.waitFor(1000, signal);
+      return false;
+    }
   }
 
   /**
