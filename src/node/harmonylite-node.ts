@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -14,6 +14,7 @@ import { requireDatabase } from '../config/load-config.ts';
 import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
 import { NodeObservability } from '../metrics/node-observability.ts';
+import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
 import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
@@ -170,14 +171,19 @@ export class HarmonyLiteNode {
     this.#readDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: true });
 
     let servers = config.nats.urls;
+    let natsConfig = config.nats;
     if (servers.length === 0) {
       const storeDir =
         config.nats.store_dir !== ''
           ? config.nats.store_dir
           : join(dirname(config.db_path), `${basename(config.db_path)}-nats`);
+      mkdirSync(storeDir, { recursive: true });
+      const auth = embeddedClientAuth(config.nats, storeDir);
+      if (auth !== undefined) natsConfig = auth.nats;
       this.#server = new EmbeddedNatsServer({
         // The readiness probe authenticates like the node (server_config may require auth or TLS).
-        probe: probeOptions(config.nats),
+        probe: probeOptions(natsConfig),
+        ...(auth === undefined ? {} : { extraConfig: auth.serverConfig }),
         binary: config.nats.server_binary,
         storeDir,
         bindAddress: config.nats.bind_address,
@@ -195,10 +201,17 @@ export class HarmonyLiteNode {
       await this.#server.open();
       this.#checkOpen();
       servers = [this.#server.clientUrl];
-      logger.info({ url: this.#server.clientUrl, store: storeDir }, 'embedded nats-server started');
+      logger.info(
+        {
+          url: this.#server.clientUrl,
+          store: storeDir,
+          ...(auth?.credentialsFile === undefined ? {} : { credentials: auth.credentialsFile }),
+        },
+        'embedded nats-server started',
+      );
     }
     this.#nc = await connectNats(
-      config.nats,
+      natsConfig,
       servers,
       `harmonylite-${this.nodeId}`,
       logger,
