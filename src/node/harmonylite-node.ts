@@ -15,7 +15,8 @@ import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
 import { NodeObservability } from '../metrics/node-observability.ts';
 import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
-import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
+import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embedded-server.ts';
+import { isLoopbackAddress, splitRouteCredentials } from '../nats/route-credentials.ts';
 import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
@@ -191,7 +192,7 @@ export class HarmonyLiteNode {
         ...(this.#options.clusterAddress !== undefined
           ? { clusterAddress: this.#options.clusterAddress }
           : {}),
-        ...(this.#options.clusterPeers !== undefined ? { clusterPeers: this.#options.clusterPeers } : {}),
+        ...this.#clusterRoutes(),
         ...(this.#options.leafServers !== undefined ? { leafServers: this.#options.leafServers } : {}),
         ...(config.nats.server_config !== '' ? { configFile: config.nats.server_config } : {}),
         logger: logger.child({ component: 'nats-server' }),
@@ -400,6 +401,25 @@ export class HarmonyLiteNode {
    * server waits for its peers without a time limit (the node must not exit:
    * its server is one of the peers the others wait for); otherwise 60 s.
    */
+  /**
+   * Routes of the embedded cluster: credentials in the `-cluster-peers` URLs authenticate
+   * every route; without them, a route port beyond loopback is announced loudly.
+   */
+  #clusterRoutes(): Pick<EmbeddedNatsServerOptions, 'clusterPeers' | 'clusterAuthorization'> {
+    const given = this.#options.clusterPeers;
+    if (given === undefined) return {};
+    const { peers, authorization } = splitRouteCredentials(given);
+    const address = this.#options.clusterAddress ?? '';
+    if (authorization !== undefined) return { clusterPeers: peers, clusterAuthorization: authorization };
+    if (address !== '' && !isLoopbackAddress(address)) {
+      this.logger.warn(
+        { cluster_addr: address },
+        'cluster routes listen beyond loopback WITHOUT route authentication: any server that reaches this port joins the cluster and reads and writes every change; give every -cluster-peers URL credentials (nats://user:password@host:port)',
+      );
+    }
+    return { clusterPeers: peers };
+  }
+
   async #withJetStream<T>(what: string, fn: () => Promise<T>): Promise<T> {
     const clustered = this.#server !== undefined && (this.#options.clusterPeers?.length ?? 0) > 0;
     const start = Date.now();
@@ -421,7 +441,7 @@ export class HarmonyLiteNode {
             {
               err: msg,
               waited_s: Math.round((Date.now() - start) / 1000),
-              ...(clustered ? { peers: this.#options.clusterPeers } : {}),
+              ...(clustered ? { peers: splitRouteCredentials(this.#options.clusterPeers!).peers } : {}),
             },
             `waiting for JetStream to ${what}${clustered ? ' (are the cluster peers running?)' : ''}`,
           );
