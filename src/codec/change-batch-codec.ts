@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { addExtension, Encoder } from 'cbor-x';
 import { compress } from 'zstd-napi';
 import { MalformedMessageError, validateChangeBatch, type ChangeRecord } from './change-record.ts';
+import { checkCborLimits } from './check-cbor-limits.ts';
 import { SqlReal, SqlTextBytes } from './sql-value.ts';
 
 /** CBOR tag of an integral REAL (first-come-first-served range). */
@@ -212,6 +213,7 @@ function decompressBounded(body: Uint8Array, max: number): Uint8Array {
 /** Decodes and validates a message body; anything that can never apply throws MalformedMessageError. */
 export function decodeBody(body: Uint8Array): ChangeRecord[] {
   const cbor = isCompressed(body) ? decompressBounded(body, MAX_DECODED_BYTES) : body;
+  checkCborLimits(cbor);
   let decoded: unknown;
   try {
     decoded = encoder.decode(cbor);

@@ -31,6 +31,21 @@ export interface ReplicationLogConfig {
    * does not depend on it (versions decide). Must be the same on every node.
    */
   shard_by_table: string[];
+  /**
+   * (ours) Old-generation heap limit of each shard worker, MB; 0 = V8's default. A message
+   * whose decoding kills a worker twice is dead-lettered.
+   */
+  worker_heap_mb: number;
+  /**
+   * (ours) Apply a batch only when its origin node's signature verifies (keys in the
+   * `<stream_prefix>-node-keys` bucket); others are dead-lettered. Every node signs.
+   */
+  verify_origins: boolean;
+  /**
+   * (ours) Longest time a message may hold its shard waiting for this node's schema
+   * before it is dead-lettered by itself, ms; 0 = hold until the schema catches up.
+   */
+  max_hold: number;
 }
 
 export interface NatsConfig {
@@ -203,6 +218,9 @@ export function defaultConfig(): Config {
       max_batch_bytes: 0,
       duplicate_window: 120000,
       shard_by_table: [],
+      worker_heap_mb: 0,
+      verify_origins: true,
+      max_hold: 0,
     },
     nats: {
       urls: [],

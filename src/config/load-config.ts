@@ -4,6 +4,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import { SnapshotKey } from '../snapshot/snapshot-key.ts';
 import { applyConfigAliases } from './config-aliases.ts';
 import { ConfigError } from './config-error.ts';
+import { checkSecretFiles } from './secret-files.ts';
 import { defaultConfig, LOG_FORMATS, SNAPSHOT_STORES, type Config } from './config.ts';
 
 type Rule = (value: unknown) => string | undefined;
@@ -56,6 +57,8 @@ const RULES: Record<string, Rule> = {
   'replication_log.max_batch_changes': integer(positive),
   'replication_log.max_batch_bytes': integer(nonNegative),
   'replication_log.duplicate_window': integer(positive),
+  'replication_log.worker_heap_mb': integer(nonNegative),
+  'replication_log.max_hold': integer(nonNegative),
   'nats.subject_prefix': prefix,
   'nats.stream_prefix': prefix,
   'nats.connect_retries': integer(nonNegative),
@@ -224,6 +227,10 @@ export function parseConfig(text: string, baseDir: string, source = 'config', co
   if ((n.cert_file === '') !== (n.key_file === '')) {
     throw new ConfigError('config keys "nats.cert_file" and "nats.key_file" must be given together');
   }
+  // Half a user/password pair protects nothing, and was accepted silently.
+  if ((n.user_name === '') !== (n.user_password === '')) {
+    throw new ConfigError('config keys "nats.user_name" and "nats.user_password" must be given together');
+  }
   return config;
 }
 
@@ -266,6 +273,7 @@ export function loadConfig(path: string, cwd: string = process.cwd()): Config {
   }
   const config = parseConfig(text, cwd, showPath(abs), dirname(abs));
   SnapshotKey.fromConfig(config.snapshot);
+  checkSecretFiles(config, abs);
   return config;
 }
 

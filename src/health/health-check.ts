@@ -11,6 +11,7 @@ import type { ShardLag } from '../metrics/lag-collector.ts';
 import type { NodeStatus } from '../node/harmonylite-node.ts';
 import { openDatabase } from '../node/open-database.ts';
 import { packageVersion } from './package-version.ts';
+import { safeText } from './safe-text.ts';
 
 export const HEALTH_CHECKS = ['database', 'nats', 'capture', 'replication'] as const;
 export type HealthCheckName = (typeof HEALTH_CHECKS)[number];
@@ -35,6 +36,10 @@ export interface ShardHealth {
   readonly lag_messages: number | null;
   readonly lag_seconds: number | null;
   readonly last_apply_at: string | null;
+  /** Messages dropped as already applied (by stream position or origin sequence) since start. */
+  readonly duplicates_skipped: number;
+  /** Messages moved to the dead letters since start. */
+  readonly dead_letters: number;
 }
 
 /** The detailed body of the health endpoint (snake_case, like the metrics and the config). */
@@ -207,7 +212,7 @@ export class HealthCheck {
       last_apply_at: isoOrNull(lastApplyAt),
       shards: (status?.shards ?? []).map((s) => {
         const lag = this.#deps.lag(s.shard);
-        const reason = 'reason' in s.state ? s.state.reason : undefined;
+        const reason = 'reason' in s.state ? safeText(s.state.reason) : undefined;
         return {
           shard: s.shard,
           state: s.state.type,
@@ -217,6 +222,8 @@ export class HealthCheck {
           lag_messages: lag === undefined ? null : Math.max(0, lag.streamLastSeq - s.position),
           lag_seconds: lag?.lagSeconds ?? null,
           last_apply_at: isoOrNull(s.lastApplyAt),
+          duplicates_skipped: s.duplicatesSkipped,
+          dead_letters: s.deadLetters,
         };
       }),
     };
@@ -237,12 +244,12 @@ export class HealthCheck {
       } else if (st.type === 'failing' && inState >= stallAfterMs) {
         out.push({
           severity: 'failed',
-          text: `shard ${s.shard} has failed to apply for ${seconds(inState)}: ${st.reason}`,
+          text: `shard ${s.shard} has failed to apply for ${seconds(inState)}: ${safeText(st.reason)}`,
         });
       } else if (st.type === 'waiting-for-schema') {
         out.push({
           severity: 'degraded',
-          text: `shard ${s.shard} waits for this node's schema since ${seconds(now - st.since)} (message ${st.seq}): ${st.reason}`,
+          text: `shard ${s.shard} waits for this node's schema since ${seconds(now - st.since)} (message ${st.seq}): ${safeText(st.reason)}`,
         });
       } else {
         const lag = this.#deps.lag(s.shard);

@@ -65,6 +65,8 @@ export class Metrics {
   readonly conflicts: Counter<'shard'>;
   readonly versionsAheadOfClock: Counter<'shard'>;
   readonly deadLetters: Counter<'shard'>;
+  readonly originRefused: Counter<'shard'>;
+  readonly holdsExpired: Counter<'shard'>;
   readonly uniqueDisplaced: Counter<'shard'>;
   readonly shardWaiting: Gauge<'shard'>;
   readonly shardBehind: Gauge<'shard'>;
@@ -209,6 +211,18 @@ export class Metrics {
     this.deadLetters = new Counter({
       name: name('dead_letters_total'),
       help: 'Messages moved to the dead-letter table',
+      labelNames: shard,
+      registers,
+    });
+    this.originRefused = new Counter({
+      name: name('origin_refused_total'),
+      help: 'Messages dead-lettered because their origin node could not be verified (signature)',
+      labelNames: shard,
+      registers,
+    });
+    this.holdsExpired = new Counter({
+      name: name('schema_holds_expired_total'),
+      help: 'Messages dead-lettered after holding their shard for the schema longer than max_hold',
       labelNames: shard,
       registers,
     });

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   accessSync,
+  chmodSync,
   constants as fsConstants,
   mkdirSync,
   readdirSync,
@@ -67,6 +68,11 @@ export interface EmbeddedNatsServerOptions {
   clusterPeers?: readonly string[];
   /** Default 'harmonylite'. */
   clusterName?: string;
+  /**
+   * Route authentication: routes reaching this server must carry these credentials, and its
+   * own routes to `clusterPeers` carry them. Kept in a 0600 include, never in the generated config.
+   */
+  clusterAuthorization?: { readonly user: string; readonly password: string };
   /** Leafnode remote URLs. */
   leafServers?: readonly string[];
   /**
@@ -99,6 +105,7 @@ const STOP_TIMEOUT_MS = 10_000;
 const POLL_INTERVAL_MS = 20;
 const LOG_TAIL_LINES = 50;
 const CONFIG_FILE = 'nats-server.conf';
+const ROUTE_AUTH_FILE = 'route-auth.conf';
 const PID_FILE = 'nats-server.pid';
 const PORTS_FILE = /^nats-server_\d+\.ports$/;
 const INSTALL_HINT = 'install it: apt-get install -y nats-server (or set [nats] server_binary)';
@@ -242,6 +249,7 @@ export class EmbeddedNatsServer {
         throw new NatsServerError('ERR_NATS_SERVER_STORE_IN_USE', inUse.message, { hint: inUse.hint });
       }
       removeStaleFiles(storeDir);
+      if (opts.clusterAuthorization !== undefined) writeRouteAuth(storeDir, opts);
       writeFileSync(configPath, renderConfig(opts, storeDir, pinPorts ? this.#ports : undefined));
 
       this.#tail.length = 0;
@@ -465,6 +473,7 @@ function renderConfig(opts: EmbeddedNatsServerOptions, storeDir: string, pinned:
     out.push(`  name: ${str(opts.clusterName ?? 'harmonylite')}`);
     out.push(`  listen: ${listen({ host: route.host, port })}`);
     if (peers.length > 0) out.push(`  routes: [${peers.map(str).join(', ')}]`);
+    if (opts.clusterAuthorization !== undefined) out.push(`  include ${str(ROUTE_AUTH_FILE)}`);
     out.push('}');
   }
   if (leafs.length > 0) {
@@ -474,6 +483,26 @@ function renderConfig(opts: EmbeddedNatsServerOptions, storeDir: string, pinned:
   out.push(`pid_file: ${str(join(storeDir, PID_FILE))}`);
   out.push(`ports_file_dir: ${str(storeDir)}`);
   return out.join('\n') + '\n';
+}
+
+/** The cluster's route credentials and the routes that carry them (they override the generated ones). */
+function writeRouteAuth(storeDir: string, opts: EmbeddedNatsServerOptions): void {
+  const { user, password } = opts.clusterAuthorization!;
+  const routes = (opts.clusterPeers ?? []).map((peer) => {
+    const url = new URL(peer);
+    url.username = encodeURIComponent(user);
+    url.password = encodeURIComponent(password);
+    return str(url.href.replace(/\/$/, ''));
+  });
+  const path = join(storeDir, ROUTE_AUTH_FILE);
+  writeFileSync(
+    path,
+    `authorization { user: ${str(user)}, password: ${str(password)} }\nroutes: [${routes.join(', ')}]\n`,
+    {
+      mode: 0o600,
+    },
+  );
+  chmodSync(path, 0o600);
 }
 
 /** A killed server leaves its pid and ports files behind; they must not be mistaken for the new one's. */

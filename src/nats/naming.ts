@@ -43,3 +43,8 @@ export function clusterBucket(streamPrefix: string): string {
 export function nodeRegistryBucket(streamPrefix: string): string {
   return `${streamPrefix}-node-registry`;
 }
+
+/** KV bucket of the nodes' public signing keys (`<node id>.<fingerprint>`). */
+export function nodeKeyBucket(streamPrefix: string): string {
+  return `${streamPrefix}-node-keys`;
+}

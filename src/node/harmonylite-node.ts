@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -15,13 +15,16 @@ import { requireDatabase } from '../config/load-config.ts';
 import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
 import { NodeObservability } from '../metrics/node-observability.ts';
-import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
+import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
+import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embedded-server.ts';
+import { isLoopbackAddress, splitRouteCredentials } from '../nats/route-credentials.ts';
 import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
 import { RowDigest } from '../codec/row-digest.ts';
 import { maxIndexedVersion, pruneConflicts } from '../replication/row-version-store.ts';
+import { openOriginSigning } from '../replication/origin-signing.ts';
 import { runSnapshotTask } from '../snapshot/snapshot-worker.ts';
 import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
@@ -68,6 +71,8 @@ export interface NodeStatus {
     position: number;
     state: ShardConsumer['state'];
     lastApplyAt: number;
+    duplicatesSkipped: number;
+    deadLetters: number;
   }[];
   /** Set while the start waits for the cluster to store a snapshot this node can restore: what it waits for. */
   readonly waitingForSnapshot?: string;
@@ -198,14 +203,19 @@ export class HarmonyLiteNode {
     this.#readDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: true });
 
     let servers = config.nats.urls;
+    let natsConfig = config.nats;
     if (servers.length === 0) {
       const storeDir =
         config.nats.store_dir !== ''
           ? config.nats.store_dir
           : join(dirname(config.db_path), `${basename(config.db_path)}-nats`);
+      mkdirSync(storeDir, { recursive: true });
+      const auth = embeddedClientAuth(config.nats, storeDir);
+      if (auth !== undefined) natsConfig = auth.nats;
       this.#server = new EmbeddedNatsServer({
         // The readiness probe authenticates like the node (server_config may require auth or TLS).
-        probe: probeOptions(config.nats),
+        probe: probeOptions(natsConfig),
+        ...(auth === undefined ? {} : { extraConfig: auth.serverConfig }),
         binary: config.nats.server_binary,
         storeDir,
         bindAddress: config.nats.bind_address,
@@ -213,7 +223,7 @@ export class HarmonyLiteNode {
         ...(this.#options.clusterAddress !== undefined
           ? { clusterAddress: this.#options.clusterAddress }
           : {}),
-        ...(this.#options.clusterPeers !== undefined ? { clusterPeers: this.#options.clusterPeers } : {}),
+        ...this.#clusterRoutes(),
         ...(this.#options.leafServers !== undefined ? { leafServers: this.#options.leafServers } : {}),
         ...(config.nats.server_config !== '' ? { configFile: config.nats.server_config } : {}),
         ...(config.nats.max_payload > 0 ? { maxPayload: config.nats.max_payload } : {}),
@@ -224,10 +234,17 @@ export class HarmonyLiteNode {
       await this.#server.open();
       this.#checkOpen();
       servers = [this.#server.clientUrl];
-      logger.info({ url: this.#server.clientUrl, store: storeDir }, 'embedded nats-server started');
+      logger.info(
+        {
+          url: this.#server.clientUrl,
+          store: storeDir,
+          ...(auth?.credentialsFile === undefined ? {} : { credentials: auth.credentialsFile }),
+        },
+        'embedded nats-server started',
+      );
     }
     this.#nc = await connectNats(
-      config.nats,
+      natsConfig,
       servers,
       `harmonylite-${this.nodeId}`,
       logger,
@@ -284,16 +301,29 @@ export class HarmonyLiteNode {
       );
       await this.#withJetStream('check the streams', () => this.#streamIds!.reconcile());
     }
-    this.#pool = new ShardPool(rl.shards, {
-      dbPath: config.db_path,
-      busyTimeoutMs: config.busy_timeout,
-      includeTables: config.include_tables,
-      excludeTables: excludedTables(config),
-      nodeId: this.nodeId,
-      clock: this.clock.state,
-      localWrites: config.publish,
-      maxClockSkewMs: config.max_clock_skew,
-    });
+    const origins = await this.#withJetStream('register the node key', () =>
+      openOriginSigning(this.#js!, {
+        nodeId: this.nodeId,
+        dbPath: config.db_path,
+        streamPrefix: config.nats.stream_prefix,
+        replicas: rl.replicas,
+        verify: rl.verify_origins,
+      }),
+    );
+    this.#pool = new ShardPool(
+      rl.shards,
+      {
+        dbPath: config.db_path,
+        busyTimeoutMs: config.busy_timeout,
+        includeTables: config.include_tables,
+        excludeTables: excludedTables(config),
+        nodeId: this.nodeId,
+        clock: this.clock.state,
+        localWrites: config.publish,
+        maxClockSkewMs: config.max_clock_skew,
+      },
+      { workerHeapMb: rl.worker_heap_mb },
+    );
     this.#detector = new ChangeDetector({
       dbPath: config.db_path,
       db: this.#readDb,
@@ -345,6 +375,7 @@ export class HarmonyLiteNode {
           metrics: this.metrics,
           clock: this.clock,
           seqs: this.#identity.seqs,
+          sign: origins.sign,
         },
         {
           nodeId: this.nodeId,
@@ -387,12 +418,14 @@ export class HarmonyLiteNode {
             writer: this.writer,
             logger: logger.child({ component: 'consumer' }),
             metrics: this.metrics,
+            ...(origins.verifier === undefined ? {} : { verifier: origins.verifier }),
           },
           {
             shard,
             stream: streamName(config.nats.stream_prefix, shard),
             maxBatchMessages: 500,
             schemaRetryMs: config.schema_retry_interval,
+            maxHoldMs: rl.max_hold,
             busyTimeoutMs: config.busy_timeout,
           },
         );
@@ -431,6 +464,25 @@ export class HarmonyLiteNode {
    * server waits for its peers without a time limit (the node must not exit:
    * its server is one of the peers the others wait for); otherwise 60 s.
    */
+  /**
+   * Routes of the embedded cluster: credentials in the `-cluster-peers` URLs authenticate
+   * every route; without them, a route port beyond loopback is announced loudly.
+   */
+  #clusterRoutes(): Pick<EmbeddedNatsServerOptions, 'clusterPeers' | 'clusterAuthorization'> {
+    const given = this.#options.clusterPeers;
+    if (given === undefined) return {};
+    const { peers, authorization } = splitRouteCredentials(given);
+    const address = this.#options.clusterAddress ?? '';
+    if (authorization !== undefined) return { clusterPeers: peers, clusterAuthorization: authorization };
+    if (address !== '' && !isLoopbackAddress(address)) {
+      this.logger.warn(
+        { cluster_addr: address },
+        'cluster routes listen beyond loopback WITHOUT route authentication: any server that reaches this port joins the cluster and reads and writes every change; give every -cluster-peers URL credentials (nats://user:password@host:port)',
+      );
+    }
+    return { clusterPeers: peers };
+  }
+
   async #withJetStream<T>(what: string, fn: () => Promise<T>): Promise<T> {
     const clustered = this.#server !== undefined && (this.#options.clusterPeers?.length ?? 0) > 0;
     const start = Date.now();
@@ -452,7 +504,7 @@ export class HarmonyLiteNode {
             {
               err: msg,
               waited_s: Math.round((Date.now() - start) / 1000),
-              ...(clustered ? { peers: this.#options.clusterPeers } : {}),
+              ...(clustered ? { peers: splitRouteCredentials(this.#options.clusterPeers!).peers } : {}),
             },
             `waiting for JetStream to ${what}${clustered ? ' (are the cluster peers running?)' : ''}`,
           );
@@ -663,6 +715,8 @@ export class HarmonyLiteNode {
         position: c.position,
         state: c.state,
         lastApplyAt: c.lastApplyAt,
+        duplicatesSkipped: c.duplicatesSkipped,
+        deadLetters: c.deadLetters,
       })),
       ...(this.#snapshots?.waiting === undefined ? {} : { waitingForSnapshot: this.#snapshots.waiting }),
     };

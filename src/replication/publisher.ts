@@ -1,4 +1,5 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
+import { headers, type MsgHdrs } from '@nats-io/transport-node';
 import type { ChangelogScanner, PendingChange } from '../changelog/changelog-scanner.ts';
 import { Wakeup } from '../changelog/wakeup.ts';
 import type { TableFilter } from '../cdc/table-filter.ts';
@@ -8,6 +9,7 @@ import type { SqlValue } from '../codec/sql-value.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, subjectName } from '../nats/naming.ts';
+import { SIGNATURE_HEADER } from './batch-signature.ts';
 import { formatMsgId } from './msg-id.ts';
 import type { BatchSeqReservation } from './batch-seq-reservation.ts';
 import type { ChangeRef, OutboxEntry, OutboxStore } from './outbox-store.ts';
@@ -43,6 +45,8 @@ export interface PublisherDeps {
   readonly clock: HybridClock;
   /** The cluster-wide floor of this node's batch seqs; none: the clock and the outbox alone. */
   readonly seqs?: BatchSeqReservation;
+  /** Signs a batch (its id and payload): the value of the SIGNATURE_HEADER it is published with. */
+  readonly sign?: (msgId: string, payload: Uint8Array) => string;
 }
 
 /**
@@ -71,6 +75,13 @@ interface ShardState {
   readonly retry: Wakeup;
   lastSeq: number;
   inFlight: InFlight | undefined;
+}
+
+/** The batch's signature header; deterministic (Ed25519), so a retry sends the same one. */
+function signatureHeaders(sign: (msgId: string, payload: Uint8Array) => string, f: InFlight): MsgHdrs {
+  const h = headers();
+  h.set(SIGNATURE_HEADER, sign(f.msgId, f.entry.payload));
+  return h;
 }
 
 /** Identity of a change across a restart: its table and its id in that table's change log. */
@@ -383,6 +394,7 @@ export class Publisher {
         const publishing = js.publish(subject, f.entry.payload, {
           msgID: f.msgId,
           timeout: this.#options.publishTimeoutMs,
+          ...(this.#deps.sign === undefined ? {} : { headers: signatureHeaders(this.#deps.sign, f) }),
         });
         // The next batch is encoded while this one waits for its PubAck (after the publish was sent).
         const ahead = this.#prepareBatch(s).then(

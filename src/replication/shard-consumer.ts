@@ -9,7 +9,10 @@ import { Wakeup } from '../changelog/wakeup.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { ApplyResult, InboundMessage } from './batch-applier.ts';
+import { SIGNATURE_HEADER } from './batch-signature.ts';
+import type { OriginVerifier } from './origin-verifier.ts';
 import type { ShardPool } from './shard-pool.ts';
+import { WorkerDiedError } from './worker-died-error.ts';
 import type { WriterQueue } from './writer-queue.ts';
 
 export interface ShardConsumerOptions {
@@ -19,6 +22,8 @@ export interface ShardConsumerOptions {
   readonly maxBatchMessages: number;
   /** How often a shard held by a schema lag re-checks, ms. */
   readonly schemaRetryMs: number;
+  /** How long a message may hold the shard for the schema before it is dead-lettered, ms; 0 = no limit. */
+  readonly maxHoldMs: number;
   /** How long an apply may wait for SQLite's write lock in all, ms (`busy_timeout`). */
   readonly busyTimeoutMs: number;
 }
@@ -29,6 +34,8 @@ export interface ShardConsumerDeps {
   readonly writer: WriterQueue;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** Checks each batch's origin signature before anything applies it; none: every batch is trusted. */
+  readonly verifier?: OriginVerifier;
 }
 
 export type ShardConsumerState =
@@ -98,6 +105,14 @@ export class ShardConsumer {
   lastApplyAt = 0;
   /** CreatedAt of the newest change applied, ms. */
   lastChangeAt = 0;
+  /** Messages dropped as already applied since start (for health; the metric counts them too). */
+  duplicatesSkipped = 0;
+  /** Messages dead-lettered since start (for health). */
+  deadLetters = 0;
+  /** Sequence of the first message of a batch whose worker died: applied alone next, dead-lettered if it kills again. */
+  #suspect: number | undefined;
+  /** Buffered messages whose origin was not verified, by sequence: dead-lettered when they reach the head. */
+  readonly #refused = new Map<number, string>();
 
   constructor(deps: ShardConsumerDeps, options: ShardConsumerOptions) {
     this.#deps = deps;
@@ -216,12 +231,21 @@ export class ShardConsumer {
           first = false;
           failures = 0;
           if (m.seq <= this.#lastRead) continue; // already buffered (defensive: never twice)
-          this.#lastRead = m.seq;
           const inbound: InboundMessage = {
             seq: m.seq,
             msgId: m.headers?.get('Nats-Msg-Id') || undefined,
             data: m.data,
           };
+          if (this.#deps.verifier !== undefined) {
+            const refusal = await this.#deps.verifier.refusal(
+              inbound,
+              m.headers?.get(SIGNATURE_HEADER) || undefined,
+              shard,
+            );
+            if (refusal !== undefined) this.#refused.set(m.seq, refusal);
+          }
+          // After the check: a check that failed (registry unreachable) reads this message again.
+          this.#lastRead = m.seq;
           this.#buffer.push(inbound);
           this.#arrived.notify();
           this.#bufferedBytes += m.data.length;
@@ -256,9 +280,15 @@ export class ShardConsumer {
 
   /** The buffered messages of the next apply transaction: at most `max`, and a bounded copy to the worker. */
   #nextBatch(max: number): InboundMessage[] {
+    if (this.#buffer[0]?.seq === this.#suspect) return this.#buffer.slice(0, 1);
     let bytes = 0;
     let n = 0;
-    while (n < this.#buffer.length && n < max && (n === 0 || bytes < APPLY_BATCH_BYTES))
+    while (
+      n < this.#buffer.length &&
+      n < max &&
+      (n === 0 || bytes < APPLY_BATCH_BYTES) &&
+      (this.#refused.size === 0 || !this.#refused.has(this.#buffer[n]!.seq))
+    )
       bytes += this.#buffer[n++]!.data.length;
     return this.#buffer.slice(0, n);
   }
@@ -267,7 +297,10 @@ export class ShardConsumer {
   #advanceTo(position: number): void {
     let done = 0;
     while (done < this.#buffer.length && this.#buffer[done]!.seq <= position) done++;
-    for (const m of this.#buffer.splice(0, done)) this.#bufferedBytes -= m.data.length;
+    for (const m of this.#buffer.splice(0, done)) {
+      this.#bufferedBytes -= m.data.length;
+      this.#refused.delete(m.seq);
+    }
     this.#drained.notify();
     this.position = position;
     this.#deps.metrics.appliedPosition.set({ shard: String(this.options.shard) }, position);
@@ -305,6 +338,11 @@ export class ShardConsumer {
         await this.#arrived.wait(signal);
         continue;
       }
+      const refusal = this.#refused.get(this.#buffer[0]!.seq);
+      if (refusal !== undefined) {
+        if (await this.#tryDeadLetter(this.#buffer[0]!, refusal, signal)) metrics.originRefused.inc(label);
+        continue;
+      }
       const batch = this.#nextBatch(maxBatchMessages);
       let result: ApplyResult;
       const t0 = performance.now();
@@ -313,20 +351,35 @@ export class ShardConsumer {
         backoffMs = 100;
       } catch (err) {
         if (signal.aborted) return;
+        if (err instanceof WorkerDiedError) {
+          const first = batch[0]!;
+          if (batch.length === 1 && this.#suspect === first.seq) {
+            if (await this.#tryDeadLetter(first, `killed the shard worker twice (${err.message})`, signal))
+              this.#setState({ type: 'running' });
+            continue;
+          }
+          // Which message killed it is unknown: the first one goes alone next.
+          this.#suspect = first.seq;
+        }
         this.#setState({ type: 'failing', reason: String((err as Error).message ?? err) });
         logger.error({ shard, err: String((err as Error).message ?? err) }, 'apply failed; retrying');
         await this.#retry.waitFor(backoffMs, signal);
         backoffMs = Math.min(backoffMs * 2, 5000);
         continue;
       }
+      this.#suspect = undefined;
       metrics.applyLatency.observe(label, (performance.now() - t0) / 1000);
       metrics.applyBatchSize.observe(label, batch.length);
       this.#advanceTo(result.position);
       if (result.appliedChanges > 0) metrics.applied.inc(label, result.appliedChanges);
-      if (result.duplicates > 0) metrics.duplicatesSkipped.inc(label, result.duplicates);
+      if (result.duplicates > 0) {
+        metrics.duplicatesSkipped.inc(label, result.duplicates);
+        this.duplicatesSkipped += result.duplicates;
+      }
       this.#countResolved(result);
       for (const d of result.deadLettered) {
         metrics.deadLetters.inc(label);
+        this.deadLetters++;
         logger.error(
           { shard, seq: d.seq, reason: d.reason },
           'message can never apply; moved to the dead letters',
@@ -346,7 +399,14 @@ export class ShardConsumer {
           );
           this.#setState({ type: 'waiting-for-schema', seq, reason, since: Date.now() });
         }
-        await this.#retry.waitFor(schemaRetryMs, signal);
+        if (await this.#holdExpired(seq, reason)) continue;
+        const since = this.#state.type === 'waiting-for-schema' ? this.#state.since : Date.now();
+        const left = this.options.maxHoldMs - (Date.now() - since);
+        // With a limit, the re-check comes when the hold expires at the latest.
+        await this.#retry.waitFor(
+          this.options.maxHoldMs > 0 ? Math.max(1, Math.min(schemaRetryMs, left)) : schemaRetryMs,
+          signal,
+        );
         continue;
       }
       if (this.#state.type !== 'running') {
@@ -380,6 +440,57 @@ export class ShardConsumer {
         "applied changes whose versions are ahead of this node's clock by more than max_clock_skew: check the clocks",
       );
     }
+  }
+
+  /**
+   * The operator's limit on schema holds (`max_hold`): a message that held the shard that
+   * long goes to the dead letters by itself, so a publisher cannot hold a shard forever.
+   */
+  async #holdExpired(seq: number, reason: string): Promise<boolean> {
+    const { maxHoldMs, shard } = this.options;
+    const st = this.#state;
+    const head = this.#buffer[0];
+    if (maxHoldMs <= 0 || st.type !== 'waiting-for-schema' || head?.seq !== seq) return false;
+    const heldMs = Date.now() - st.since;
+    if (heldMs < maxHoldMs) return false;
+    const why = `held the shard ${Math.round(heldMs / 1000)} s for the schema, past max_hold: ${reason}`;
+    if (!(await this.#tryDeadLetter(head, why, this.#abort.signal))) return false;
+    this.#deps.metrics.holdsExpired.inc({ shard: String(shard) });
+    this.#setState({ type: 'running' });
+    return true;
+  }
+
+  /** #deadLetter, or false after logging why it failed (the caller's loop tries again). */
+  async #tryDeadLetter(message: InboundMessage, reason: string, signal: AbortSignal): Promise<boolean> {
+    try {
+      await this.#deadLetter(message, reason);
+      return true;
+    } catch (err) {
+      if (signal.aborted) return false;
+      const { shard } = this.options;
+      this.#deps.logger.warn(
+        { shard, seq: message.seq, err: String((err as Error).message ?? err) },
+        'moving a message to the dead letters failed; retrying',
+      );
+      await this.#retry.waitFor(1000, signal);
+      return false;
+    }
+  }
+
+  /**
+   * Moves a message at the head of the buffer to the dead letters from here (the worker
+   * could not judge it), counted and logged like the worker's own, and the position moves past it.
+   */
+  async #deadLetter(message: InboundMessage, reason: string): Promise<void> {
+    const { shard } = this.options;
+    await this.#deps.writer.run(() => this.#deps.pool.deadLetter(shard, message, reason));
+    this.#deps.metrics.deadLetters.inc({ shard: String(shard) });
+    this.deadLetters++;
+    this.#deps.logger.error(
+      { shard, seq: message.seq, reason },
+      'message can never apply; moved to the dead letters',
+    );
+    this.#advanceTo(message.seq);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { Piscina } from 'piscina';
 import type { ApplyResult, InboundMessage } from './batch-applier.ts';
+import { WorkerDiedError } from './worker-died-error.ts';
 
 /** What each shard worker is started with (structured-cloned to it). */
 export interface ShardWorkerData {
@@ -29,6 +30,11 @@ const WORKER_FILE = new URL(
  */
 const WORKER_YOUNG_GENERATION_MB = 8;
 
+export interface ShardPoolOptions {
+  /** Old-generation heap limit of each worker, MB; 0 = V8's default. A worker over it dies (WorkerDiedError). */
+  readonly workerHeapMb: number;
+}
+
 /**
  * One piscina worker per shard (design card), so a shard's applies always run
  * on the same thread and SQLite connection. Measured: a task costs ~37 µs, so
@@ -38,7 +44,7 @@ export class ShardPool {
   readonly #pools: Piscina[];
   #schemaEpoch = 0;
 
-  constructor(shards: number, data: ShardWorkerData) {
+  constructor(shards: number, data: ShardWorkerData, options: ShardPoolOptions = { workerHeapMb: 0 }) {
     this.#pools = Array.from(
       { length: shards },
       () =>
@@ -48,7 +54,10 @@ export class ShardPool {
           maxThreads: 1,
           idleTimeout: Number.POSITIVE_INFINITY,
           workerData: data,
-          resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
+          resourceLimits: {
+            maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB,
+            ...(options.workerHeapMb > 0 ? { maxOldGenerationSizeMb: options.workerHeapMb } : {}),
+          },
         }),
     );
   }
@@ -67,11 +76,23 @@ export class ShardPool {
   apply(shard: number, messages: InboundMessage[]): Promise<ApplyResult>;
   /** With `lockWaitMs`: undefined when SQLite's write lock stayed taken that long (nothing applied). */
   apply(shard: number, messages: InboundMessage[], lockWaitMs: number): Promise<ApplyResult | undefined>;
-  apply(shard: number, messages: InboundMessage[], lockWaitMs?: number): Promise<ApplyResult | undefined> {
-    return this.#pool(shard).run(
-      { shard, messages, schemaEpoch: this.#schemaEpoch, lockWaitMs },
-      { name: 'apply' },
-    ) as Promise<ApplyResult | undefined>;
+  async apply(
+    shard: number,
+    messages: InboundMessage[],
+    lockWaitMs?: number,
+  ): Promise<ApplyResult | undefined> {
+    const pool = this.#pool(shard);
+    const worker = pool.threads[0];
+    try {
+      return (await pool.run(
+        { shard, messages, schemaEpoch: this.#schemaEpoch, lockWaitMs },
+        { name: 'apply' },
+      )) as ApplyResult | undefined;
+    } catch (err) {
+      // Piscina replaces a dead worker before it fails the dead worker's tasks.
+      if (worker !== undefined && pool.threads[0] !== worker) throw new WorkerDiedError(shard, err);
+      throw err;
+    }
   }
 
   position(shard: number): Promise<number> {

@@ -21,7 +21,10 @@ export interface ChaosVerdict {
   readonly streamChanges: number;
   readonly divergences: string[];
   readonly lostWrites: string[];
+  /** Dead letters other than the hostile publisher's. */
   readonly deadLetters: number;
+  /** Hostile messages some node did not dead-letter. */
+  readonly missingDeadLetters: string[];
   /** Writes a fault labelled (e.g. made while a node was down for a restore): how many, how many lost. */
   readonly labelledWrites: Record<string, { readonly writes: number; readonly lost: number }>;
 }
@@ -56,13 +59,16 @@ export function checkAgainstHistory(
   nodes: readonly ChaosNode[],
   writes: readonly Write[],
   history: ReadHistory,
+  hostile: readonly string[] = [],
 ): ChaosVerdict {
+  const hostileSet = new Set(hostile);
   const model = new Map<string, Map<string, string | undefined>>(CHAOS_TABLES.map((t) => [t, new Map()]));
   const seenTokens = new Set<string>();
   let streamChanges = 0;
   for (const messages of history.shards) {
     const applied = new Map<number, number>();
     for (const m of messages) {
+      if (hostileSet.has(`${m.shard}:${m.seq}`)) continue; // no node may apply it: checked below
       const id = parseMsgId(m.msgId);
       if (id !== undefined) {
         if (id.seq <= (applied.get(id.origin) ?? 0)) continue; // a re-published batch: receivers skip it too
@@ -96,6 +102,7 @@ export function checkAgainstHistory(
 
   const divergences: string[] = [];
   let deadLetters = 0;
+  const missingDeadLetters: string[] = [];
   for (const n of nodes) {
     const db = new Database(n.dbPath, { readonly: true });
     try {
@@ -130,12 +137,20 @@ export function checkAgainstHistory(
           );
         }
       }
-      deadLetters += db.prepare(`SELECT count(*) FROM "${DEAD_LETTERS}"`).pluck().get() as number;
+      const lettered = new Set(
+        (db.prepare(`SELECT shard, stream_seq FROM "${DEAD_LETTERS}"`).raw().all() as [number, number][]).map(
+          ([shard, seq]) => `${shard}:${seq}`,
+        ),
+      );
+      for (const h of hostileSet)
+        if (!lettered.has(h))
+          missingDeadLetters.push(`node ${n.id} did not dead-letter hostile message ${h}`);
+      deadLetters += [...lettered].filter((l) => !hostileSet.has(l)).length;
     } finally {
       db.close();
     }
   }
-  return { streamChanges, divergences, lostWrites, deadLetters, labelledWrites };
+  return { streamChanges, divergences, lostWrites, deadLetters, missingDeadLetters, labelledWrites };
 }
 
 function firstDifference(contents: string[]): string {

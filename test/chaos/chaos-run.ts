@@ -4,13 +4,14 @@
  * sqlite3 shell), and faults at random times from a seeded schedule: kill -9 of
  * a node or a server, SIGSTOP/SIGCONT of either, a network partition of a node
  * (TCP proxies cut), a snapshot restore under load (a stopped node whose history
- * the streams discarded), and a full snapshot disk (store or temp dir on a
- * filled tmpfs). Every enabled kind of fault runs at least once per run.
+ * the streams discarded), a full snapshot disk (store or temp dir on a filled
+ * tmpfs), and a hostile publisher (forged and oversized messages). Every enabled kind of fault runs at least once per run.
  * After healing and quiescence it checks:
  *  - every user table is identical on every node;
  *  - no lost write: every write a writer committed is in the stream history,
  *    and every node's tables equal its fold in stream order (last writer wins);
- *  - no node crashed, no dead letters, and every fault's own checks passed.
+ *  - no node crashed, no dead letters but the hostile publisher's (each of those
+ *    on every node), and every fault's own checks passed.
  * The fault schedule is reproducible from the seed; failures carry the seed,
  * the schedule, and where the node logs were saved.
  */
@@ -23,6 +24,7 @@ import { ChaosWriters } from './chaos-writers.ts';
 import { emptyFaultStats, sleep, type FaultContext, type FaultStats } from './fault-context.ts';
 import { FAULTS, FaultSchedule, type FaultKind } from './fault-schedule.ts';
 import { killNode, killServer, partitionNode, pauseNode, pauseServer } from './process-faults.ts';
+import { hostilePublisher } from './hostile-faults.ts';
 import { fullSnapshotDisk, snapshotRestore } from './snapshot-faults.ts';
 import { StreamHistory } from './stream-history.ts';
 
@@ -92,6 +94,7 @@ const RUN_FAULT: Record<FaultKind, (ctx: FaultContext, outageMs: number) => Prom
   'kill-server': (ctx, ms) => killServer(ctx, Math.floor(ctx.schedule.rand() * 3), ms),
   'pause-server': (ctx, ms) => pauseServer(ctx, Math.floor(ctx.schedule.rand() * 3), ms),
   'full-snapshot-disk': (ctx) => fullSnapshotDisk(ctx),
+  'hostile-publisher': (ctx) => hostilePublisher(ctx),
 };
 
 export function isFailed(r: ChaosReport): boolean {
@@ -169,7 +172,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const divergences = await waitForIdenticalTables(cluster.nodes, 120_000);
     const history = await ctx.history.read(ctx.jsm);
     failedChecks.push(...history.gaps.map((g) => `stream history incomplete: ${g}`));
-    const verdict = checkAgainstHistory(cluster.nodes, writers.writes, history);
+    const verdict = checkAgainstHistory(cluster.nodes, writers.writes, history, ctx.stats.hostileMessages);
+    failedChecks.push(...verdict.missingDeadLetters);
     const report: ChaosReport = {
       seed: options.seed,
       faults,

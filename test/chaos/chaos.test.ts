@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { FAULTS, runChaos } from './chaos-run.ts';
 
 test(
-  'three nodes under faults converge with no lost write, no crash, no dead letter',
+  "three nodes under faults converge with no lost write, no crash, no dead letter but the hostile publisher's",
   { timeout: 420_000 },
   async (t) => {
     const seed = Number(process.env.CHAOS_SEED ?? 20261127);

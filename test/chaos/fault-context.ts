@@ -21,6 +21,8 @@ export interface FaultStats {
   fullDiskFaults: number;
   fullDiskSaveFailures: number;
   savesAfterFreed: number;
+  /** Messages a hostile publisher sent, as "<shard>:<stream seq>": dead letters on every node, out of the history. */
+  hostileMessages: string[];
 }
 
 export function emptyFaultStats(): FaultStats {
@@ -32,6 +34,7 @@ export function emptyFaultStats(): FaultStats {
     fullDiskFaults: 0,
     fullDiskSaveFailures: 0,
     savesAfterFreed: 0,
+    hostileMessages: [],
   };
 }
 

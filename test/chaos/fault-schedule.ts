@@ -15,6 +15,8 @@ export const FAULTS = [
   'snapshot-restore',
   /** The snapshot store or temp dir fills up: saves fail clearly, replication goes on, a later save succeeds. */
   'full-snapshot-disk',
+  /** Forged and oversized messages from a plain client: dead-lettered on every node, nothing else changes. */
+  'hostile-publisher',
 ] as const;
 export type FaultKind = (typeof FAULTS)[number];
 

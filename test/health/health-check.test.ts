@@ -36,7 +36,16 @@ function fixture(name: string) {
     pending: 0,
     natsConnected: true,
     lastPublishAt: 0,
-    shards: [{ shard: 1, position: 10, state: { type: 'running' }, lastApplyAt: Date.now() }],
+    shards: [
+      {
+        shard: 1,
+        position: 10,
+        state: { type: 'running' },
+        lastApplyAt: Date.now(),
+        duplicatesSkipped: 0,
+        deadLetters: 0,
+      },
+    ],
   };
   const lags = new Map<number, ShardLag>();
   const check = new HealthCheck(
@@ -132,6 +141,26 @@ describe('HealthCheck', () => {
     r = f.check.evaluate();
     assert.equal(r.status, 'unhealthy');
     assert.match(reasons(r)[0]!, /shard 1 is behind the stream.*first kept 50.*restore a snapshot/);
+  });
+
+  it("escapes and truncates a reason a message chose (a table name), and shows a shard's duplicates and dead letters", () => {
+    using f = fixture('hostile-text');
+    const table = `x\u001b[2J\u202eevil\n${'y'.repeat(5000)}`;
+    f.setShard({
+      state: { type: 'waiting-for-schema', seq: 12, reason: `no such table "${table}"`, since: Date.now() },
+      duplicatesSkipped: 3,
+      deadLetters: 2,
+    });
+    const r = f.check.evaluate();
+    const shown = [r.shards[0]!.reason!, r.failed[0]!.reason];
+    for (const text of shown) {
+      // eslint-disable-next-line no-control-regex -- looking for control characters
+      assert.ok(!/[\u0000-\u001f\u202e]/.test(text), `no raw control characters: ${text.slice(0, 40)}`);
+      assert.ok(text.includes('\\u001b[2J\\u202eevil\\u000a'), text.slice(0, 80));
+      assert.ok(text.length < 400, `truncated: ${text.length}`);
+    }
+    assert.equal(r.shards[0]!.duplicates_skipped, 3);
+    assert.equal(r.shards[0]!.dead_letters, 2);
   });
 
   it('fails a failing shard, a lagging shard without progress and unpublished changes only after stallAfterMs', async () => {

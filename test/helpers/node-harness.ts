@@ -113,7 +113,7 @@ export async function startNode(options: TestNodeOptions): Promise<TestNode> {
 
 /** Writes a config file for a CLI node and returns its path. */
 export function writeConfigFile(config: Config, path: string): string {
-  writeFileSync(path, toToml(config as unknown as Record<string, unknown>));
+  writeFileSync(path, toToml(config as unknown as Record<string, unknown>), { mode: 0o600 });
   return path;
 }
 

@@ -5,8 +5,8 @@
  * snapshot bucket; the `observer` user reads stream information but cannot
  * publish to a change subject (permission violation, no row reaches any node)
  * nor read the snapshot object store or the changes; an anonymous client
- * cannot connect. And the reason for all this: anyone who may publish to a
- * change subject writes rows on every node.
+ * cannot connect. And node credentials alone cannot forge a batch: an
+ * unsigned one is dead-lettered on every node (verify_origins).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,10 +24,12 @@ import Database from 'better-sqlite3';
 import { encodeRecords } from '../../src/codec/change-batch-codec.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { EmbeddedNatsServer } from '../../src/nats/embedded-server.ts';
+import { DEAD_LETTERS } from '../../src/cdc/names.ts';
 import { snapshotBucket, streamName, subjectName } from '../../src/nats/naming.ts';
 import { REPO_ROOT, type TestNode } from '../helpers/node-harness.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
+import { query } from '../replication/converge-helpers.ts';
 import { secret } from './nats-credentials.ts';
 import { assertReplicates, startPair } from './secure-nodes.ts';
 
@@ -204,14 +206,19 @@ test('a client without credentials cannot connect', async () => {
   );
 });
 
-test('why: whoever may publish to a change subject writes rows on every node', async () => {
-  // Node credentials in the wrong hands: a forged batch is applied like any other (invariant 5
-  // guards against malformed messages, not against well-formed lies). Hence the lockdown.
+test('node credentials alone do not forge a batch: an unsigned one is dead-lettered on every node', async () => {
+  // Node credentials in the wrong hands may publish, but not sign as a node (verify_origins).
   const nc = await client('harmonylite-node', nodePassword);
-  await jetstream(nc).publish(CHANGE_SUBJECT, forgedChange(777));
+  await jetstream(nc).publish(CHANGE_SUBJECT, forgedChange(777), { msgID: '1-1-9007199254740991' });
   for (const n of nodes) {
-    await waitFor(`the forged note 777 on node ${n.config.node_id}`, () => noteIds(n).includes(777), {
-      timeoutMs: 20_000,
-    });
+    await waitFor(
+      `the forged batch in node ${n.config.node_id}'s dead letters`,
+      () =>
+        query<[string]>(n.dbPath, `SELECT reason FROM ${DEAD_LETTERS}`).some(([r]) => /not signed/.test(r)),
+      { timeoutMs: 20_000 },
+    );
+    assert.ok(!noteIds(n).includes(777), `the forged note is not on node ${n.config.node_id}`);
   }
+  const [a, b] = nodes as [TestNode, TestNode];
+  await assertReplicates(a, b, 4);
 });
