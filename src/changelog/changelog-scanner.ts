@@ -15,7 +15,7 @@ export interface PendingChange {
   readonly createdAt: number;
   /** Column name to value in wire form (`toWire`), built when first read. */
   readonly row: Record<string, WireValue>;
-  /** Primary-key values in key order (the rowid for tables keyed by it); integers as bigint. */
+  /** Primary-key values in key order (the rowid for tables keyed by it; NOCASE text folded): the routing key; integers as bigint. */
   readonly key: readonly SqlValue[];
   /**
    * The values as read (safe integers) in `layout` column order, from index `valuesFrom` of this
@@ -69,6 +69,8 @@ interface TableReader {
   readonly columns: readonly string[];
   readonly layout: RecordLayout;
   readonly keyIndexes: readonly number[];
+  /** Key columns compared `NOCASE`: routed by their folded value, so one row keeps one shard. */
+  readonly nocaseKeys: readonly boolean[] | undefined;
   /** (firstGlobalId, lastGlobalId, table): the change-log rows the global log points at in that window. */
   readonly window: Statement;
   /** (change id): every value column as its bytes; read only for TEXT holding U+FFFD (rare). */
@@ -149,6 +151,7 @@ export class ChangelogScanner {
         columns,
         layout: recordLayout(table, columns),
         keyIndexes: schema.keyColumns.map((k) => columns.indexOf(k)),
+        nocaseKeys: schema.keyFold?.map((f) => f === 'nocase'),
         window,
         bytes: () =>
           (bytes ??= this.#db
@@ -221,7 +224,13 @@ export class ChangelogScanner {
 
 /** A change from a window row: (global id, change id, type, created_at, values...), integers as bigint. */
 function change(table: string, reader: TableReader, raw: unknown[]): PendingChange {
-  const key = reader.keyIndexes.map((i) => raw[i + VALUES_FROM] as SqlValue);
+  const key = reader.keyIndexes.map((i, k) => {
+    const v = raw[i + VALUES_FROM] as SqlValue;
+    // SQLite's NOCASE folds ASCII letters only.
+    return reader.nocaseKeys?.[k] === true && typeof v === 'string'
+      ? v.replace(/[A-Z]+/g, (m) => m.toLowerCase())
+      : v;
+  });
   // better-sqlite3 decodes TEXT lossily (a bad byte becomes U+FFFD): such values are read again as bytes.
   let bytes: unknown[] | undefined;
   for (let i = VALUES_FROM; i < raw.length; i++) {

@@ -1,9 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
+import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 
 /** The embedded server's cluster flags, as the node was started with them. */
@@ -60,7 +61,7 @@ export async function connectForCommand(
   logger: Logger,
   options: { signal?: AbortSignal; cluster?: CommandClusterOptions; retries?: number } = {},
 ): Promise<CommandNats> {
-  const nats =
+  let nats =
     options.retries === undefined ? config.nats : { ...config.nats, connect_retries: options.retries };
   const connect = (servers: string[]) => connectNats(nats, servers, name, logger, options.signal);
   if (config.nats.urls.length > 0) {
@@ -68,6 +69,10 @@ export async function connectForCommand(
     return { nc, source: 'urls', close: () => nc.close().catch(() => undefined) };
   }
   const storeDir = embeddedStoreDir(config);
+  // The embedded server's clients authenticate as the node does (generated credentials by default).
+  mkdirSync(storeDir, { recursive: true });
+  const auth = embeddedClientAuth(nats, storeDir);
+  if (auth !== undefined) nats = auth.nats;
   const running = runningServerUrl(storeDir);
   if (running !== undefined) {
     const nc = await connect([running]);
@@ -75,7 +80,8 @@ export async function connectForCommand(
   }
   const cluster = options.cluster ?? {};
   const server = new EmbeddedNatsServer({
-    probe: probeOptions(config.nats),
+    probe: probeOptions(nats),
+    ...(auth === undefined ? {} : { extraConfig: auth.serverConfig }),
     binary: config.nats.server_binary,
     storeDir,
     bindAddress: config.nats.bind_address,

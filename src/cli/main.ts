@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/config-error.ts';
 import { loadConfig } from '../config/load-config.ts';
+import { configFileWarning } from '../config/secret-files.ts';
 import { createLogger } from '../logger.ts';
 import { parseArgs, USAGE } from './parse-args.ts';
 import { runCleanup } from './run-cleanup.ts';
@@ -76,6 +77,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       ...config.logging,
       ...(nodeId !== undefined ? { nodeId } : {}),
     });
+    const exposed = configFileWarning(config, args.config);
+    if (exposed !== undefined) logger.warn({ config: args.config }, exposed);
     // Commands that need NATS on the embedded default start the node's server with the node's flags.
     const cluster = {
       ...(args.clusterAddr !== undefined ? { clusterAddress: args.clusterAddr } : {}),

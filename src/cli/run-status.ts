@@ -4,6 +4,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type Database from 'better-sqlite3';
 import {
   CAPTURED_TABLES,
+  CONFLICTS,
   DEAD_LETTERS,
   GLOBAL_LOG,
   INTERNAL_TABLES,
@@ -27,6 +28,8 @@ interface LocalState {
   readonly pending: number;
   readonly shards: ReadonlyMap<number, { position: number; updatedAt: number }>;
   readonly deadLetters: ReadonlyMap<number, number>;
+  /** Losing versions written to the conflict log in the last hour. */
+  readonly recentConflicts: number;
 }
 
 interface StreamState {
@@ -39,7 +42,14 @@ function readLocalState(db: Database.Database): LocalState {
     db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[],
   );
   if (!INTERNAL_TABLES.every((t) => names.has(t))) {
-    return { installed: false, tables: [], pending: 0, shards: new Map(), deadLetters: new Map() };
+    return {
+      installed: false,
+      tables: [],
+      pending: 0,
+      shards: new Map(),
+      deadLetters: new Map(),
+      recentConflicts: 0,
+    };
   }
   const num = (v: unknown) => Number(v ?? 0);
   const tables = db
@@ -69,7 +79,13 @@ function readLocalState(db: Database.Database): LocalState {
       }[]
     ).map((r) => [num(r.shard), num(r.n)]),
   );
-  return { installed: true, tables, pending, shards, deadLetters };
+  const recentConflicts = num(
+    db
+      .prepare(`SELECT count(*) FROM ${q(CONFLICTS)} WHERE at >= ?`)
+      .pluck()
+      .get(Date.now() - 3_600_000),
+  );
+  return { installed: true, tables, pending, shards, deadLetters, recentConflicts };
 }
 
 async function readStreams(jsm: JetStreamManager, config: Config): Promise<Map<number, StreamState>> {
@@ -191,7 +207,8 @@ export async function runStatus(
     const totalDead = [...local.deadLetters.values()].reduce((a, b) => a + b, 0);
     text += `  tables watched: ${local.tables.length}${local.tables.length > 0 ? ` (${local.tables.join(', ')})` : ''}\n`;
     text += `  pending changes: ${local.pending}\n`;
-    text += `  dead letters: ${totalDead}\n\n`;
+    text += `  dead letters: ${totalDead}\n`;
+    text += `  conflicts in the last hour: ${local.recentConflicts} (losing versions, in ${CONFLICTS})\n\n`;
     text += formatTable(
       ['SHARD', 'STREAM', 'LAST SEQ', 'POSITION', 'LAG', 'DEAD LETTERS', 'APPLIED'],
       shardNumbers(config.replication_log.shards).map((shard) => {

@@ -273,7 +273,7 @@ export function loadConfig(path: string, cwd: string = process.cwd()): Config {
   }
   const config = parseConfig(text, cwd, showPath(abs), dirname(abs));
   SnapshotKey.fromConfig(config.snapshot);
-  checkSecretFiles(config, abs);
+  checkSecretFiles(config);
   return config;
 }
 

@@ -12,11 +12,10 @@ function hasPassword(url: string): boolean {
 
 /**
  * Refuses (ConfigError, "chmod 600 FILE") every file of `config` that holds a secret
- * and that group or others may access: the NATS credentials, seed and TLS key, the
- * SFTP private key, and the config file itself when it holds a password, token or
- * secret. (The snapshot key file is checked by SnapshotKey.load.)
+ * and that group or others may access: the NATS credentials, seed and TLS key and
+ * the SFTP private key. (The snapshot key file is checked by SnapshotKey.load.)
  */
-export function checkSecretFiles(config: Config, configPath: string): void {
+export function checkSecretFiles(config: Config): void {
   const n = config.nats;
   const s = config.snapshot;
   const files: [string, string][] = [
@@ -26,6 +25,16 @@ export function checkSecretFiles(config: Config, configPath: string): void {
     ['snapshot.sftp.private_key', s.sftp.private_key],
   ];
   for (const [key, path] of files) if (path !== '') checkPrivateFile(path, `config key "${key}"`);
+}
+
+/**
+ * The warning for a config file that holds a password, token or secret and that
+ * group or others may read, or undefined. A warning, not a refusal: HarmonyLite's
+ * own example configs hold passwords and ship readable, and must start unchanged.
+ */
+export function configFileWarning(config: Config, configPath: string): string | undefined {
+  const n = config.nats;
+  const s = config.snapshot;
   const secrets = [
     n.user_password !== '' && 'nats.user_password',
     n.token !== '' && 'nats.token',
@@ -34,5 +43,11 @@ export function checkSecretFiles(config: Config, configPath: string): void {
     hasPassword(s.webdav.url) && 'snapshot.webdav.url',
     hasPassword(s.sftp.url) && 'snapshot.sftp.url',
   ].filter((k): k is string => k !== false);
-  if (secrets.length > 0) checkPrivateFile(configPath, `config file (it holds ${secrets.join(', ')})`);
+  if (secrets.length === 0) return undefined;
+  try {
+    checkPrivateFile(configPath, `config file (it holds ${secrets.join(', ')})`);
+    return undefined;
+  } catch (err) {
+    return `${(err as Error).message}; run chmod 600 on it`;
+  }
 }

@@ -3,7 +3,8 @@
  *  - every user table is identical on every node (first differing rows reported);
  *  - no lost write: every upsert a writer committed is in the stream history
  *    (including what faults discarded from the streams), and every node's
- *    tables equal the fold of that history in stream order (last writer wins);
+ *    tables equal the fold of that history by version (last writer wins: the
+ *    newest version per key, ties to the higher node id, whatever the order);
  *  - no dead letters.
  */
 import Database from 'better-sqlite3';
@@ -64,6 +65,8 @@ export function checkAgainstHistory(
   const hostileSet = new Set(hostile);
   const model = new Map<string, Map<string, string | undefined>>(CHAOS_TABLES.map((t) => [t, new Map()]));
   const seenTokens = new Set<string>();
+  /** Per table and key, the version (and origin) of the change the model holds. */
+  const versions = new Map<string, [number, number]>();
   let streamChanges = 0;
   for (const messages of history.shards) {
     const applied = new Map<number, number>();
@@ -79,12 +82,19 @@ export function checkAgainstHistory(
         const row = Object.fromEntries(Object.entries(p.Row).map(([k, v]) => [k, fromWire(v)]));
         const key = keyOf(p.TableName, row);
         streamChanges++;
-        if (p.Type === 'delete') model.get(p.TableName)!.set(key, undefined);
-        else {
-          const token = p.TableName === 'kv' ? String(row.v) : Buffer.from(row.v as Uint8Array).toString();
-          seenTokens.add(token);
-          model.get(p.TableName)!.set(key, token);
-        }
+        const token =
+          p.Type === 'delete'
+            ? undefined
+            : p.TableName === 'kv'
+              ? String(row.v)
+              : Buffer.from(row.v as Uint8Array).toString();
+        if (token !== undefined) seenTokens.add(token);
+        const version = p.Version ?? 0;
+        const held = versions.get(`${p.TableName}\u0000${key}`);
+        if (held !== undefined && !(version > held[0] || (version === held[0] && rec.FromNodeId > held[1])))
+          continue; // an older version: every node skips it
+        versions.set(`${p.TableName}\u0000${key}`, [version, rec.FromNodeId]);
+        model.get(p.TableName)!.set(key, token);
       }
     }
   }

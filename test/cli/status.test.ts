@@ -7,6 +7,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
@@ -109,8 +110,20 @@ test('lists every node of a three-node cluster with its position and lag per sha
     await nc.close();
   }
 
+  // A losing version in the conflict log (as a concurrent write that lost would leave).
+  const app = new Database(nodes[0]!.dbPath);
+  app
+    .prepare(
+      `INSERT INTO __harmonylite___conflicts (at, tbl, pk, reason, lost_version, lost_origin, lost_type, won_version, won_origin) VALUES (?, 'notes', x'00', 'superseded', 1, 2, 'update', 2, 1)`,
+    )
+    .run(Date.now());
+  app.close();
   const { code, output } = await runStatus(nodes[0]!);
   assert.equal(code, 0, output);
+  assert.match(
+    output,
+    /^ {2}conflicts in the last hour: 1 \(losing versions, in __harmonylite___conflicts\)$/m,
+  );
   assert.match(output, /^Node 1 \(this node\) {2}.*node-1\.db$/m);
   assert.match(output, /^ {2}tables watched: 2 \(notes, tags\)$/m);
   assert.match(output, /^ {2}pending changes: 0$/m);
