@@ -1,10 +1,10 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { Config } from '../config/config.ts';
+import type { Config, NatsConfig } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import { EmbeddedNatsServer } from '../nats/embedded-server.ts';
-import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
+import { embeddedClientAuth, type EmbeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 
 /** The embedded server's cluster flags, as the node was started with them. */
@@ -27,6 +27,12 @@ export function embeddedStoreDir(config: Config): string {
   return config.nats.store_dir !== ''
     ? config.nats.store_dir
     : join(dirname(config.db_path), `${basename(config.db_path)}-nats`);
+}
+
+/** How the embedded server's clients authenticate, as the node does (generated credentials by default). */
+export function embeddedAuth(nats: NatsConfig, storeDir: string): EmbeddedClientAuth | undefined {
+  mkdirSync(storeDir, { recursive: true });
+  return embeddedClientAuth(nats, storeDir);
 }
 
 /**
@@ -69,9 +75,7 @@ export async function connectForCommand(
     return { nc, source: 'urls', close: () => nc.close().catch(() => undefined) };
   }
   const storeDir = embeddedStoreDir(config);
-  // The embedded server's clients authenticate as the node does (generated credentials by default).
-  mkdirSync(storeDir, { recursive: true });
-  const auth = embeddedClientAuth(nats, storeDir);
+  const auth = embeddedAuth(nats, storeDir);
   if (auth !== undefined) nats = auth.nats;
   const running = runningServerUrl(storeDir);
   if (running !== undefined) {

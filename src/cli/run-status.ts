@@ -15,7 +15,7 @@ import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
 import { connectNats } from '../nats/nats-connection.ts';
-import { embeddedStoreDir, runningServerUrl } from './command-nats.ts';
+import { embeddedAuth, embeddedStoreDir, runningServerUrl } from './command-nats.ts';
 import { shardNumbers, statusBucket, streamName } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { parseNodeStatusRecord, type NodeStatusRecord } from '../node/node-status-reporter.ts';
@@ -177,17 +177,15 @@ export async function runStatus(
   let natsError: string | undefined;
   const bucket = statusBucket(config.nats.stream_prefix);
   // On the embedded default, the running node's server (never one started for a status).
-  const embedded = config.nats.urls.length === 0 ? runningServerUrl(embeddedStoreDir(config)) : undefined;
+  const storeDir = embeddedStoreDir(config);
+  const embedded = config.nats.urls.length === 0 ? runningServerUrl(storeDir) : undefined;
   const servers = embedded !== undefined ? [embedded] : config.nats.urls;
+  const nats =
+    embedded === undefined ? config.nats : (embeddedAuth(config.nats, storeDir)?.nats ?? config.nats);
   if (servers.length > 0) {
     try {
       // One attempt: a status command should answer now, not after the daemon's retry schedule.
-      const nc = await connectNats(
-        { ...config.nats, connect_retries: 0 },
-        servers,
-        'harmonylite-status',
-        logger,
-      );
+      const nc = await connectNats({ ...nats, connect_retries: 0 }, servers, 'harmonylite-status', logger);
       try {
         streams = await readStreams(await jetstreamManager(nc), config);
         nodes = await readNodeStatuses(nc, bucket);

@@ -65,6 +65,11 @@ async function pairConfigs(dir: string): Promise<{ one: string; two: string; dbs
   const one = nodeConfig({ dir, nodeId: 1, urls: [] });
   one.nats.bind_address = `127.0.0.1:${port}`;
   const two = nodeConfig({ dir, nodeId: 2, urls: [`nats://127.0.0.1:${port}`] });
+  // The embedded server requires credentials: node 2 connects with the ones node 1's server enforces.
+  for (const c of [one, two]) {
+    c.nats.user_name = 'app';
+    c.nats.user_password = 'pair-secret';
+  }
   two.nats.connect_retries = 30;
   two.nats.reconnect_wait_seconds = 0.2;
   for (const c of [one, two]) {
