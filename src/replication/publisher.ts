@@ -167,6 +167,10 @@ export class Publisher {
     const floor = (await seqs?.load()) ?? 0;
     const { lastSeq, inFlight } = await this.#deps.writer.run(() => outbox.load());
     for (const s of this.#shards.values()) s.lastSeq = Math.max(floor, lastSeq.get(s.shard) ?? 0);
+    // A block reserved now, while NATS answers: batches persisted during an outage do not wait for it.
+    await seqs?.reserve(
+      Math.max(floor + 1, ...[...this.#shards.values()].map((s) => s.lastSeq + 1), this.#now() * 1000),
+    );
     // Batches in flight when the node stopped (crash, kill -9): the payload is re-published as it was,
     // under the same Nats-Msg-Id, so its changes must be exactly those in it. They are known by
     // decoding it (table and change id of each record), not by routing: after a change of the shard

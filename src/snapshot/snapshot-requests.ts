@@ -66,38 +66,46 @@ export class SnapshotRequestResponder {
     if (this.#sub !== undefined) return;
     const sub = this.#o.nc.subscribe(snapshotRequestSubject(this.#o.streamPrefix));
     this.#sub = sub;
-    this.#loop = (async () => {
-      for await (const msg of sub) {
-        let request: SnapshotRequest;
-        try {
-          request = msg.json<SnapshotRequest>();
-        } catch {
-          continue; // not ours to answer
-        }
-        if (request.nodeId === this.#o.nodeId) continue;
-        let reply: SnapshotRequestReply;
-        try {
-          reply = await this.answer(request);
-        } catch (err) {
-          this.#o.logger.warn(
-            { from_node: request.nodeId, err: errorMessage(err) },
-            'cannot answer a snapshot request',
-          );
-          continue; // the asker asks again
-        }
-        if (reply.answer === 'taking')
-          this.#o.takeSnapshot(`node ${request.nodeId} asked for a fresh snapshot`);
-        this.#o.logger.info(
-          {
-            from_node: request.nodeId,
-            answer: reply.answer,
-            ...(reply.reason ? { reason: reply.reason } : {}),
-          },
-          'answered a snapshot request',
-        );
-        msg.respond(JSON.stringify(reply));
+    this.#loop = this.#serve(sub).catch((err: unknown) => {
+      // A permission error ends the subscription: this node just cannot help others join.
+      this.#o.logger.warn(
+        { subject: snapshotRequestSubject(this.#o.streamPrefix), err: errorMessage(err) },
+        'cannot answer snapshot requests (the NATS user needs publish and subscribe on this subject)',
+      );
+    });
+  }
+
+  async #serve(sub: Subscription): Promise<void> {
+    for await (const msg of sub) {
+      let request: SnapshotRequest;
+      try {
+        request = msg.json<SnapshotRequest>();
+      } catch {
+        continue; // not ours to answer
       }
-    })();
+      if (request.nodeId === this.#o.nodeId) continue;
+      let reply: SnapshotRequestReply;
+      try {
+        reply = await this.answer(request);
+      } catch (err) {
+        this.#o.logger.warn(
+          { from_node: request.nodeId, err: errorMessage(err) },
+          'cannot answer a snapshot request',
+        );
+        continue; // the asker asks again
+      }
+      if (reply.answer === 'taking')
+        this.#o.takeSnapshot(`node ${request.nodeId} asked for a fresh snapshot`);
+      this.#o.logger.info(
+        {
+          from_node: request.nodeId,
+          answer: reply.answer,
+          ...(reply.reason ? { reason: reply.reason } : {}),
+        },
+        'answered a snapshot request',
+      );
+      msg.respond(JSON.stringify(reply));
+    }
   }
 
   /** What this node can do for `request` now. */
