@@ -13,9 +13,9 @@ import { parseArgs, USAGE } from './parse-args.ts';
 import { runCleanup } from './run-cleanup.ts';
 import { runNode } from './run-node.ts';
 import { runDeadLetterStuck } from './run-dead-letter-stuck.ts';
-import { runSaveSnapshot } from './run-save-snapshot.ts'; // [snapshot hook, issue 4]
-import { resolveNodeId } from '../node/node-id.ts'; // [observability hook, issue 6]
-import { runStatus } from './run-status.ts'; // [observability hook, issue 6]
+import { runSaveSnapshot } from './run-save-snapshot.ts';
+import { resolveNodeId } from '../node/node-id.ts';
+import { runStatus } from './run-status.ts';
 import { runSchemaStatus, runSchemaStatusCluster } from './run-schema-status.ts';
 
 /** The package version: package.json is two levels up from src/cli, three from dist/src/cli. */
@@ -60,7 +60,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const config = loadConfig(args.config);
     if (args.nodeId !== undefined) config.node_id = args.nodeId;
-    // [observability hook, issue 6] every line carries the node id, also when it is derived (as the node derives it).
+    // Every line carries the node id, also when it is derived (as the node derives it).
     // Generated here when a node or a snapshot will run (they would store it anyway); only read for
     // -cleanup, -status and -dead-letter-stuck, which must not add a table.
     let nodeId: number | undefined;
@@ -88,8 +88,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (args.cleanup) return runCleanup(config, logger);
     if (args.deadLetterStuck !== undefined)
       return await runDeadLetterStuck(config, args.deadLetterStuck, logger, cluster);
-    if (args.status) return await runStatus(config, logger); // [observability hook, issue 6]
-    if (args.saveSnapshot) return await runSaveSnapshot(config, logger, cluster); // [snapshot hook, issue 4]
+    if (args.status) return await runStatus(config, logger);
+    if (args.saveSnapshot) return await runSaveSnapshot(config, logger, cluster);
     if (args.schemaStatus) return runSchemaStatus(config);
     if (args.schemaStatusCluster) return await runSchemaStatusCluster(config, logger, cluster);
     return await runNode(config, args, logger);

@@ -35,7 +35,7 @@ import { recoverStreams } from './recover-streams.ts';
 import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
 import { WriterQueue } from '../replication/writer-queue.ts';
-import { NodeSnapshots } from '../snapshot/node-snapshots.ts'; // [snapshot hook, issue 4]
+import { NodeSnapshots } from '../snapshot/node-snapshots.ts';
 import { CaptureLog } from './capture-log.ts';
 import { openDatabase } from './open-database.ts';
 import { NodeIdentity } from './node-identity.ts';
@@ -124,9 +124,9 @@ export class HarmonyLiteNode {
   #natsUp = false;
   #opening: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
-  // [observability hook, issue 6] metrics/health endpoints, lag collector, status reporter.
+  // Metrics/health endpoints, lag collector, status reporter.
   #observability: NodeObservability | undefined;
-  // [snapshot hook, issue 4] restore at start, leader lease, scheduler; see src/snapshot/node-snapshots.ts.
+  // Restore at start, leader lease, scheduler; see src/snapshot/node-snapshots.ts.
   #snapshots: NodeSnapshots | undefined;
   readonly writer = new WriterQueue();
   /** Versions local changes; shared with the shard workers, which move it past every remote version. */
@@ -166,7 +166,7 @@ export class HarmonyLiteNode {
     return this.#consumers;
   }
 
-  /** [observability hook, issue 6] The node's endpoints and collectors, once open. */
+  /** The node's endpoints and collectors, once open. */
   get observability(): NodeObservability | undefined {
     return this.#observability;
   }
@@ -334,7 +334,7 @@ export class HarmonyLiteNode {
     // (idempotent) install, catching tables created while the node was starting.
     this.#scanner = new ChangelogScanner(this.#readDb);
 
-    // [observability hook, issue 6] started before a restore may wait (its health and metrics show the wait), closed first;
+    // Started before a restore may wait (its health and metrics show the wait), closed first;
     // see src/metrics/node-observability.ts.
     this.#observability = new NodeObservability({
       config,
@@ -348,7 +348,7 @@ export class HarmonyLiteNode {
       shards: () => this.#consumers,
     });
     await this.#observability.open();
-    // [snapshot hook, issue 4] decide on a restore (invariant 8) before anything publishes or applies.
+    // Decide on a restore (invariant 8) before anything publishes or applies.
     this.#snapshots = new NodeSnapshots({
       config,
       logger,
@@ -396,7 +396,7 @@ export class HarmonyLiteNode {
       );
       await this.#publisher.open();
     }
-    // [snapshot hook, issue 4] own pending changes are published first; consumers then start from the snapshot.
+    // Own pending changes are published first; consumers then start from the snapshot.
     await this.#snapshots.restoreIfNeeded({
       wakePublisher: () => this.#publisher?.wake(),
       onRestored: () => {
@@ -733,8 +733,8 @@ export class HarmonyLiteNode {
     await this.#opening?.catch(() => undefined);
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
-    await this.#observability?.close(); // [observability hook, issue 6]
-    await this.#snapshots?.close(); // [snapshot hook, issue 4]
+    await this.#observability?.close();
+    await this.#snapshots?.close();
     await this.#streamRecovery;
     this.#detector?.close();
     await this.#publisher?.close();
