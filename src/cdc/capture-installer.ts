@@ -54,9 +54,7 @@ export function installCapture(db: Database, filter: TableFilter, options: Insta
 }
 
 function installInTransaction(db: Database, filter: TableFilter, options: InstallOptions): CaptureState {
-  const hadRegistry =
-    db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").get(CAPTURED_TABLES) !==
-    undefined;
+  const hadRegistry = tableExists(db, CAPTURED_TABLES);
   for (const sql of INTERNAL_TABLES_SQL) db.exec(sql);
   const registry = new Map(
     (
@@ -84,9 +82,7 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
     const previous = registry.get(schema.name);
     const log = changeLogTable(schema.name);
     let touched = false;
-    const logExisted =
-      db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").get(log) !== undefined;
-    if (!logExisted) {
+    if (!tableExists(db, log)) {
       db.exec(createChangeLogSql(schema));
       touched = true;
     } else {
@@ -222,14 +218,13 @@ export function removeCapture(db: Database): { triggers: number; tables: number 
         .all() as string[];
       for (const t of triggers) db.exec(`DROP TRIGGER IF EXISTS ${q(t)}`);
       const logs = listChangeLogs(db);
-      const present = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").pluck();
       const staging = logs
         .map((log) => replacedTable(log.slice(PREFIX.length, -CHANGE_LOG_SUFFIX.length)))
-        .filter((n) => present.get(n) !== undefined);
+        .filter((n) => tableExists(db, n));
       const tables = [
         ...logs,
         ...staging,
-        ...INTERNAL_TABLES.filter((n) => present.get(n) !== undefined && !KEPT_BY_CLEANUP.includes(n)),
+        ...INTERNAL_TABLES.filter((n) => tableExists(db, n) && !KEPT_BY_CLEANUP.includes(n)),
       ];
       for (const t of tables) db.exec(`DROP TABLE ${q(t)}`);
       return { triggers: triggers.length, tables: tables.length };
