@@ -562,7 +562,12 @@ export class HarmonyLiteNode {
   #installCapture(): CaptureState {
     return installCapture(this.#writeDb!, this.#filter, {
       captureWrites: this.config.publish,
-      index: { digest: this.#digest!, nodeId: this.nodeId },
+      index: {
+        digest: this.#digest!,
+        nodeId: this.nodeId,
+        progress: (table, rows) =>
+          this.logger.info({ table, rows }, 'checking rows against the replicated-state index'),
+      },
     });
   }
 

@@ -16,7 +16,7 @@ import { fromWire, type SqlValue } from '../../src/codec/sql-value.ts';
 import { openDatabase } from '../../src/node/open-database.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 
-const digest = await RowDigest.create();
+export const digest = await RowDigest.create();
 
 export interface CaptureFixture {
   readonly dir: string;
