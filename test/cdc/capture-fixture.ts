@@ -13,7 +13,7 @@ import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { ChangelogScanner, type PendingChange } from '../../src/changelog/changelog-scanner.ts';
 import { RowDigest } from '../../src/codec/row-digest.ts';
 import { fromWire, type SqlValue } from '../../src/codec/sql-value.ts';
-import { openDatabase } from '../../src/node/open-database.ts';
+import { openDatabase } from '../../src/sqlite/open-database.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 
 export const digest = await RowDigest.create();

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { openDatabase } from '../../src/node/open-database.ts';
+import { openDatabase } from '../../src/sqlite/open-database.ts';
 import { installCapture } from '../../src/cdc/capture-installer.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { brief, captureFixture, digest as fixtureDigest, sqlite3 } from './capture-fixture.ts';
