@@ -41,6 +41,13 @@ export interface InstallOptions {
    * reconciled with it (invariant 9). Without it the index is left alone.
    */
   readonly index?: { readonly digest: RowDigest; readonly nodeId: number };
+  /**
+   * Run inside a replicated migration's transaction, after its statements: per table,
+   * the keys that were in sync with the index before them (`syncedKeys`); what the
+   * statements did to those rows, and the rows of tables they created, is indexed, not
+   * logged (every node runs them; see reconcileIndex).
+   */
+  readonly migrated?: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 /**
@@ -118,7 +125,10 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
       const r = reconcileIndex(db, schema, {
         ...options.index,
         log: options.captureWrites,
-        backfill: previous === undefined && hadRegistry,
+        backfill: previous === undefined && hadRegistry && options.migrated === undefined,
+        ...(options.migrated === undefined
+          ? {}
+          : { migrated: options.migrated.get(schema.name) ?? new Set<string>() }),
       });
       backfilled += r.backfilled;
       indexed += r.indexed;
