@@ -29,12 +29,17 @@ export function splitStatements(sql: string): SqlStatement[] {
   let depth = 0; // BEGIN ... END nesting inside a CREATE TRIGGER (CASE ... END too)
   let i = 0;
   const push = (end: number) => {
-    const raw = sql.slice(start, end);
-    const text = raw.trim();
-    if (text !== '' && stripComments(text).trim() !== '') {
-      const lead = raw.length - raw.trimStart().length;
-      out.push({ text, line: lineAt(sql, start + lead) });
+    // Leading blanks and comments belong to no statement: the text and line start at its first word.
+    let from = start;
+    for (;;) {
+      while (from < end && /\s/.test(sql[from]!)) from++;
+      const c = sql[from];
+      const skip = c === '-' || c === '/' ? skipQuotedOrComment(sql, from) : from;
+      if (skip === from) break;
+      from = Math.min(skip, end);
     }
+    const text = sql.slice(from, end).trim();
+    if (text !== '' && stripComments(text).trim() !== '') out.push({ text, line: lineAt(sql, from) });
     start = end + 1;
     words = [];
     depth = 0;
