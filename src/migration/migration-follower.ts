@@ -164,16 +164,30 @@ export class MigrationFollower {
           e.statement === undefined
             ? undefined
             : `line ${e.statement.line}: ${e.statement.text.replace(/\s+/g, ' ')}`;
-        await this.#deps.writer.run(() =>
-          recordMigration(db, {
-            seq,
-            hash: m.hash,
-            name: m.name,
-            status: 'failed',
-            statement: statement ?? null,
-            error: e.message,
-          }),
+        // Read and written in one transaction: an operator's -migrate-resolved made meanwhile wins.
+        const resolved = await this.#deps.writer.run(() =>
+          db
+            .transaction(() => {
+              const before = migrationRecord(db, seq);
+              if (before !== undefined && before.status !== 'failed') return true;
+              // Rewritten only when the failure changed: a held migration is retried every retryMs.
+              if (before?.error !== e.message || before.statement !== (statement ?? null))
+                recordMigration(db, {
+                  seq,
+                  hash: m.hash,
+                  name: m.name,
+                  status: 'failed',
+                  statement: statement ?? null,
+                  error: e.message,
+                });
+              return false;
+            })
+            .immediate(),
         );
+        if (resolved) {
+          this.position = seq;
+          continue;
+        }
         this.#deps.metrics.migrationFailures.inc();
         this.#hold({ seq, name: m.name, statement, error: e.message });
         return;
