@@ -28,7 +28,8 @@ async function run(args: string[]): Promise<{ code: number | null; text: string 
 
 async function startedNode(config: string): Promise<CliNode> {
   const cli = spawnCli(['-config', config]);
-  await cli.waitForOutput(/HarmonyLite node started/, 30_000);
+  // Generous: a loaded machine took over 30 s to start the embedded server.
+  await cli.waitForOutput(/HarmonyLite node started/, 90_000);
   return cli;
 }
 
