@@ -131,9 +131,15 @@ INSERT INTO tags (id, label) VALUES (1, 'red'), (2, 'blue');
     assert.ok(
       Number(query<[bigint]>(paths()[2]!, "SELECT count(*) FROM items WHERE color LIKE 'c%'")[0]![0]) > 0,
     );
-    // The migration's own data statements ran on every node and were not published by any (no conflicts).
-    for (const p of paths())
+    // The migration's own data statements ran on every node and were not published by any:
+    // nothing logged for the rows it inserted, and no competing versions (no conflicts).
+    for (const p of paths()) {
+      assert.equal(
+        Number(query<[bigint]>(p, 'SELECT count(*) FROM __harmonylite__tags_change_log')[0]![0]),
+        0,
+      );
       assert.equal(Number(query<[bigint]>(p, 'SELECT count(*) FROM __harmonylite___conflicts')[0]![0]), 0);
+    }
   });
 
   test('the same file again is a no-op', async () => {
