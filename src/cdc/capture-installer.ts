@@ -45,6 +45,13 @@ export interface InstallOptions {
     readonly nodeId: number;
     readonly progress?: (table: string, rows: number) => void;
   };
+  /**
+   * Run inside a replicated migration's transaction, after its statements: per table,
+   * the keys that were in sync with the index before them (`syncedKeys`); what the
+   * statements did to those rows, and the rows of tables they created, is indexed, not
+   * logged (every node runs them; see reconcileIndex).
+   */
+  readonly migrated?: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 /**
@@ -122,7 +129,10 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
       const r = reconcileIndex(db, schema, {
         ...options.index,
         log: options.captureWrites,
-        backfill: previous === undefined && hadRegistry,
+        backfill: previous === undefined && hadRegistry && options.migrated === undefined,
+        ...(options.migrated === undefined
+          ? {}
+          : { migrated: options.migrated.get(schema.name) ?? new Set<string>() }),
       });
       backfilled += r.backfilled;
       indexed += r.indexed;

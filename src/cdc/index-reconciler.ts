@@ -25,6 +25,14 @@ export interface ReconcileOptions {
   readonly backfill: boolean;
   /** Called every `PROGRESS_ROWS` rows with the rows read so far: a large table takes seconds. */
   readonly progress?: (table: string, rows: number) => void;
+  /**
+   * Keys (canonical bytes as latin1) whose rows equalled their index entry before a
+   * replicated migration changed the table: every node runs the migration itself, so
+   * what it did to them is indexed (keeping their versions) instead of logged; N nodes
+   * do not publish the same change N times, nor overwrite a newer write elsewhere with
+   * it. Rows with local writes in flight are not among them and are logged as usual.
+   */
+  readonly migrated?: ReadonlySet<string>;
 }
 
 const PROGRESS_ROWS = 100_000;
@@ -67,6 +75,9 @@ export function reconcileIndex(
     `INSERT INTO ${q(ROW_VERSIONS)} (tbl, pk, version, origin, hash, state) VALUES (?, ?, ?, ?, ?, ${LIVE}) ` +
       `ON CONFLICT (tbl, pk) DO UPDATE SET version = excluded.version, origin = excluded.origin, hash = excluded.hash, state = excluded.state`,
   );
+  const rebase = db.prepare(
+    `UPDATE ${q(ROW_VERSIONS)} SET hash = ?, state = ${LIVE} WHERE tbl = ? AND pk = ?`,
+  );
   const log = options.log ? changeLogger(db, schema, columns) : undefined;
   let indexed = 0;
   let backfilled = 0;
@@ -102,15 +113,52 @@ export function reconcileIndex(
       liveSeen++;
       if (entry[0] === hash) continue;
     }
+    if (entry !== undefined && options.migrated?.has(pk.toString('latin1')) === true) {
+      rebase.run(hash, schema.name, pk);
+      indexed++;
+      continue;
+    }
     if (latest === hash) continue; // its last logged change holds these values
+    if (entry === undefined && options.migrated !== undefined && latest === undefined) {
+      // Inserted by the migration, on every node.
+      put.run(schema.name, pk, BASE_VERSION, nodeId, hash);
+      indexed++;
+      continue;
+    }
     if (log !== undefined) {
       log(values, entry !== undefined && Number(entry[1]) === LIVE ? 'update' : 'insert', Date.now());
       escaped++;
     }
   }
-  if (log !== undefined && known) escaped += logMissing(db, schema, digest, liveSeen, log, logged);
+  if (log !== undefined && known)
+    escaped += logMissing(db, schema, digest, liveSeen, log, logged, options.migrated);
   db.prepare(`INSERT OR IGNORE INTO ${q(INDEXED_TABLES)} (name) VALUES (?)`).run(schema.name);
   return { indexed, backfilled, escaped };
+}
+
+/**
+ * Keys of the rows that equal their index entry (no local write in flight), as
+ * latin1 strings: taken inside a replicated migration's transaction before its
+ * statements run, for `ReconcileOptions.migrated`.
+ */
+export function syncedKeys(db: Database, schema: TableSchema, digest: RowDigest): Set<string> {
+  const columns = capturedColumns(schema);
+  const layout = hashLayout(columns);
+  const keyIndexes = schema.keyColumns.map((k) => columns.indexOf(k));
+  const get = db
+    .prepare(`SELECT hash FROM ${q(ROW_VERSIONS)} WHERE tbl = ? AND pk = ? AND state = ${LIVE}`)
+    .pluck()
+    .safeIntegers(true);
+  const out = new Set<string>();
+  for (const values of tableRows(db, schema, columns)) {
+    const pk = digest.key(
+      keyIndexes.map((i) => values[i]!),
+      schema.keyFold,
+    );
+    if ((get.get(schema.name, pk) as bigint | null | undefined) === digest.hash(layout, values))
+      out.add(pk.toString('latin1'));
+  }
+  return out;
 }
 
 /** Rows read per query: the caller writes between pages (a connection cannot write while it iterates). */
@@ -204,6 +252,7 @@ function logMissing(
   liveSeen: number,
   log: LogChange,
   logged: ReadonlyMap<string, bigint | null>,
+  migrated: ReadonlySet<string> | undefined,
 ): number {
   const live = Number(
     db
@@ -228,6 +277,11 @@ function logMissing(
     if (logged.get(pk.toString('latin1')) === null) continue; // its delete is logged already
     const key = digest.decodeKey(pk);
     if (exists.get(key) !== undefined) continue;
+    if (migrated?.has(pk.toString('latin1')) === true) {
+      // Deleted by a migration every node runs: a tombstone, not a change to publish.
+      tombstone.run(schema.name, pk);
+      continue;
+    }
     // A delete carries the key; the other columns are unknown now and travel as NULL.
     const values = columns.map((c) => {
       const k = schema.keyColumns.indexOf(c);

@@ -4,6 +4,7 @@ import {
   CONFLICTS,
   DEAD_LETTERS,
   INDEXED_TABLES,
+  MIGRATIONS,
   PARKED,
   ROW_VERSIONS,
   GLOBAL_LOG,
@@ -29,4 +30,6 @@ export const INTERNAL_TABLES_SQL: readonly string[] = [
   // kind: 1 deferred (a newer remote change to a row with local writes not yet versioned), 2 displaced.
   `CREATE TABLE IF NOT EXISTS ${q(PARKED)} (tbl TEXT NOT NULL, pk BLOB NOT NULL, kind INTEGER NOT NULL, version INTEGER NOT NULL, origin INTEGER NOT NULL, type TEXT NOT NULL, row BLOB NOT NULL, PRIMARY KEY (tbl, pk, kind)) WITHOUT ROWID`,
   `CREATE TABLE IF NOT EXISTS ${q(CONFLICTS)} (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, tbl TEXT NOT NULL, pk BLOB NOT NULL, reason TEXT NOT NULL, lost_version INTEGER NOT NULL, lost_origin INTEGER NOT NULL, lost_type TEXT NOT NULL, lost_row BLOB, won_version INTEGER NOT NULL, won_origin INTEGER NOT NULL)`,
+  // status: 'applied', 'failed' (held: retried until it applies or is resolved) or 'resolved' (by the operator).
+  `CREATE TABLE IF NOT EXISTS ${q(MIGRATIONS)} (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, at INTEGER NOT NULL, statement TEXT, error TEXT)`,
 ];

@@ -35,6 +35,13 @@ export const PARKED = '__harmonylite___parked';
 export const CONFLICTS = '__harmonylite___conflicts';
 
 /**
+ * Replicated migrations (`-migrate`) this node applied, failed or was told to pass over,
+ * by stream sequence. Kept by `-cleanup` and carried by snapshots: it is what keeps a
+ * migration from running twice on one database.
+ */
+export const MIGRATIONS = '__harmonylite___migrations';
+
+/**
  * This database's generated node id (the default `node_id`). Created by the node at its first
  * start, not by capture: left out of snapshots, so a restored copy never takes another node's id.
  */
@@ -56,10 +63,11 @@ export const INTERNAL_TABLES = [
   INDEXED_TABLES,
   PARKED,
   CONFLICTS,
+  MIGRATIONS,
 ] as const;
 
 /** Internal tables `-cleanup` keeps: the index is what finds the writes made while capture was absent. */
-export const KEPT_BY_CLEANUP: readonly string[] = [ROW_VERSIONS, INDEXED_TABLES];
+export const KEPT_BY_CLEANUP: readonly string[] = [ROW_VERSIONS, INDEXED_TABLES, MIGRATIONS];
 
 export function changeLogTable(table: string): string {
   return `${PREFIX}${table}_change_log`;

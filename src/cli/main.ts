@@ -17,6 +17,7 @@ import { runSaveSnapshot } from './run-save-snapshot.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { runStatus } from './run-status.ts';
 import { runSchemaStatus, runSchemaStatusCluster } from './run-schema-status.ts';
+import { runMigrate, runMigrateResolved } from './run-migrate.ts';
 
 /** The package version: package.json is two levels up from src/cli, three from dist/src/cli. */
 function version(): string {
@@ -62,13 +63,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (args.nodeId !== undefined) config.node_id = args.nodeId;
     // Every line carries the node id, also when it is derived (as the node derives it).
     // Generated here when a node or a snapshot will run (they would store it anyway); only read for
-    // -cleanup, -status and -dead-letter-stuck, which must not add a table.
+    // -cleanup, -status, -dead-letter-stuck and the migration commands, which must not add a table.
     let nodeId: number | undefined;
     if (config.db_path !== '')
       try {
         nodeId = resolveNodeId(config.node_id, config.db_path, {
           busyTimeoutMs: config.busy_timeout,
-          create: !args.cleanup && !args.status && args.deadLetterStuck === undefined,
+          create:
+            !args.cleanup &&
+            !args.status &&
+            args.deadLetterStuck === undefined &&
+            args.migrate === undefined &&
+            args.migrateResolved === undefined,
         });
       } catch {
         nodeId = undefined; // no database yet: the command itself reports it
@@ -92,6 +98,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (args.saveSnapshot) return await runSaveSnapshot(config, logger, cluster);
     if (args.schemaStatus) return runSchemaStatus(config);
     if (args.schemaStatusCluster) return await runSchemaStatusCluster(config, logger, cluster);
+    if (args.migrate !== undefined) return await runMigrate(config, args.migrate, logger, cluster);
+    if (args.migrateResolved !== undefined) return runMigrateResolved(config, args.migrateResolved);
     return await runNode(config, args, logger);
   } catch (err) {
     return report(err);

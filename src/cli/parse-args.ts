@@ -31,6 +31,10 @@ export interface CliArgs {
   readonly schemaStatus: boolean;
   /** Print every node's schema hash, grouped, then exit. */
   readonly schemaStatusCluster: boolean;
+  /** Publish this SQL file as a replicated migration, then exit. */
+  readonly migrate?: string;
+  /** Record this migration as done on this node without running it, then exit. */
+  readonly migrateResolved?: number;
   /** Serve CPU profiles and heap snapshots over HTTP on this address "host:port" while the node runs. */
   readonly pprof?: string;
 }
@@ -82,6 +86,18 @@ const FLAGS = [
     help: "print every node's schema hash, then exit (1 when they differ)",
   },
   {
+    name: 'migrate',
+    kind: 'string',
+    value: 'FILE',
+    help: 'publish FILE.sql as a migration every node applies in order, then exit',
+  },
+  {
+    name: 'migrate-resolved',
+    kind: 'unsigned',
+    value: 'SEQ',
+    help: 'mark migration SEQ done on this node without running it, then exit',
+  },
+  {
     name: 'pprof',
     kind: 'host-port',
     value: 'HOST:PORT',
@@ -103,6 +119,8 @@ const COMMANDS = [
   'dead-letter-stuck',
   'schema-status',
   'schema-status-cluster',
+  'migrate',
+  'migrate-resolved',
 ] as const satisfies readonly FlagName[];
 
 const HELP_HINT = 'run harmonylite -help';
@@ -248,6 +266,8 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   const leafServers = str('leaf-servers');
   const deadLetterStuck = str('dead-letter-stuck');
   const pprof = str('pprof');
+  const migrate = str('migrate');
+  const migrateResolved = str('migrate-resolved');
   return {
     config: str('config') ?? 'config.toml',
     ...(nodeId === undefined ? {} : { nodeId: parseUnsigned(flagOf('node-id'), nodeId) }),
@@ -277,5 +297,9 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     schemaStatus: bool('schema-status'),
     schemaStatusCluster: bool('schema-status-cluster'),
     ...(pprof === undefined ? {} : { pprof: parseHostPort(flagOf('pprof'), pprof) }),
+    ...(migrate === undefined ? {} : { migrate }),
+    ...(migrateResolved === undefined
+      ? {}
+      : { migrateResolved: parseUnsigned(flagOf('migrate-resolved'), migrateResolved) }),
   };
 }

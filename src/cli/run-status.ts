@@ -20,6 +20,7 @@ import { shardNumbers, statusBucket, streamName } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { parseNodeStatusRecord, type NodeStatusRecord } from '../node/node-status-reporter.ts';
 import { openDatabase } from '../sqlite/open-database.ts';
+import { listMigrations, type MigrationRecord } from '../migration/migration-store.ts';
 
 /** This node's state as its database holds it (no daemon needed). */
 interface LocalState {
@@ -30,6 +31,8 @@ interface LocalState {
   readonly deadLetters: ReadonlyMap<number, number>;
   /** Losing versions written to the conflict log in the last hour. */
   readonly recentConflicts: number;
+  /** Replicated migrations this database applied, failed or passed over, in stream order. */
+  readonly migrations: readonly MigrationRecord[];
 }
 
 interface StreamState {
@@ -49,6 +52,7 @@ function readLocalState(db: Database.Database): LocalState {
       shards: new Map(),
       deadLetters: new Map(),
       recentConflicts: 0,
+      migrations: listMigrations(db),
     };
   }
   const num = (v: unknown) => Number(v ?? 0);
@@ -85,7 +89,15 @@ function readLocalState(db: Database.Database): LocalState {
       .pluck()
       .get(Date.now() - 3_600_000),
   );
-  return { installed: true, tables, pending, shards, deadLetters, recentConflicts };
+  return {
+    installed: true,
+    tables,
+    pending,
+    shards,
+    deadLetters,
+    recentConflicts,
+    migrations: listMigrations(db),
+  };
 }
 
 async function readStreams(jsm: JetStreamManager, config: Config): Promise<Map<number, StreamState>> {
@@ -147,9 +159,29 @@ function lagOf(position: number, stream: StreamState | undefined): string {
   return stream === undefined ? '?' : String(Math.max(0, stream.lastSeq - position));
 }
 
+/** The replicated migrations recorded in this database; failed ones with their statement and error. */
+function formatMigrations(records: readonly MigrationRecord[], now: number): string {
+  if (records.length === 0) return '\n  migrations: none applied\n';
+  const failed = records.filter((r) => r.status === 'failed');
+  let text = `\n  migrations: ${records.filter((r) => r.status === 'applied').length} applied`;
+  text += failed.length > 0 ? `, ${failed.length} FAILED (holding the migration stream)\n\n` : '\n\n';
+  text += formatTable(
+    ['SEQ', 'NAME', 'STATUS', 'WHEN', 'DETAIL'],
+    records.map((r) => [
+      String(r.seq),
+      r.name === '' ? '-' : r.name,
+      r.status,
+      ago(r.at, now),
+      [r.statement, r.error].filter((x) => x !== null && x !== '').join(': ') || '-',
+    ]),
+  );
+  return text;
+}
+
 /**
  * `harmonylite -config f -status`: prints this node's state from its database
- * (tables, pending changes, position and dead letters per shard) and, from
+ * (tables, pending changes, position and dead letters per shard, replicated
+ * migrations with the failed ones' statement and error) and, from
  * NATS, every node's position and lag per shard, as reported by running nodes
  * into the status bucket (nodes silent for a minute drop out). Exit 0 when it
  * printed everything it was configured to; 1 when NATS could not be read.
@@ -225,6 +257,8 @@ export async function runStatus(
     );
   }
 
+  text += formatMigrations(local.migrations, now);
+
   text += '\n';
   if (servers.length === 0) {
     text +=
@@ -262,6 +296,21 @@ export async function runStatus(
       rows,
     );
     text += '  (* this node; LAG = stream last sequence - position)\n';
+    const migrating = nodes.filter((n) => n.migration_position !== undefined);
+    if (migrating.length > 0) {
+      text += '\n';
+      text += formatTable(
+        ['NODE', 'MIGRATION', 'HELD'],
+        migrating.map((n) => [
+          n.node_id === nodeId ? `${n.node_id} *` : String(n.node_id),
+          String(n.migration_position),
+          n.migration_held === undefined
+            ? '-'
+            : `migration ${n.migration_held.seq} (${n.migration_held.name}): ${n.migration_held.error}`,
+        ]),
+      );
+      text += '  (MIGRATION = last replicated migration applied, in stream order)\n';
+    }
   }
   out.write(text);
   return natsError === undefined ? 0 : 1;

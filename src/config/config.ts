@@ -172,7 +172,7 @@ export interface Config {
   busy_timeout: number;
   /** (ours) Checkpoint the WAL when it grows past this many bytes. */
   wal_checkpoint_bytes: number;
-  /** (ours) How often a shard held by a schema lag re-checks, ms. */
+  /** (ours) How often a shard held by a schema lag re-checks, and a failed replicated migration is retried, ms. */
   schema_retry_interval: number;
   /** (ours) A received version further ahead of this node's clock is applied, logged and counted, ms. */
   max_clock_skew: number;

@@ -187,6 +187,13 @@ export class HealthCheck {
       if (status.waitingForSnapshot !== undefined) fail('replication', status.waitingForSnapshot, 'degraded');
       for (const reason of this.#checkShards(status, now)) fail('replication', reason.text, reason.severity);
       for (const problem of status.streamProblems ?? []) fail('replication', problem, 'degraded');
+      const held = status.migrations?.held;
+      if (held !== undefined)
+        fail(
+          'replication',
+          `migration ${held.seq}${held.name === '' ? '' : ` (${held.name})`} failed on this node and holds the migration stream: ${held.error}${held.statement === undefined ? '' : ` in ${held.statement}`}`,
+          'degraded',
+        );
       const { stallAfterMs } = this.#options;
       const quietSince = Math.max(status.lastPublishAt, this.#pendingSince);
       if (status.natsConnected && this.#pendingSince !== 0 && now - quietSince >= stallAfterMs) {

@@ -1,3 +1,4 @@
+import type { HeldMigration } from '../migration/migration-follower.ts';
 import type { ShardConsumer } from '../replication/shard-consumer.ts';
 
 /** What a node reports about itself, for health, metrics and the status line. */
@@ -21,4 +22,6 @@ export interface NodeStatus {
   }[];
   /** Set while the start waits for the cluster to store a snapshot this node can restore: what it waits for. */
   readonly waitingForSnapshot?: string;
+  /** Replicated migrations: the last one applied (or passed over) in stream order, and the one holding, if any. */
+  readonly migrations?: { readonly position: number; readonly held?: HeldMigration };
 }

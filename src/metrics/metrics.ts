@@ -70,6 +70,10 @@ export class Metrics {
   readonly uniqueDisplaced: Counter<'shard'>;
   readonly shardWaiting: Gauge<'shard'>;
   readonly shardBehind: Gauge<'shard'>;
+  // Replicated migrations.
+  readonly migrationsApplied: Counter;
+  readonly migrationFailures: Counter;
+  readonly migrationHeld: Gauge;
   readonly streamReplaced: Counter<'shard'>;
   readonly streamRecovering: Gauge<'shard'>;
   readonly lagMessages: Gauge<'shard'>;
@@ -242,6 +246,21 @@ export class Metrics {
       name: name('shard_behind_stream'),
       help: '1 when the stream discarded messages this node has not applied (a snapshot restore is needed)',
       labelNames: shard,
+      registers,
+    });
+    this.migrationsApplied = new Counter({
+      name: name('migrations_applied_total'),
+      help: 'Replicated migrations (-migrate) this node applied',
+      registers,
+    });
+    this.migrationFailures = new Counter({
+      name: name('migration_failures_total'),
+      help: 'Attempts to apply a replicated migration that failed (the migration stream is held meanwhile)',
+      registers,
+    });
+    this.migrationHeld = new Gauge({
+      name: name('migration_held'),
+      help: '1 while a replicated migration that failed here (or is missing from its stream) holds the migration stream',
       registers,
     });
     this.streamReplaced = new Counter({

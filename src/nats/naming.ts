@@ -48,3 +48,15 @@ export function nodeRegistryBucket(streamPrefix: string): string {
 export function nodeKeyBucket(streamPrefix: string): string {
   return `${streamPrefix}-node-keys`;
 }
+
+/**
+ * Stream of replicated migrations (`-migrate`): one message per migration file, applied by
+ * every node in stream order; the stream sequence is the migration's version.
+ */
+export function migrationStream(streamPrefix: string): string {
+  return `${streamPrefix}-migrations`;
+}
+
+export function migrationSubject(subjectPrefix: string): string {
+  return `${subjectPrefix}-migrations`;
+}

@@ -42,6 +42,8 @@ import { openDatabase } from '../sqlite/open-database.ts';
 import { NodeIdentity } from './node-identity.ts';
 import { keepNodeId, resolveNodeId } from './node-id.ts';
 import { SHARD_HASHING } from '../replication/shard-hasher.ts';
+import { MigrationFollower } from '../migration/migration-follower.ts';
+import { ensureMigrationStream } from '../migration/migration-stream.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -87,6 +89,7 @@ export class HarmonyLiteNode {
   #scanner: ChangelogScanner | undefined;
   #publisher: Publisher | undefined;
   #consumers: ShardConsumer[] = [];
+  #migrations: MigrationFollower | undefined;
   #identity: NodeIdentity | undefined;
   #streamIds: StreamIdentities | undefined;
   #ensureStreams: (() => Promise<unknown>) | undefined;
@@ -387,6 +390,9 @@ export class HarmonyLiteNode {
       },
     });
     this.#snapshots.start();
+    // Migrations this node missed apply before any shard replays (a failure holds, loudly, and the start goes on).
+    await this.#openMigrations();
+    this.#checkOpen();
     if (config.replicate) {
       const [js, pool] = [this.#js, this.#pool];
       this.#newConsumer = (shard) =>
@@ -531,6 +537,48 @@ export class HarmonyLiteNode {
       if (!this.#abort.signal.aborted)
         this.logger.warn({ err }, 'recovering replaced streams failed; retried at the next reconnect');
     });
+  }
+
+  async #openMigrations(): Promise<void> {
+    const { config } = this;
+    await this.#withJetStream('create the migration stream', () =>
+      ensureMigrationStream(this.#jsm!, {
+        streamPrefix: config.nats.stream_prefix,
+        subjectPrefix: config.nats.subject_prefix,
+        replicas: config.replication_log.replicas,
+        duplicateWindowMs: config.replication_log.duplicate_window,
+      }),
+    );
+    this.#migrations = new MigrationFollower(
+      {
+        nc: this.#nc!,
+        jsm: this.#jsm!,
+        db: this.#writeDb!,
+        writer: this.writer,
+        logger: this.logger.child({ component: 'migrations' }),
+        metrics: this.metrics,
+        filter: this.#filter,
+        install: () => ({
+          captureWrites: config.publish,
+          index: { digest: this.#digest!, nodeId: this.nodeId },
+        }),
+        onApplied: (state) => {
+          this.#capture = state;
+          this.#logCapture(state, false);
+          this.#scanner?.invalidate();
+          this.#pool?.schemaChanged();
+          for (const c of this.#consumers) c.schemaChanged();
+          this.#publisher?.wake();
+        },
+      },
+      {
+        nodeId: this.nodeId,
+        streamPrefix: config.nats.stream_prefix,
+        subjectPrefix: config.nats.subject_prefix,
+        retryMs: config.schema_retry_interval,
+      },
+    );
+    await this.#migrations.open();
   }
 
   #setNatsUp(up: boolean): void {
@@ -703,6 +751,14 @@ export class HarmonyLiteNode {
         deadLetters: c.deadLetters,
       })),
       ...(this.#snapshots?.waiting === undefined ? {} : { waitingForSnapshot: this.#snapshots.waiting }),
+      ...(this.#migrations === undefined
+        ? {}
+        : {
+            migrations: {
+              position: this.#migrations.position,
+              ...(this.#migrations.held === undefined ? {} : { held: this.#migrations.held }),
+            },
+          }),
     };
   }
 
@@ -722,6 +778,7 @@ export class HarmonyLiteNode {
     await this.#streamRecovery;
     this.#detector?.close();
     await this.#publisher?.close();
+    await this.#migrations?.close();
     await Promise.all(this.#consumers.map((c) => c.close()));
     this.#consumers = [];
     await this.#schemaCheck;

@@ -22,6 +22,10 @@ export interface NodeStatusRecord {
   readonly last_publish_at: number;
   /** SHA-256 of the replicated tables' shape; absent in entries of older versions. */
   readonly schema_hash?: string;
+  /** Last replicated migration applied or passed over, in stream order; absent in entries of older versions. */
+  readonly migration_position?: number;
+  /** The migration that failed here and holds the migration stream. */
+  readonly migration_held?: { readonly seq: number; readonly name: string; readonly error: string };
   readonly shards: readonly {
     readonly shard: number;
     /** Stream sequence applied. */
@@ -115,6 +119,16 @@ export class NodeStatusReporter {
         pending: s.pending,
         last_publish_at: s.lastPublishAt,
         schema_hash: s.schemaHash,
+        ...(s.migrations === undefined ? {} : { migration_position: s.migrations.position }),
+        ...(s.migrations?.held === undefined
+          ? {}
+          : {
+              migration_held: {
+                seq: s.migrations.held.seq,
+                name: s.migrations.held.name,
+                error: s.migrations.held.error,
+              },
+            }),
         shards: s.shards.map((x) => ({
           shard: x.shard,
           position: x.position,

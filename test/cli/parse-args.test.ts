@@ -107,6 +107,8 @@ describe('parseArgs', () => {
     assert.equal(parseArgs(['--schema-status-cluster']).schemaStatusCluster, true);
     assert.equal(parseArgs(['-dead-letter-stuck', '3']).deadLetterStuck, 3);
     assert.equal(parseArgs(['--dead-letter-stuck=0']).deadLetterStuck, 0);
+    assert.equal(parseArgs(['-migrate', 'm/001.sql']).migrate, 'm/001.sql');
+    assert.equal(parseArgs(['--migrate-resolved=7']).migrateResolved, 7);
     assert.equal(parseArgs(['-version']).version, true);
     assert.equal(parseArgs(['--version']).version, true);
   });
@@ -166,6 +168,8 @@ describe('parseArgs', () => {
       ['node id beyond 2^53', ['-node-id', '9007199254740993'], /must be an unsigned integer/],
       ['bad shard', ['-dead-letter-stuck', 'two'], /^flag "-dead-letter-stuck" must be an unsigned integer/],
       ['shard missing', ['--dead-letter-stuck'], /^flag "--dead-letter-stuck" needs a value$/],
+      ['migration file missing', ['-migrate'], /^flag "-migrate" needs a value$/],
+      ['bad migration', ['-migrate-resolved', 'x'], /^flag "-migrate-resolved" must be an unsigned integer/],
       ['bad boolean', ['-cleanup=yes'], /^flag "-cleanup" must be true or false, got "yes"$/],
       ['empty boolean', ['--status='], /^flag "--status" must be true or false, got ""$/],
       [
@@ -235,6 +239,7 @@ const SAMPLES: Record<string, string> = {
   FILE: 'a.toml',
   N: '1',
   SHARD: '1',
+  SEQ: '1',
   'HOST:PORT': 'h:1',
   URLS: 'nats://h:1',
 };
@@ -259,6 +264,8 @@ describe('USAGE', () => {
       'dead-letter-stuck',
       'schema-status',
       'schema-status-cluster',
+      'migrate',
+      'migrate-resolved',
       'pprof',
     ];
     const lines = USAGE.split('\n');

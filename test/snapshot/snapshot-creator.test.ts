@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import {
   CONFLICTS,
+  MIGRATIONS,
   GLOBAL_LOG,
   INDEXED_TABLES,
   ORIGIN_SEQS,
@@ -80,7 +81,7 @@ describe('createSnapshotFile', () => {
       assert.deepEqual(
         tables.filter((t) => !t.startsWith('sqlite_')).sort(),
         // The replicated-state index travels with the rows it describes.
-        [ORIGIN_SEQS, POSITIONS, ROW_VERSIONS, INDEXED_TABLES, PARKED, CONFLICTS, 'items'].sort(),
+        [ORIGIN_SEQS, POSITIONS, ROW_VERSIONS, INDEXED_TABLES, PARKED, CONFLICTS, MIGRATIONS, 'items'].sort(),
       );
       assert.equal(count(out, "SELECT count(*) FROM sqlite_sequence WHERE name GLOB '__harmonylite__*'"), 0);
       assert.equal(count(out, 'SELECT count(*) FROM items'), 500);
@@ -98,7 +99,9 @@ describe('createSnapshotFile', () => {
     db.exec(
       `INSERT INTO "__harmonylite___row_versions" VALUES ('items', x'01', 42, 1, 0, 0);` +
         `INSERT INTO "__harmonylite___conflicts" (at, tbl, pk, reason, lost_version, lost_origin, lost_type, won_version, won_origin) ` +
-        `VALUES (1, 'items', x'01', 'superseded', 1, 2, 'update', 42, 1);`,
+        `VALUES (1, 'items', x'01', 'superseded', 1, 2, 'update', 42, 1);` +
+        // The migrations applied to these rows' schema: a restored node must not run them again.
+        `INSERT INTO "${MIGRATIONS}" (seq, hash, name, status, at) VALUES (1, 'h', '001.sql', 'applied', 1);`,
     );
     // A value that only the change log still holds once the row is written back.
     db.exec(
@@ -118,8 +121,9 @@ describe('createSnapshotFile', () => {
       const tables = schemaNames(created.uploadPath).tables.filter((t) => !t.startsWith('sqlite_'));
       assert.deepEqual(
         tables.sort(),
-        [ORIGIN_SEQS, POSITIONS, ROW_VERSIONS, INDEXED_TABLES, PARKED, CONFLICTS, 'items'].sort(),
+        [ORIGIN_SEQS, POSITIONS, ROW_VERSIONS, INDEXED_TABLES, PARKED, CONFLICTS, MIGRATIONS, 'items'].sort(),
       );
+      assert.equal(count(created.uploadPath, `SELECT seq FROM "${MIGRATIONS}" WHERE status = 'applied'`), 1);
       assert.equal(count(created.uploadPath, 'SELECT version FROM "__harmonylite___row_versions"'), 42);
       assert.equal(count(created.uploadPath, 'SELECT count(*) FROM "__harmonylite___conflicts"'), 1);
       const bytes = readFileSync(created.uploadPath);
