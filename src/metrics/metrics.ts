@@ -72,6 +72,8 @@ export class Metrics {
   readonly shardBehind: Gauge<'shard'>;
   readonly streamReplaced: Counter<'shard'>;
   readonly streamRecovering: Gauge<'shard'>;
+  readonly streamsConsumed: Gauge;
+  readonly streamsBeyondShards: Gauge;
   readonly lagMessages: Gauge<'shard'>;
   readonly lagSeconds: Gauge<'shard'>;
   readonly appliedPosition: Gauge<'shard'>;
@@ -254,6 +256,16 @@ export class Metrics {
       name: name('stream_replaced_recovering'),
       help: '1 from a replaced stream being found until this node has replayed it up to its end at that time',
       labelNames: shard,
+      registers,
+    });
+    this.streamsConsumed = new Gauge({
+      name: name('streams_consumed'),
+      help: 'Change streams this node consumes: every stream under the prefix, whatever its own shards',
+      registers,
+    });
+    this.streamsBeyondShards = new Gauge({
+      name: name('streams_beyond_shards'),
+      help: "Change streams beyond this node's own shards (another node publishes, or published, with more shards)",
       registers,
     });
     this.lagMessages = new Gauge({

@@ -51,13 +51,23 @@ function notFound(err: unknown): boolean {
  */
 export class StreamIdentities {
   readonly #deps: StreamIdentitiesDeps;
-  readonly #options: StreamIdentitiesOptions;
+  readonly #streams: Map<number, string>;
   readonly #recovering = new Map<number, Recovery>();
   readonly #broken = new Map<number, string>();
 
   constructor(deps: StreamIdentitiesDeps, options: StreamIdentitiesOptions) {
     this.#deps = deps;
-    this.#options = options;
+    this.#streams = new Map(options.streams);
+  }
+
+  /** A shard stream found after the start (another node publishes with more shards); `reconcile([shard])` next. */
+  add(shard: number, stream: string): void {
+    this.#streams.set(shard, stream);
+  }
+
+  /** The shard streams checked. */
+  get shards(): number[] {
+    return [...this.#streams.keys()];
   }
 
   /** At start, after the streams exist and before consumers read their positions. */
@@ -68,7 +78,7 @@ export class StreamIdentities {
         `CREATE TABLE IF NOT EXISTS ${q(STREAM_IDENTITIES)} (shard INTEGER PRIMARY KEY, stream TEXT NOT NULL, created TEXT NOT NULL, recorded_at INTEGER NOT NULL)`,
       ),
     );
-    for (const [shard, stream] of this.#options.streams) {
+    for (const [shard, stream] of this.#streams) {
       if (only !== undefined && !only.includes(shard)) continue;
       const info = await jsm.streams.info(stream);
       const created = info.created;
@@ -119,7 +129,7 @@ export class StreamIdentities {
   async recheck(): Promise<number[]> {
     const { jsm, logger, metrics } = this.#deps;
     const changed: number[] = [];
-    for (const [shard, stream] of this.#options.streams) {
+    for (const [shard, stream] of this.#streams) {
       let created: string | undefined;
       try {
         created = (await jsm.streams.info(stream)).created;

@@ -7,6 +7,7 @@ import { excludedTables as excludedTablePatterns } from '../config/excluded-tabl
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, streamName } from '../nats/naming.ts';
+import { listShardStreams } from '../nats/stream-manager.ts';
 import type { WriterQueue } from '../replication/writer-queue.ts';
 import { swapDatabase } from './database-swap.ts';
 import {
@@ -89,11 +90,15 @@ export class SnapshotRestorer {
     this.#deps = deps;
   }
 
-  /** The kept range of every shard stream. */
+  /** The kept range of every change stream: this node's shards and any other under the prefix. */
   async streamRanges(signal?: AbortSignal): Promise<StreamRange[]> {
     const { config, jsm } = this.#deps;
     const streams: StreamRange[] = [];
-    for (const shard of shardNumbers(config.replication_log.shards)) {
+    const shards = new Set([
+      ...shardNumbers(config.replication_log.shards),
+      ...(await listShardStreams(jsm, config.nats.stream_prefix)),
+    ]);
+    for (const shard of [...shards].sort((a, b) => a - b)) {
       signal?.throwIfAborted();
       const info = await jsm.streams.info(streamName(config.nats.stream_prefix, shard));
       streams.push({ shard, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq });
@@ -103,7 +108,6 @@ export class SnapshotRestorer {
 
   async check(signal?: AbortSignal): Promise<RestoreDecision | undefined> {
     const { config, logger } = this.#deps;
-    const shards = config.replication_log.shards;
     const streams = await this.streamRanges(signal);
     const positions = this.#withDb(true, (db) => readPositions(db));
     const behind = shardsBehind(streams, positions);
@@ -115,7 +119,6 @@ export class SnapshotRestorer {
     });
     const candidates = restoreCandidates(behind, streams, manifests, {
       streamPrefix: config.nats.stream_prefix,
-      shards,
       storeDescription: store.description,
     });
     logger.warn(
