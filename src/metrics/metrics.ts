@@ -72,6 +72,7 @@ export class Metrics {
   readonly shardBehind: Gauge<'shard'>;
   readonly streamReplaced: Counter<'shard'>;
   readonly streamRecovering: Gauge<'shard'>;
+  readonly streamReplacedRecoveries: Counter<'outcome'>;
   readonly streamsConsumed: Gauge;
   readonly streamsBeyondShards: Gauge;
   readonly lagMessages: Gauge<'shard'>;
@@ -256,6 +257,12 @@ export class Metrics {
       name: name('stream_replaced_recovering'),
       help: '1 from a replaced stream being found until this node has replayed it up to its end at that time',
       labelNames: shard,
+      registers,
+    });
+    this.streamReplacedRecoveries = new Counter({
+      name: name('stream_replaced_recoveries_total'),
+      help: 'Starts that found recreated streams, by how this node recovered: restored (a snapshot made since reached them) or replayed (none did: the new streams replayed from their start)',
+      labelNames: ['outcome'] as const,
       registers,
     });
     this.streamsConsumed = new Gauge({

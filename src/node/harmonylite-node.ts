@@ -30,7 +30,7 @@ import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
 import { ShardConsumer } from '../replication/shard-consumer.ts';
-import { StreamIdentities } from '../replication/stream-identities.ts';
+import { StreamIdentities, type ReplacedStream } from '../replication/stream-identities.ts';
 import { recoverStreams } from './recover-streams.ts';
 import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
@@ -301,6 +301,7 @@ export class HarmonyLiteNode {
 
     this.#checkOpen();
     // Before positions are read (restore plan, consumers): a recreated stream starts again at 1.
+    let replaced: ReplacedStream[] = [];
     if (config.replicate) {
       this.#streamIds = new StreamIdentities(
         { db: this.#writeDb, jsm: this.#jsm, writer: this.writer, logger, metrics: this.metrics },
@@ -308,7 +309,7 @@ export class HarmonyLiteNode {
           streams: new Map([...this.#consumed].map((s) => [s, streamName(config.nats.stream_prefix, s)])),
         },
       );
-      await this.#withJetStream('check the streams', () => this.#streamIds!.reconcile());
+      replaced = await this.#withJetStream('check the streams', () => this.#streamIds!.reconcile());
     }
     const origins = await this.#withJetStream('register the node key', () =>
       openOriginSigning(this.#js!, {
@@ -366,7 +367,7 @@ export class HarmonyLiteNode {
       nc: this.#nc,
       writer: this.writer,
     });
-    await this.#snapshots.checkRestore();
+    await this.#snapshots.checkRestore(replaced);
 
     if (config.publish) {
       const maxPayload = this.#nc.info?.max_payload ?? 1024 * 1024;

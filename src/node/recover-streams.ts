@@ -28,6 +28,8 @@ export async function recoverStreams(o: RecoverStreamsOptions): Promise<void> {
   if (shards.length === 0) return;
   await o.ensureStreams();
   for (const shard of shards)
-    await o.restartConsumer(shard, () => o.retry('check the streams', () => o.identities.reconcile([shard])));
+    await o.restartConsumer(shard, async () => {
+      await o.retry('check the streams', () => o.identities.reconcile([shard]));
+    });
   o.logger.info({ shards }, 'replaying the recreated streams from their start');
 }

@@ -20,6 +20,16 @@ export interface StreamIdentitiesOptions {
   readonly streams: ReadonlyMap<number, string>;
 }
 
+/** A stream found recreated by `reconcile`: this node's position in the old one was reset. */
+export interface ReplacedStream {
+  readonly shard: number;
+  readonly stream: string;
+  /** The new stream's creation time (stream info `created`). */
+  readonly created: string;
+  /** This node's position in the old stream. */
+  readonly oldPosition: number;
+}
+
 /** A replaced stream whose new messages this node has not yet all replayed. */
 interface Recovery {
   readonly stream: string;
@@ -70,8 +80,12 @@ export class StreamIdentities {
     return [...this.#streams.keys()];
   }
 
-  /** At start, after the streams exist and before consumers read their positions. */
-  async reconcile(only?: readonly number[]): Promise<void> {
+  /**
+   * At start, after the streams exist and before consumers read their positions.
+   * Resolves with the streams found recreated (their positions reset to 0).
+   */
+  async reconcile(only?: readonly number[]): Promise<ReplacedStream[]> {
+    const found: ReplacedStream[] = [];
     const { db, jsm, writer, logger, metrics } = this.#deps;
     await writer.run(() =>
       db.exec(
@@ -100,6 +114,7 @@ export class StreamIdentities {
       );
       const reported = this.#broken.delete(shard); // found on reconnect: counted and logged then
       if (replaced === undefined) continue;
+      found.push({ shard, stream, created, oldPosition: replaced.position });
       if (!reported) metrics.streamReplaced.inc({ shard: String(shard) });
       const untilSeq = info.state.last_seq;
       if (untilSeq > 0) {
@@ -116,9 +131,10 @@ export class StreamIdentities {
           old_position: replaced.position,
           replay_until: untilSeq,
         },
-        `stream ${stream} was recreated (the JetStream store was wiped or replaced): its sequences start again at 1, so this node's position ${replaced.position} belonged to the old stream; replaying the new stream from its start. Changes the old stream held that this node had not applied are lost with it: if this node was behind, restore it from a snapshot`,
+        `stream ${stream} was recreated (the JetStream store was wiped or replaced): its sequences start again at 1, so this node's position ${replaced.position} belonged to the old stream; its position is reset to replay the new stream from its start. Changes the old stream held that this node had not applied are gone with it: at start, a snapshot made since the streams were recreated is restored first when one reaches them`,
       );
     }
+    return found;
   }
 
   /**

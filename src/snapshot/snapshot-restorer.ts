@@ -16,7 +16,14 @@ import {
   unpublishedChanges,
   type PrepareRestoreOptions,
 } from './prepare-restore-file.ts';
-import { restoreCandidates, shardsBehind, type BehindShard, type StreamRange } from './restore-plan.ts';
+import {
+  restoreCandidates,
+  shardsBehind,
+  unusableReason,
+  type BehindShard,
+  type StreamRange,
+} from './restore-plan.ts';
+import type { ReplacedStream } from '../replication/stream-identities.ts';
 import { listSnapshots } from './snapshot-catalog.ts';
 import { errorMessage, SnapshotError } from './snapshot-error.ts';
 import { SnapshotKey, snapshotKeyMismatch } from './snapshot-key.ts';
@@ -134,6 +141,51 @@ export class SnapshotRestorer {
     }
     await this.#raiseOutboxSeqs(candidates);
     return { behind, candidates };
+  }
+
+  /**
+   * After streams were found recreated at start (their positions reset to 0):
+   * this node may have been behind in the old streams, whose unapplied changes
+   * are gone. Restores the newest snapshot made since the newest of them was
+   * created whose positions reach every stream (its node saw the new streams
+   * only, so it cannot carry old positions); none: undefined, the new streams
+   * are replayed from their start. Logs either way.
+   */
+  async checkReplaced(
+    replaced: readonly ReplacedStream[],
+    signal?: AbortSignal,
+  ): Promise<RestoreDecision | undefined> {
+    const { config, logger } = this.#deps;
+    const since = Math.max(...replaced.map((r) => Date.parse(r.created)));
+    const streams = await this.streamRanges(signal);
+    const store = await this.#deps.store();
+    const manifests = await listSnapshots(store, {
+      signal,
+      onSkipped: (name, reason) => logger.warn({ object: name, reason }, 'snapshot skipped'),
+    });
+    const expected = { streamPrefix: config.nats.stream_prefix };
+    const candidates = manifests.filter(
+      (m) => m.createdAt >= since && unusableReason(m, streams, expected) === undefined,
+    );
+    const context = {
+      shards: replaced.map((r) => r.shard),
+      old_positions: Object.fromEntries(replaced.map((r) => [r.shard, r.oldPosition])),
+      recreated_at: new Date(since).toISOString(),
+      store: store.description,
+    };
+    if (candidates.length === 0) {
+      logger.error(
+        { ...context, snapshots: manifests.length },
+        'the streams were recreated and no snapshot made since then reaches them: replaying the new streams from their start. Changes the old streams held that this node had not applied are lost on this node; take a snapshot on an up-to-date node (harmonylite -config FILE -save-snapshot) and start this node again to restore it',
+      );
+      return undefined;
+    }
+    logger.error(
+      { ...context, snapshot: candidates[0]!.name },
+      'the streams were recreated while this node was stopped: it may not have applied everything the old streams held; restoring a snapshot made since',
+    );
+    await this.#raiseOutboxSeqs(candidates);
+    return { behind: [], candidates };
   }
 
   async restore(decision: RestoreDecision, options: RestoreOptions = {}): Promise<SnapshotManifest> {
