@@ -309,7 +309,9 @@ export class HarmonyLiteNode {
           streams: new Map([...this.#consumed].map((s) => [s, streamName(config.nats.stream_prefix, s)])),
         },
       );
-      replaced = await this.#withJetStream('check the streams', () => this.#streamIds!.reconcile());
+      await this.#withJetStream('check the streams', () => this.#streamIds!.reconcile());
+      // Found now, or by this node while it ran (no restore then): it may have been behind in the old streams.
+      replaced = await this.#streamIds.restoreDue();
     }
     const origins = await this.#withJetStream('register the node key', () =>
       openOriginSigning(this.#js!, {
@@ -417,6 +419,7 @@ export class HarmonyLiteNode {
         this.#pool?.schemaChanged();
       },
     });
+    await this.#streamIds?.restoreChecked();
     this.#snapshots.start();
     if (config.replicate) {
       const [js, pool] = [this.#js, this.#pool];

@@ -32,4 +32,8 @@ export async function recoverStreams(o: RecoverStreamsOptions): Promise<void> {
       await o.retry('check the streams', () => o.identities.reconcile([shard]));
     });
   o.logger.info({ shards }, 'replaying the recreated streams from their start');
+  o.logger.error(
+    { shards },
+    'this node may have been behind in the streams that were lost, and what they held is gone: its next start restores a snapshot made since they were recreated when one reaches them (take one on an up-to-date node with -save-snapshot, then restart this node)',
+  );
 }

@@ -75,11 +75,6 @@ export class StreamIdentities {
     this.#streams.set(shard, stream);
   }
 
-  /** The shard streams checked. */
-  get shards(): number[] {
-    return [...this.#streams.keys()];
-  }
-
   /**
    * At start, after the streams exist and before consumers read their positions.
    * Resolves with the streams found recreated (their positions reset to 0).
@@ -87,11 +82,14 @@ export class StreamIdentities {
   async reconcile(only?: readonly number[]): Promise<ReplacedStream[]> {
     const found: ReplacedStream[] = [];
     const { db, jsm, writer, logger, metrics } = this.#deps;
-    await writer.run(() =>
+    await writer.run(() => {
       db.exec(
         `CREATE TABLE IF NOT EXISTS ${q(STREAM_IDENTITIES)} (shard INTEGER PRIMARY KEY, stream TEXT NOT NULL, created TEXT NOT NULL, recorded_at INTEGER NOT NULL)`,
-      ),
-    );
+      );
+      // The old position while the start's restore check (restoreDue) is still to run for this stream.
+      if (!this.#tracksReplacements())
+        db.exec(`ALTER TABLE ${q(STREAM_IDENTITIES)} ADD COLUMN replaced_from INTEGER`);
+    });
     for (const [shard, stream] of this.#streams) {
       if (only !== undefined && !only.includes(shard)) continue;
       const info = await jsm.streams.info(stream);
@@ -106,8 +104,8 @@ export class StreamIdentities {
             const old =
               stored === undefined ? undefined : { ...stored, position: resetStreamPosition(db, shard) };
             db.prepare(
-              `INSERT INTO ${q(STREAM_IDENTITIES)} (shard, stream, created, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT (shard) DO UPDATE SET stream = excluded.stream, created = excluded.created, recorded_at = excluded.recorded_at`,
-            ).run(shard, stream, created, Date.now());
+              `INSERT INTO ${q(STREAM_IDENTITIES)} (shard, stream, created, recorded_at, replaced_from) VALUES (?, ?, ?, ?, ?) ON CONFLICT (shard) DO UPDATE SET stream = excluded.stream, created = excluded.created, recorded_at = excluded.recorded_at, replaced_from = excluded.replaced_from`,
+            ).run(shard, stream, created, Date.now(), old === undefined ? null : old.position);
             return old;
           })
           .immediate(),
@@ -135,6 +133,35 @@ export class StreamIdentities {
       );
     }
     return found;
+  }
+
+  /**
+   * Streams found recreated, at this start or while the node ran, whose restore
+   * check has not run yet (a start checks whether a snapshot made since reaches
+   * them: the node may have been behind in the old streams).
+   */
+  async restoreDue(): Promise<ReplacedStream[]> {
+    const { db, writer } = this.#deps;
+    return writer.run(() => {
+      if (!this.#tracksReplacements()) return [];
+      const rows = db
+        .prepare(
+          `SELECT shard, stream, created, replaced_from AS oldPosition FROM ${q(STREAM_IDENTITIES)} WHERE replaced_from IS NOT NULL ORDER BY shard`,
+        )
+        .all() as ReplacedStream[];
+      return rows;
+    });
+  }
+
+  /** The start's restore check ran (restored or decided to replay): not due again. */
+  async restoreChecked(): Promise<void> {
+    const { db, writer } = this.#deps;
+    await writer.run(() => {
+      if (!this.#tracksReplacements()) return;
+      db.prepare(
+        `UPDATE ${q(STREAM_IDENTITIES)} SET replaced_from = NULL WHERE replaced_from IS NOT NULL`,
+      ).run();
+    });
   }
 
   /**
@@ -192,6 +219,15 @@ export class StreamIdentities {
   }
 
   /** The identity recorded for a shard; none before the first start or after a snapshot restore (not in snapshots). */
+  /** The table exists with its `replaced_from` column (a restored snapshot's may have neither). */
+  #tracksReplacements(): boolean {
+    const cols = this.#deps.db
+      .prepare('SELECT name FROM pragma_table_info(?)')
+      .pluck()
+      .all(STREAM_IDENTITIES);
+    return cols.includes('replaced_from');
+  }
+
   #stored(shard: number): { stream: string; created: string } | undefined {
     const table = this.#deps.db
       .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?")

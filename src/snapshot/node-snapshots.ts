@@ -129,6 +129,8 @@ export class NodeSnapshots {
           return undefined;
         });
         m.streamReplacedRecoveries.inc({ outcome: this.#decision === undefined ? 'replayed' : 'restored' });
+      } else if (replaced.length > 0) {
+        m.streamReplacedRecoveries.inc({ outcome: 'restored' }); // the streams' gap asks for a restore anyway
       }
     } catch (err) {
       if (!isRefusal(err)) throw err;

@@ -107,9 +107,34 @@ test('a node behind when the store was wiped restores a snapshot made since; wit
   assert.ok(b.logs.has('Snapshot restored'));
   await count(b.dbPath, 45);
   insertItems(app, 46, 50, (i) => `later ${i}`);
-  app.close();
   await count(b.dbPath, 50);
   await waitFor('node 2 healthy again', () => b.node.status().streamProblems?.length === 0);
   const missed = query(b.dbPath, "SELECT count(*) FROM items WHERE v LIKE 'missed by node 2%'")[0]![0];
   assert.equal(Number(missed), 20);
+
+  // Wiped while both run: they replay the new streams (a running node does not restore) and
+  // say that the next start checks for a snapshot; node 2's next start restores one made since.
+  await wipeStore();
+  await waitFor('node 2 replays the recreated stream', () =>
+    b.logs.has(/its next start restores a snapshot made since they were recreated/),
+  );
+  await waitFor('node 1 replays the recreated stream', () =>
+    a2.logs.has('replaying the recreated streams from their start'),
+  );
+  insertItems(app, 51, 55, (i) => `after the second wipe ${i}`);
+  app.close();
+  await count(b.dbPath, 55);
+  const again = await runSaveSnapshotCli(join(dir.path, 'node-1.toml'));
+  assert.equal(again.exitCode, 0, again.output.join('\n'));
+  await b.close();
+  nodes = nodes.filter((n) => n !== b);
+  b = await start(2);
+  assert.equal(await recoveries(b, 'restored'), 1, b.logs.messages().join('\n'));
+  await count(b.dbPath, 55);
+  // Checked once: the start after that neither restores nor replays.
+  await b.close();
+  nodes = nodes.filter((n) => n !== b);
+  b = await start(2);
+  assert.equal((await b.node.metrics.streamReplacedRecoveries.get()).values.length, 0);
+  assert.equal(b.logs.has('Snapshot restored'), false);
 });
