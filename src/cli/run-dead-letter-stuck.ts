@@ -4,6 +4,7 @@ import { excludedTables } from '../config/excluded-tables.ts';
 import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
+import { listShardStreams } from '../nats/stream-manager.ts';
 import { streamName } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { openDatabase } from '../sqlite/open-database.ts';
@@ -27,13 +28,21 @@ export async function runDeadLetterStuck(
   cluster: CommandClusterOptions = {},
 ): Promise<number> {
   requireDatabase(config);
-  if (shard < 1 || shard > config.replication_log.shards) {
-    throw new ConfigError(`shard ${shard} does not exist: shards are 1..${config.replication_log.shards}`);
-  }
+  if (shard < 1) throw new ConfigError(`shard ${shard} does not exist: shards are numbered from 1`);
   const nodeId =
     resolveNodeId(config.node_id, config.db_path, { busyTimeoutMs: config.busy_timeout, create: false }) ?? 0;
   const nats = await connectForCommand(config, nodeId, 'harmonylite-cli', logger, { cluster });
   const nc = nats.nc;
+  // A node consumes every change stream, beyond its own shards too (a rolling change of the count).
+  if (shard > config.replication_log.shards) {
+    const existing = await listShardStreams(await jetstreamManager(nc), config.nats.stream_prefix);
+    if (!existing.includes(shard)) {
+      await nats.close();
+      throw new ConfigError(
+        `shard ${shard} does not exist: the change streams are ${existing.join(', ') || 'none'} (this node's shards are 1..${config.replication_log.shards})`,
+      );
+    }
+  }
   const db = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });
   try {
     // Only positions and dead letters are written here: no change is applied, so no clock is kept.

@@ -76,6 +76,9 @@ export class Metrics {
   readonly migrationHeld: Gauge;
   readonly streamReplaced: Counter<'shard'>;
   readonly streamRecovering: Gauge<'shard'>;
+  readonly streamReplacedRecoveries: Counter<'outcome'>;
+  readonly streamsConsumed: Gauge;
+  readonly streamsBeyondShards: Gauge;
   readonly lagMessages: Gauge<'shard'>;
   readonly lagSeconds: Gauge<'shard'>;
   readonly appliedPosition: Gauge<'shard'>;
@@ -273,6 +276,22 @@ export class Metrics {
       name: name('stream_replaced_recovering'),
       help: '1 from a replaced stream being found until this node has replayed it up to its end at that time',
       labelNames: shard,
+      registers,
+    });
+    this.streamReplacedRecoveries = new Counter({
+      name: name('stream_replaced_recoveries_total'),
+      help: 'Starts that found recreated streams, by how this node recovered: restored (a snapshot made since reached them) or replayed (none did: the new streams replayed from their start)',
+      labelNames: ['outcome'] as const,
+      registers,
+    });
+    this.streamsConsumed = new Gauge({
+      name: name('streams_consumed'),
+      help: 'Change streams this node consumes: every stream under the prefix, whatever its own shards',
+      registers,
+    });
+    this.streamsBeyondShards = new Gauge({
+      name: name('streams_beyond_shards'),
+      help: "Change streams beyond this node's own shards (another node publishes, or published, with more shards)",
       registers,
     });
     this.lagMessages = new Gauge({

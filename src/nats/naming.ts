@@ -7,6 +7,14 @@ export function streamName(streamPrefix: string, shard: number): string {
   return `${streamPrefix}-${shard}`;
 }
 
+/** The shard number of a change stream's name, or undefined for any other stream. */
+export function shardOfStream(streamPrefix: string, name: string): number | undefined {
+  if (!name.startsWith(`${streamPrefix}-`)) return undefined;
+  const rest = name.slice(streamPrefix.length + 1);
+  if (!/^[1-9]\d{0,5}$/.test(rest)) return undefined;
+  return Number(rest);
+}
+
 export function subjectName(subjectPrefix: string, shard: number): string {
   return `${subjectPrefix}-${shard}`;
 }

@@ -8,7 +8,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import type { Logger } from '../logger.ts';
-import { shardNumbers, streamName, subjectName } from './naming.ts';
+import { shardNumbers, shardOfStream, streamName, subjectName } from './naming.ts';
 
 export interface StreamSettings {
   readonly streamPrefix: string;
@@ -18,6 +18,8 @@ export interface StreamSettings {
   readonly replicas: number;
   readonly duplicateWindowMs: number;
   readonly updateExisting: boolean;
+  /** Further shard streams to create when missing (streams other nodes publish to); default none. */
+  readonly alsoShards?: readonly number[];
 }
 
 /** The seed's stream settings: file storage, limits retention, `max_entries` messages, discard old. */
@@ -56,7 +58,8 @@ function differences(have: StreamConfig, want: Partial<StreamConfig>): string[] 
  * updated only with `update_existing` (otherwise a warning names the differences).
  */
 export async function ensureStreams(jsm: JetStreamManager, s: StreamSettings, logger: Logger): Promise<void> {
-  for (const shard of shardNumbers(s.shards)) {
+  const shards = new Set([...shardNumbers(s.shards), ...(s.alsoShards ?? [])]);
+  for (const shard of [...shards].sort((a, b) => a - b)) {
     const want = desiredStreamConfig(s, shard);
     let info: StreamInfo | undefined;
     try {
@@ -81,4 +84,18 @@ export async function ensureStreams(jsm: JetStreamManager, s: StreamSettings, lo
       );
     }
   }
+}
+
+/**
+ * The shard numbers of every change stream under the prefix (`<prefix>-<n>`),
+ * sorted: the streams any node publishes to, whatever its own `shards`.
+ * KV and object-store buckets are streams named `KV_*` / `OBJ_*`, never matched.
+ */
+export async function listShardStreams(jsm: JetStreamManager, streamPrefix: string): Promise<number[]> {
+  const found: number[] = [];
+  for await (const name of jsm.streams.names()) {
+    const shard = shardOfStream(streamPrefix, name);
+    if (shard !== undefined) found.push(shard);
+  }
+  return found.sort((a, b) => a - b);
 }

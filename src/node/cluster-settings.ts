@@ -105,7 +105,7 @@ export async function checkClusterSettings(o: ClusterSettingsCheckOptions): Prom
     if (ours.shards !== theirs.shards)
       o.logger.warn(
         { setting: 'shards', here: ours.shards, cluster: theirs.shards, recorded_by: theirs.recorded_by },
-        "shards differs from the first node's: allowed during a rolling change of the count; this node publishes to and consumes streams 1..shards only, so finish the change on every node",
+        "shards differs from the first node's: allowed (a rolling change of the count); this node publishes to streams 1..shards and consumes every change stream that exists under the prefix",
       );
     return;
   }

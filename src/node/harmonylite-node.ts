@@ -21,7 +21,7 @@ import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embe
 import { isLoopbackAddress, splitRouteCredentials } from '../nats/route-credentials.ts';
 import { streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
-import { ensureStreams } from '../nats/stream-manager.ts';
+import { ensureStreams, listShardStreams } from '../nats/stream-manager.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
 import { RowDigest } from '../codec/row-digest.ts';
 import { maxIndexedVersion, pruneConflicts } from '../replication/row-version-store.ts';
@@ -31,7 +31,7 @@ import { whenWriteLockFree } from '../sqlite/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
 import { ShardConsumer } from '../replication/shard-consumer.ts';
-import { StreamIdentities } from '../replication/stream-identities.ts';
+import { StreamIdentities, type ReplacedStream } from '../replication/stream-identities.ts';
 import { recoverStreams } from './recover-streams.ts';
 import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
@@ -63,6 +63,8 @@ export interface NodeOptions {
 const CLEANUP_SPAN = 1000;
 /** Longest pause between two cleanup steps, ms. */
 const CLEANUP_MAX_PAUSE_MS = 50;
+/** How often a running node looks for change streams added by other nodes (a rolling change of `shards`). */
+const STREAM_DISCOVERY_MS = 5000;
 
 /**
  * One HarmonyLite node: capture on the application's database, a publisher and
@@ -95,6 +97,9 @@ export class HarmonyLiteNode {
   #ensureStreams: (() => Promise<unknown>) | undefined;
   #newConsumer: ((shard: number) => ShardConsumer) | undefined;
   #streamRecovery: Promise<void> | undefined;
+  /** Every change stream's shard number this node consumes: its own 1..shards and any other found. */
+  readonly #consumed = new Set<number>();
+  #discovery: Promise<void> | undefined;
   #checkpointing = false;
   /** Size of the -wal file when a checkpoint last completed (every frame in the database file). */
   #walCheckpointed: number | undefined;
@@ -267,21 +272,28 @@ export class HarmonyLiteNode {
           replicas: rl.replicas,
           duplicateWindowMs: rl.duplicate_window,
           updateExisting: rl.update_existing,
+          // Streams found and consumed are made again if lost (a wiped store), like our own.
+          alsoShards: [...this.#consumed],
         },
         logger,
       );
+    // Listed before ours are created: a count that differs from the existing streams' is logged.
+    await this.#withJetStream('list the streams', () => this.#findStreams(true));
     await this.#withJetStream('create the streams', this.#ensureStreams);
 
     this.#checkOpen();
     // Before positions are read (restore plan, consumers): a recreated stream starts again at 1.
+    let replaced: ReplacedStream[] = [];
     if (config.replicate) {
       this.#streamIds = new StreamIdentities(
         { db: this.#writeDb, jsm: this.#jsm, writer: this.writer, logger, metrics: this.metrics },
         {
-          streams: new Map(shardNumbers(rl.shards).map((s) => [s, streamName(config.nats.stream_prefix, s)])),
+          streams: new Map([...this.#consumed].map((s) => [s, streamName(config.nats.stream_prefix, s)])),
         },
       );
       await this.#withJetStream('check the streams', () => this.#streamIds!.reconcile());
+      // Found now, or by this node while it ran (no restore then): it may have been behind in the old streams.
+      replaced = await this.#streamIds.restoreDue();
     }
     const origins = await this.#withJetStream('register the node key', () =>
       openOriginSigning(this.#js!, {
@@ -293,7 +305,7 @@ export class HarmonyLiteNode {
       }),
     );
     this.#pool = new ShardPool(
-      rl.shards,
+      [...this.#consumed],
       {
         dbPath: config.db_path,
         busyTimeoutMs: config.busy_timeout,
@@ -339,7 +351,7 @@ export class HarmonyLiteNode {
       nc: this.#nc,
       writer: this.writer,
     });
-    await this.#snapshots.checkRestore();
+    await this.#snapshots.checkRestore(replaced);
 
     if (config.publish) {
       const maxPayload = this.#nc.info?.max_payload ?? 1024 * 1024;
@@ -389,6 +401,7 @@ export class HarmonyLiteNode {
         this.#pool?.schemaChanged();
       },
     });
+    await this.#streamIds?.restoreChecked();
     this.#snapshots.start();
     // Migrations this node missed apply before any shard replays (a failure holds, loudly, and the start goes on).
     await this.#openMigrations();
@@ -414,11 +427,13 @@ export class HarmonyLiteNode {
             busyTimeoutMs: config.busy_timeout,
           },
         );
-      for (const shard of shardNumbers(rl.shards)) {
+      for (const shard of [...this.#consumed].sort((a, b) => a - b)) {
         const c = this.#newConsumer(shard);
         await c.open();
         this.#consumers.push(c);
       }
+      // Streams another node adds later (restarted with more shards) are consumed once found.
+      this.#timers.push(setInterval(() => this.#discoverStreams(), STREAM_DISCOVERY_MS).unref());
     }
 
     this.#detector.onChange(() => {
@@ -511,8 +526,79 @@ export class HarmonyLiteNode {
         this.#publisher?.retryNow();
         for (const c of this.#consumers) c.reconnected();
         this.#streamRecovery ??= this.#recoverStreams().finally(() => (this.#streamRecovery = undefined));
+        this.#discoverStreams();
       }
     }
+  }
+
+  /**
+   * Adds to `#consumed` every change stream under the prefix (a node consumes
+   * them all, whatever its own `shards`: a rolling change of the count leaves
+   * nodes publishing to streams beyond it). Returns the shards found new.
+   */
+  async #findStreams(initial = false): Promise<number[]> {
+    const { config } = this;
+    const own = config.replication_log.shards;
+    const existing = await listShardStreams(this.#jsm!, config.nats.stream_prefix);
+    const added: number[] = [];
+    for (const shard of [...shardNumbers(own), ...existing]) {
+      if (this.#consumed.has(shard)) continue;
+      this.#consumed.add(shard);
+      added.push(shard);
+    }
+    const beyond = [...this.#consumed].filter((s) => s > own).sort((a, b) => a - b);
+    this.metrics.streamsConsumed.set(this.#consumed.size);
+    this.metrics.streamsBeyondShards.set(beyond.length);
+    const addedBeyond = added.filter((s) => s > own);
+    if (addedBeyond.length > 0)
+      this.logger.warn(
+        {
+          shards: own,
+          streams: addedBeyond.map((s) => streamName(config.nats.stream_prefix, s)),
+          consumed: this.#consumed.size,
+        },
+        `change streams exist beyond this node's shards = ${own}: another node publishes (or published) with more shards; consuming them too. Allowed during a rolling change of the shard count; set the same shards on every node when it is done`,
+      );
+    const highest = Math.max(0, ...existing);
+    if (initial && highest > 0 && highest < own)
+      this.logger.warn(
+        { shards: own, existing: highest },
+        `this node publishes with shards = ${own}, the existing change streams go up to ${highest}: this node adds streams ${highest + 1}..${own}, which the other nodes consume too. Allowed during a rolling change of the shard count; set the same shards on every node when it is done`,
+      );
+    return added;
+  }
+
+  /** Looks for new change streams and starts consuming them (one run at a time; failures retried next time). */
+  #discoverStreams(): void {
+    if (this.#discovery !== undefined || this.#newConsumer === undefined || this.#abort.signal.aborted)
+      return;
+    const newConsumer = this.#newConsumer;
+    this.#discovery = (async () => {
+      const added = await this.#findStreams();
+      for (const shard of added) {
+        this.#checkOpen();
+        const stream = streamName(this.config.nats.stream_prefix, shard);
+        // Recorded before the consumer reads its position (0: a stream new to this node starts at 1).
+        this.#streamIds?.add(shard, stream);
+        await this.#streamIds?.reconcile([shard]);
+        this.#pool!.add(shard);
+        const c = newConsumer(shard);
+        await c.open();
+        this.#consumers.push(c);
+        this.logger.info({ shard, stream }, 'consuming a new change stream');
+      }
+    })()
+      .catch((err: unknown) => {
+        // Not consumed yet: the next pass finds it again.
+        for (const shard of this.#consumed)
+          if (!this.#consumers.some((c) => c.options.shard === shard)) this.#consumed.delete(shard);
+        if (!this.#abort.signal.aborted)
+          this.logger.warn(
+            { err: String((err as Error).message ?? err) },
+            'looking for new change streams failed; retrying',
+          );
+      })
+      .finally(() => (this.#discovery = undefined));
   }
 
   /** After a reconnect: streams lost or recreated meanwhile are made again and replayed (recover-streams.ts). */
@@ -776,6 +862,7 @@ export class HarmonyLiteNode {
     await this.#observability?.close();
     await this.#snapshots?.close();
     await this.#streamRecovery;
+    await this.#discovery;
     this.#detector?.close();
     await this.#publisher?.close();
     await this.#migrations?.close();

@@ -28,6 +28,12 @@ export async function recoverStreams(o: RecoverStreamsOptions): Promise<void> {
   if (shards.length === 0) return;
   await o.ensureStreams();
   for (const shard of shards)
-    await o.restartConsumer(shard, () => o.retry('check the streams', () => o.identities.reconcile([shard])));
+    await o.restartConsumer(shard, async () => {
+      await o.retry('check the streams', () => o.identities.reconcile([shard]));
+    });
   o.logger.info({ shards }, 'replaying the recreated streams from their start');
+  o.logger.error(
+    { shards },
+    'this node may have been behind in the streams that were lost, and what they held is gone: its next start restores a snapshot made since they were recreated when one reaches them (take one on an up-to-date node with -save-snapshot, then restart this node)',
+  );
 }

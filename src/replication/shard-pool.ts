@@ -41,29 +41,44 @@ export interface ShardPoolOptions {
  * callers send whole batches, never single rows.
  */
 export class ShardPool {
-  readonly #pools: Piscina[];
+  readonly #pools = new Map<number, Piscina>();
+  readonly #data: ShardWorkerData;
+  readonly #options: ShardPoolOptions;
   #schemaEpoch = 0;
 
-  constructor(shards: number, data: ShardWorkerData, options: ShardPoolOptions = { workerHeapMb: 0 }) {
-    this.#pools = Array.from(
-      { length: shards },
-      () =>
-        new Piscina({
-          filename: WORKER_FILE,
-          minThreads: 1,
-          maxThreads: 1,
-          idleTimeout: Number.POSITIVE_INFINITY,
-          workerData: data,
-          resourceLimits: {
-            maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB,
-            ...(options.workerHeapMb > 0 ? { maxOldGenerationSizeMb: options.workerHeapMb } : {}),
-          },
-        }),
+  /** `shards`: a count (shards 1..n) or the shard numbers to start workers for. */
+  constructor(
+    shards: number | readonly number[],
+    data: ShardWorkerData,
+    options: ShardPoolOptions = { workerHeapMb: 0 },
+  ) {
+    this.#data = data;
+    this.#options = options;
+    const numbers = typeof shards === 'number' ? Array.from({ length: shards }, (_, i) => i + 1) : shards;
+    for (const shard of numbers) this.add(shard);
+  }
+
+  /** Starts the worker of a shard stream found later (a node publishing with more shards); idempotent. */
+  add(shard: number): void {
+    if (this.#pools.has(shard)) return;
+    this.#pools.set(
+      shard,
+      new Piscina({
+        filename: WORKER_FILE,
+        minThreads: 1,
+        maxThreads: 1,
+        idleTimeout: Number.POSITIVE_INFINITY,
+        workerData: this.#data,
+        resourceLimits: {
+          maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB,
+          ...(this.#options.workerHeapMb > 0 ? { maxOldGenerationSizeMb: this.#options.workerHeapMb } : {}),
+        },
+      }),
     );
   }
 
   #pool(shard: number): Piscina {
-    const p = this.#pools[shard - 1];
+    const p = this.#pools.get(shard);
     if (p === undefined) throw new RangeError(`no shard ${shard}`);
     return p;
   }
@@ -105,13 +120,15 @@ export class ShardPool {
 
   /** Busy fraction of the workers since start, 0..1 (for the pool-utilization metric). */
   utilization(): number {
-    if (this.#pools.length === 0) return 0;
-    return this.#pools.reduce((sum, p) => sum + p.utilization, 0) / this.#pools.length;
+    if (this.#pools.size === 0) return 0;
+    let sum = 0;
+    for (const p of this.#pools.values()) sum += p.utilization;
+    return sum / this.#pools.size;
   }
 
   async close(): Promise<void> {
     await Promise.all(
-      this.#pools.map(async (p) => {
+      [...this.#pools.values()].map(async (p) => {
         await p.run({}, { name: 'close' }).catch(() => undefined);
         await p.destroy();
       }),

@@ -20,6 +20,16 @@ export interface StreamIdentitiesOptions {
   readonly streams: ReadonlyMap<number, string>;
 }
 
+/** A stream found recreated by `reconcile`: this node's position in the old one was reset. */
+export interface ReplacedStream {
+  readonly shard: number;
+  readonly stream: string;
+  /** The new stream's creation time (stream info `created`). */
+  readonly created: string;
+  /** This node's position in the old stream. */
+  readonly oldPosition: number;
+}
+
 /** A replaced stream whose new messages this node has not yet all replayed. */
 interface Recovery {
   readonly stream: string;
@@ -51,24 +61,36 @@ function notFound(err: unknown): boolean {
  */
 export class StreamIdentities {
   readonly #deps: StreamIdentitiesDeps;
-  readonly #options: StreamIdentitiesOptions;
+  readonly #streams: Map<number, string>;
   readonly #recovering = new Map<number, Recovery>();
   readonly #broken = new Map<number, string>();
 
   constructor(deps: StreamIdentitiesDeps, options: StreamIdentitiesOptions) {
     this.#deps = deps;
-    this.#options = options;
+    this.#streams = new Map(options.streams);
   }
 
-  /** At start, after the streams exist and before consumers read their positions. */
-  async reconcile(only?: readonly number[]): Promise<void> {
+  /** A shard stream found after the start (another node publishes with more shards); `reconcile([shard])` next. */
+  add(shard: number, stream: string): void {
+    this.#streams.set(shard, stream);
+  }
+
+  /**
+   * At start, after the streams exist and before consumers read their positions.
+   * Resolves with the streams found recreated (their positions reset to 0).
+   */
+  async reconcile(only?: readonly number[]): Promise<ReplacedStream[]> {
+    const found: ReplacedStream[] = [];
     const { db, jsm, writer, logger, metrics } = this.#deps;
-    await writer.run(() =>
+    await writer.run(() => {
       db.exec(
         `CREATE TABLE IF NOT EXISTS ${q(STREAM_IDENTITIES)} (shard INTEGER PRIMARY KEY, stream TEXT NOT NULL, created TEXT NOT NULL, recorded_at INTEGER NOT NULL)`,
-      ),
-    );
-    for (const [shard, stream] of this.#options.streams) {
+      );
+      // The old position while the start's restore check (restoreDue) is still to run for this stream.
+      if (!this.#tracksReplacements())
+        db.exec(`ALTER TABLE ${q(STREAM_IDENTITIES)} ADD COLUMN replaced_from INTEGER`);
+    });
+    for (const [shard, stream] of this.#streams) {
       if (only !== undefined && !only.includes(shard)) continue;
       const info = await jsm.streams.info(stream);
       const created = info.created;
@@ -82,14 +104,15 @@ export class StreamIdentities {
             const old =
               stored === undefined ? undefined : { ...stored, position: resetStreamPosition(db, shard) };
             db.prepare(
-              `INSERT INTO ${q(STREAM_IDENTITIES)} (shard, stream, created, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT (shard) DO UPDATE SET stream = excluded.stream, created = excluded.created, recorded_at = excluded.recorded_at`,
-            ).run(shard, stream, created, Date.now());
+              `INSERT INTO ${q(STREAM_IDENTITIES)} (shard, stream, created, recorded_at, replaced_from) VALUES (?, ?, ?, ?, ?) ON CONFLICT (shard) DO UPDATE SET stream = excluded.stream, created = excluded.created, recorded_at = excluded.recorded_at, replaced_from = excluded.replaced_from`,
+            ).run(shard, stream, created, Date.now(), old === undefined ? null : old.position);
             return old;
           })
           .immediate(),
       );
       const reported = this.#broken.delete(shard); // found on reconnect: counted and logged then
       if (replaced === undefined) continue;
+      found.push({ shard, stream, created, oldPosition: replaced.position });
       if (!reported) metrics.streamReplaced.inc({ shard: String(shard) });
       const untilSeq = info.state.last_seq;
       if (untilSeq > 0) {
@@ -106,9 +129,39 @@ export class StreamIdentities {
           old_position: replaced.position,
           replay_until: untilSeq,
         },
-        `stream ${stream} was recreated (the JetStream store was wiped or replaced): its sequences start again at 1, so this node's position ${replaced.position} belonged to the old stream; replaying the new stream from its start. Changes the old stream held that this node had not applied are lost with it: if this node was behind, restore it from a snapshot`,
+        `stream ${stream} was recreated (the JetStream store was wiped or replaced): its sequences start again at 1, so this node's position ${replaced.position} belonged to the old stream; its position is reset to replay the new stream from its start. Changes the old stream held that this node had not applied are gone with it: at start, a snapshot made since the streams were recreated is restored first when one reaches them`,
       );
     }
+    return found;
+  }
+
+  /**
+   * Streams found recreated, at this start or while the node ran, whose restore
+   * check has not run yet (a start checks whether a snapshot made since reaches
+   * them: the node may have been behind in the old streams).
+   */
+  async restoreDue(): Promise<ReplacedStream[]> {
+    const { db, writer } = this.#deps;
+    return writer.run(() => {
+      if (!this.#tracksReplacements()) return [];
+      const rows = db
+        .prepare(
+          `SELECT shard, stream, created, replaced_from AS oldPosition FROM ${q(STREAM_IDENTITIES)} WHERE replaced_from IS NOT NULL ORDER BY shard`,
+        )
+        .all() as ReplacedStream[];
+      return rows;
+    });
+  }
+
+  /** The start's restore check ran (restored or decided to replay): not due again. */
+  async restoreChecked(): Promise<void> {
+    const { db, writer } = this.#deps;
+    await writer.run(() => {
+      if (!this.#tracksReplacements()) return;
+      db.prepare(
+        `UPDATE ${q(STREAM_IDENTITIES)} SET replaced_from = NULL WHERE replaced_from IS NOT NULL`,
+      ).run();
+    });
   }
 
   /**
@@ -119,7 +172,7 @@ export class StreamIdentities {
   async recheck(): Promise<number[]> {
     const { jsm, logger, metrics } = this.#deps;
     const changed: number[] = [];
-    for (const [shard, stream] of this.#options.streams) {
+    for (const [shard, stream] of this.#streams) {
       let created: string | undefined;
       try {
         created = (await jsm.streams.info(stream)).created;
@@ -166,6 +219,15 @@ export class StreamIdentities {
   }
 
   /** The identity recorded for a shard; none before the first start or after a snapshot restore (not in snapshots). */
+  /** The table exists with its `replaced_from` column (a restored snapshot's may have neither). */
+  #tracksReplacements(): boolean {
+    const cols = this.#deps.db
+      .prepare('SELECT name FROM pragma_table_info(?)')
+      .pluck()
+      .all(STREAM_IDENTITIES);
+    return cols.includes('replaced_from');
+  }
+
   #stored(shard: number): { stream: string; created: string } | undefined {
     const table = this.#deps.db
       .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?")

@@ -19,6 +19,7 @@ import { SnapshotScheduler } from './snapshot-scheduler.ts';
 import type { SnapshotStore } from './snapshot-store.ts';
 import { removeStaleTempDirs, snapshotTempParent } from './snapshot-temp-dir.ts';
 import { saveSnapshot } from './save-snapshot.ts';
+import type { ReplacedStream } from '../replication/stream-identities.ts';
 import { progressTerminal } from './transfer-progress.ts';
 
 export interface NodeSnapshotsOptions {
@@ -83,9 +84,19 @@ export class NodeSnapshots {
    * waits for the cluster to store a snapshot when none reaches the streams;
    * throws when it must restore and no node can ever provide one.
    */
-  async checkRestore(): Promise<void> {
+  async checkRestore(replaced: readonly ReplacedStream[] = []): Promise<void> {
+    const { metrics: m } = this.#o;
     // A node that does not replicate applies nothing, so its positions say nothing: it never restores.
-    if (!this.enabled || !this.#o.config.replicate) return;
+    if (!this.enabled || !this.#o.config.replicate) {
+      if (replaced.length > 0) {
+        m.streamReplacedRecoveries.inc({ outcome: 'replayed' });
+        this.#logger.error(
+          { shards: replaced.map((r) => r.shard) },
+          'the streams were recreated; snapshots are disabled here, so the new streams are replayed from their start and changes the old streams held that this node had not applied are lost on it',
+        );
+      }
+      return;
+    }
     const { config, nc, writer, metrics, nodeId } = this.#o;
     // A bad key file stops the start (ConfigError), not the first snapshot an hour later.
     const key = SnapshotKey.fromConfig(config.snapshot);
@@ -108,6 +119,19 @@ export class NodeSnapshots {
     const signal = this.#abort.signal;
     try {
       this.#decision = await restorer.check(signal);
+      if (this.#decision === undefined && replaced.length > 0) {
+        // Recreated streams: the old ones' unapplied changes may be missing here; a snapshot has them.
+        this.#decision = await restorer.checkReplaced(replaced, signal).catch((err: unknown) => {
+          this.#logger.error(
+            { err: errorMessage(err) },
+            'the streams were recreated and the snapshot store cannot be read: replaying the new streams from their start; changes the old streams held that this node had not applied are lost on it',
+          );
+          return undefined;
+        });
+        m.streamReplacedRecoveries.inc({ outcome: this.#decision === undefined ? 'replayed' : 'restored' });
+      } else if (replaced.length > 0) {
+        m.streamReplacedRecoveries.inc({ outcome: 'restored' }); // the streams' gap asks for a restore anyway
+      }
     } catch (err) {
       if (!isRefusal(err)) throw err;
       // Nothing stored serves, but an up-to-date node can store what does: ask instead of exiting.

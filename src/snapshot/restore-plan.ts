@@ -38,12 +38,12 @@ export function shardsBehind(
 export function unusableReason(
   manifest: SnapshotManifest,
   streams: readonly StreamRange[],
-  expected: { readonly streamPrefix: string; readonly shards: number },
+  expected: { readonly streamPrefix: string },
 ): string | undefined {
   if (manifest.streamPrefix !== expected.streamPrefix)
     return `made for streams ${manifest.streamPrefix}-*, this node uses ${expected.streamPrefix}-*`;
-  if (manifest.shards !== expected.shards)
-    return `made with ${manifest.shards} shards, this node uses ${expected.shards}`;
+  // The shard count may differ (a rolling change of it): what matters is that the
+  // snapshot's position reaches every stream that exists (0 for a stream it never saw).
   for (const s of streams) {
     const position = manifestPosition(manifest, s.shard);
     if (position + 1 < s.firstSeq)
@@ -65,7 +65,7 @@ export function restoreCandidates(
   behind: readonly BehindShard[],
   streams: readonly StreamRange[],
   manifests: readonly SnapshotManifest[],
-  expected: { readonly streamPrefix: string; readonly shards: number; readonly storeDescription: string },
+  expected: { readonly streamPrefix: string; readonly storeDescription: string },
 ): SnapshotManifest[] {
   const gap = behind
     .map((b) => `shard ${b.shard} at ${b.position}, stream starts at ${b.firstSeq}`)

@@ -39,10 +39,13 @@ export interface SnapshotManifest {
   readonly nodeId: number;
   /** When the database was copied, ms since the epoch. */
   readonly createdAt: number;
-  /** The streams the positions refer to (`[nats] stream_prefix`) and their count. */
+  /** The streams the positions refer to (`[nats] stream_prefix`), and the saving node's own `shards`. */
   readonly streamPrefix: string;
   readonly shards: number;
-  /** Stream sequence applied per shard ("1", "2", …), consistent with the data (one read transaction). */
+  /**
+   * Stream sequence applied per shard ("1", "2", …), consistent with the data (one read transaction):
+   * every stream the node consumed, which may go beyond its own `shards`.
+   */
   readonly positions: Readonly<Record<string, number>>;
   readonly originSeqs: readonly OriginSeq[];
   /**
@@ -66,6 +69,9 @@ export interface SnapshotManifest {
    */
   readonly encryption?: SnapshotEncryptionInfo;
 }
+
+/** Highest shard number a position may name (stream names `<prefix>-<n>`, n of at most 6 digits). */
+const MAX_SHARD = 999_999;
 
 const BASE_NAME = /^snapshot-(\d{13})-(\d{1,10})$/;
 const OBJECT_NAME = /^(snapshot-\d{13}-\d{1,10})(\.json|\.db|\.db\.zst|\.db\.enc|\.db\.zst\.enc)$/;
@@ -166,7 +172,8 @@ export function decodeManifest(bytes: Uint8Array, objectName: string): SnapshotM
   const positions: Record<string, number> = {};
   for (const [shard, seq] of Object.entries(positionsRaw as Record<string, unknown>)) {
     const n = Number(shard);
-    if (!/^\d+$/.test(shard) || n < 1 || n > shards) fail(`positions has shard ${JSON.stringify(shard)}`);
+    // Any stream the node consumed, beyond its own shards too (a rolling change of the count).
+    if (!/^\d+$/.test(shard) || n < 1 || n > MAX_SHARD) fail(`positions has shard ${JSON.stringify(shard)}`);
     if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0)
       fail(`positions[${shard}] must be an integer >= 0, found ${JSON.stringify(seq)}`);
     positions[shard] = seq as number;

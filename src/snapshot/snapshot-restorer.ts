@@ -7,6 +7,7 @@ import { excludedTables as excludedTablePatterns } from '../config/excluded-tabl
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, streamName } from '../nats/naming.ts';
+import { listShardStreams } from '../nats/stream-manager.ts';
 import type { WriterQueue } from '../sqlite/writer-queue.ts';
 import { swapDatabase } from './database-swap.ts';
 import {
@@ -15,7 +16,14 @@ import {
   unpublishedChanges,
   type PrepareRestoreOptions,
 } from './prepare-restore-file.ts';
-import { restoreCandidates, shardsBehind, type BehindShard, type StreamRange } from './restore-plan.ts';
+import {
+  restoreCandidates,
+  shardsBehind,
+  unusableReason,
+  type BehindShard,
+  type StreamRange,
+} from './restore-plan.ts';
+import type { ReplacedStream } from '../replication/stream-identities.ts';
 import { listSnapshots } from './snapshot-catalog.ts';
 import { errorMessage, SnapshotError } from './snapshot-error.ts';
 import { SnapshotKey, snapshotKeyMismatch } from './snapshot-key.ts';
@@ -89,11 +97,15 @@ export class SnapshotRestorer {
     this.#deps = deps;
   }
 
-  /** The kept range of every shard stream. */
+  /** The kept range of every change stream: this node's shards and any other under the prefix. */
   async streamRanges(signal?: AbortSignal): Promise<StreamRange[]> {
     const { config, jsm } = this.#deps;
     const streams: StreamRange[] = [];
-    for (const shard of shardNumbers(config.replication_log.shards)) {
+    const shards = new Set([
+      ...shardNumbers(config.replication_log.shards),
+      ...(await listShardStreams(jsm, config.nats.stream_prefix)),
+    ]);
+    for (const shard of [...shards].sort((a, b) => a - b)) {
       signal?.throwIfAborted();
       const info = await jsm.streams.info(streamName(config.nats.stream_prefix, shard));
       streams.push({ shard, firstSeq: info.state.first_seq, lastSeq: info.state.last_seq });
@@ -103,7 +115,6 @@ export class SnapshotRestorer {
 
   async check(signal?: AbortSignal): Promise<RestoreDecision | undefined> {
     const { config, logger } = this.#deps;
-    const shards = config.replication_log.shards;
     const streams = await this.streamRanges(signal);
     const positions = this.#withDb(true, (db) => readPositions(db));
     const behind = shardsBehind(streams, positions);
@@ -115,7 +126,6 @@ export class SnapshotRestorer {
     });
     const candidates = restoreCandidates(behind, streams, manifests, {
       streamPrefix: config.nats.stream_prefix,
-      shards,
       storeDescription: store.description,
     });
     logger.warn(
@@ -131,6 +141,51 @@ export class SnapshotRestorer {
     }
     await this.#raiseOutboxSeqs(candidates);
     return { behind, candidates };
+  }
+
+  /**
+   * After streams were found recreated at start (their positions reset to 0):
+   * this node may have been behind in the old streams, whose unapplied changes
+   * are gone. Restores the newest snapshot made since the newest of them was
+   * created whose positions reach every stream (its node saw the new streams
+   * only, so it cannot carry old positions); none: undefined, the new streams
+   * are replayed from their start. Logs either way.
+   */
+  async checkReplaced(
+    replaced: readonly ReplacedStream[],
+    signal?: AbortSignal,
+  ): Promise<RestoreDecision | undefined> {
+    const { config, logger } = this.#deps;
+    const since = Math.max(...replaced.map((r) => Date.parse(r.created)));
+    const streams = await this.streamRanges(signal);
+    const store = await this.#deps.store();
+    const manifests = await listSnapshots(store, {
+      signal,
+      onSkipped: (name, reason) => logger.warn({ object: name, reason }, 'snapshot skipped'),
+    });
+    const expected = { streamPrefix: config.nats.stream_prefix };
+    const candidates = manifests.filter(
+      (m) => m.createdAt >= since && unusableReason(m, streams, expected) === undefined,
+    );
+    const context = {
+      shards: replaced.map((r) => r.shard),
+      old_positions: Object.fromEntries(replaced.map((r) => [r.shard, r.oldPosition])),
+      recreated_at: new Date(since).toISOString(),
+      store: store.description,
+    };
+    if (candidates.length === 0) {
+      logger.error(
+        { ...context, snapshots: manifests.length },
+        'the streams were recreated and no snapshot made since then reaches them: replaying the new streams from their start. Changes the old streams held that this node had not applied are lost on this node; take a snapshot on an up-to-date node (harmonylite -config FILE -save-snapshot) and start this node again to restore it',
+      );
+      return undefined;
+    }
+    logger.error(
+      { ...context, snapshot: candidates[0]!.name },
+      'the streams were recreated while this node was stopped: it may not have applied everything the old streams held; restoring a snapshot made since',
+    );
+    await this.#raiseOutboxSeqs(candidates);
+    return { behind: [], candidates };
   }
 
   async restore(decision: RestoreDecision, options: RestoreOptions = {}): Promise<SnapshotManifest> {

@@ -134,7 +134,9 @@ export class SnapshotScheduler {
 
 function baselineOf(m: SnapshotManifest): Baseline {
   const positions = new Map<number, number>();
-  for (let shard = 1; shard <= m.shards; shard++) positions.set(shard, manifestPosition(m, shard));
+  // Every stream it holds a position for (its node may have consumed streams beyond its shards).
+  for (const shard of Object.keys(m.positions))
+    positions.set(Number(shard), manifestPosition(m, Number(shard)));
   return { positions, at: m.createdAt, fromSnapshot: true };
 }
 

@@ -53,6 +53,9 @@ describe('snapshot manifest', () => {
     assert.deepEqual(decodeManifest(encodeManifest(m), 'snapshot-1700000000123-7.json'), m);
     assert.equal(manifestPosition(m, 1), 40);
     assert.equal(manifestPosition(m, 3), 0);
+    // Positions of streams beyond its own shards: its node consumed streams other nodes published to.
+    const wider = manifest({ shards: 1, positions: { '1': 40, '2': 3, '4': 9 } });
+    assert.deepEqual(decodeManifest(encodeManifest(wider), 'snapshot-1700000000123-7.json'), wider);
   });
 
   it('names objects so that they sort by time and say what they are', () => {
@@ -71,7 +74,8 @@ describe('snapshot manifest', () => {
   it('rejects damaged or foreign manifests with the field at fault', () => {
     rejects({ ...manifest(), format: 2 }, /format 2 is not supported/);
     rejects({ ...manifest(), positions: { '1': -1 } }, /positions\[1\] must be an integer >= 0/);
-    rejects({ ...manifest(), positions: { '3': 5 } }, /positions has shard "3"/);
+    rejects({ ...manifest(), positions: { '0': 5 } }, /positions has shard "0"/);
+    rejects({ ...manifest(), positions: { x: 5 } }, /positions has shard "x"/);
     rejects({ ...manifest(), sha256: 'xyz' }, /sha256 must be 64 lowercase hex digits/);
     rejects({ ...manifest(), dataObject: 'other.db' }, /dataObject "other.db" should be/);
     rejects({ ...manifest(), sizeBytes: '12' }, /sizeBytes must be an integer/);
