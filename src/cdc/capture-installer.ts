@@ -1,5 +1,5 @@
 import type { Database } from 'better-sqlite3';
-import { INTERNAL_TABLES_SQL } from './internal-tables.ts';
+import { INTERNAL_COLUMNS, INTERNAL_TABLES_SQL } from './internal-tables.ts';
 import {
   CAPTURED_TABLES,
   changeLogTable,
@@ -7,14 +7,18 @@ import {
   INDEXED_TABLES,
   INTERNAL_TABLES,
   KEPT_BY_CLEANUP,
+  PARKED,
   PREFIX,
   quoteIdent as q,
   replacedTable,
+  ROW_VERSIONS,
   TRIGGER_KINDS,
   triggerName,
   valueColumn,
 } from './names.ts';
 import { reconcileIndex } from './index-reconciler.ts';
+import { RetiredNames } from './retired-names.ts';
+import { columnRenames, tableRenames } from './schema-renames.ts';
 import type { RowDigest } from '../codec/row-digest.ts';
 import type { TableFilter } from './table-filter.ts';
 import { listCapturableTables, type SkippedTable, type TableSchema } from './table-schema.ts';
@@ -31,6 +35,8 @@ export interface CaptureState {
   readonly indexed: number;
   /** Writes found that escaped capture (made while the triggers were absent), now logged. */
   readonly escaped: number;
+  /** Tables and columns seen renamed or dropped by this call (`t`, `t.c`, with ` -> new` when renamed). */
+  readonly retired: readonly string[];
 }
 
 export interface InstallOptions {
@@ -56,6 +62,11 @@ export function installCapture(db: Database, filter: TableFilter, options: Insta
 function installInTransaction(db: Database, filter: TableFilter, options: InstallOptions): CaptureState {
   const hadRegistry = tableExists(db, CAPTURED_TABLES);
   for (const sql of INTERNAL_TABLES_SQL) db.exec(sql);
+  for (const [table, column, decl] of INTERNAL_COLUMNS) {
+    const cols = db.prepare(`PRAGMA table_info(${q(table)})`).all() as { name: string }[];
+    if (!cols.some((c) => c.name === column))
+      db.exec(`ALTER TABLE ${q(table)} ADD COLUMN ${q(column)} ${decl}`);
+  }
   const registry = new Map(
     (
       db.prepare(`SELECT name, schema FROM ${q(CAPTURED_TABLES)}`).all() as { name: string; schema: string }[]
@@ -74,13 +85,49 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
   let backfilled = 0;
   let indexed = 0;
   let escaped = 0;
+  const retired: string[] = [];
+  const now = Date.now();
+  const retiredNames = new RetiredNames(db);
   const current = new Set<string>();
   const isIndexed = db.prepare(`SELECT 1 FROM ${q(INDEXED_TABLES)} WHERE name = ?`).pluck();
+  // A table renamed in place (ALTER TABLE ... RENAME TO) keeps its rows, versions and parked changes.
+  const renamedTables = tableRenames(db, registry, new Set(tables.map((t) => t.name)));
+  for (const [from, to] of renamedTables) {
+    for (const t of [ROW_VERSIONS, PARKED])
+      db.prepare(`UPDATE ${q(t)} SET tbl = ? WHERE tbl = ?`).run(to, from);
+    db.prepare(`UPDATE ${q(INDEXED_TABLES)} SET name = ? WHERE name = ?`).run(to, from);
+    retiredNames.retireTable(from, to, now);
+    retired.push(`${from} -> ${to}`);
+  }
 
   for (const schema of tables) {
     current.add(schema.name);
-    const previous = registry.get(schema.name);
+    const renamedFrom = [...renamedTables].find(([, to]) => to === schema.name)?.[0];
+    const previous =
+      registry.get(schema.name) ?? (renamedFrom === undefined ? undefined : registry.get(renamedFrom));
+    if (previous === undefined || renamedFrom !== undefined) retiredNames.restoreTable(schema.name);
     const log = changeLogTable(schema.name);
+    // New name -> old name, for the columns this table renamed since the last install.
+    const renamed =
+      previous === undefined
+        ? new Map<string, string>()
+        : columnRenames(
+            previous,
+            schema,
+            existingTriggers.get(triggerName(renamedFrom ?? schema.name, 'insert')),
+          );
+    if (previous !== undefined) {
+      const now_ = new Set(capturedColumns(schema));
+      const was = new Set(capturedColumns(previous));
+      const renamedOld = new Map([...renamed].map(([n, o]) => [o, n]));
+      for (const col of was) {
+        if (now_.has(col)) continue;
+        const to = renamedOld.get(col) ?? null;
+        retiredNames.retireColumn(schema.name, col, to, now);
+        retired.push(`${schema.name}.${col}${to === null ? '' : ` -> ${to}`}`);
+      }
+      for (const col of now_) if (!was.has(col)) retiredNames.restoreColumn(schema.name, col);
+    }
     let touched = false;
     if (!tableExists(db, log)) {
       db.exec(createChangeLogSql(schema));
@@ -93,7 +140,12 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
         if (have.has(valueColumn(col))) continue;
         db.exec(`ALTER TABLE ${q(log)} ADD COLUMN ${q(valueColumn(col))}`);
         touched = true;
-        if (previous !== undefined) fillPendingColumn(db, schema, col);
+        const old = renamed.get(col);
+        // A renamed column's pending changes hold its value under the old name (the triggers SQLite
+        // rewrote kept writing there): moved over as logged, not replaced by the row's current value.
+        if (old !== undefined && have.has(valueColumn(old)))
+          db.exec(`UPDATE ${q(log)} SET ${q(valueColumn(col))} = ${q(valueColumn(old))}`);
+        else if (previous !== undefined) fillPendingColumn(db, schema, col);
       }
     }
     const staging = createReplacedSql(schema);
@@ -119,6 +171,7 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
         ...options.index,
         log: options.captureWrites,
         backfill: previous === undefined && hadRegistry,
+        renamed,
       });
       backfilled += r.backfilled;
       indexed += r.indexed;
@@ -140,6 +193,10 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
     for (const kind of TRIGGER_KINDS) db.exec(`DROP TRIGGER IF EXISTS ${q(triggerName(name, kind))}`);
     db.exec(`DROP TABLE IF EXISTS ${q(replacedTable(name))}`);
     db.prepare(`DELETE FROM ${q(CAPTURED_TABLES)} WHERE name = ?`).run(name);
+    if (!renamedTables.has(name) && !tableExists(db, name)) {
+      retiredNames.retireTable(name, null, now);
+      retired.push(name);
+    }
     changed.push(name);
   }
   // Change logs of tables no longer captured: kept while the global log still points into them (a batch
@@ -153,7 +210,7 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
     db.exec(`DROP TABLE ${q(log)}`);
     if (!changed.includes(name)) changed.push(name);
   }
-  return { tables, skipped, changed, backfilled, indexed, escaped };
+  return { tables, skipped, changed, backfilled, indexed, escaped, retired };
 }
 
 /**

@@ -23,6 +23,8 @@ export interface ReconcileOptions {
   readonly log: boolean;
   /** The table appeared while capture ran: its rows are logged with the lowest version (a backfill). */
   readonly backfill: boolean;
+  /** Columns renamed since the index was written, new name -> old name: rows the rename alone changed are re-hashed, not logged. */
+  readonly renamed?: ReadonlyMap<string, string>;
 }
 
 export interface ReconcileResult {
@@ -63,6 +65,9 @@ export function reconcileIndex(
     `INSERT INTO ${q(ROW_VERSIONS)} (tbl, pk, version, origin, hash, state) VALUES (?, ?, ?, ?, ?, ${LIVE}) ` +
       `ON CONFLICT (tbl, pk) DO UPDATE SET version = excluded.version, origin = excluded.origin, hash = excluded.hash, state = excluded.state`,
   );
+  const rehash = db.prepare(`UPDATE ${q(ROW_VERSIONS)} SET hash = ? WHERE tbl = ? AND pk = ?`);
+  const renamed = options.renamed ?? new Map<string, string>();
+  const oldLayout = renamed.size === 0 ? undefined : hashLayout(columns.map((c) => renamed.get(c) ?? c));
   const log = options.log ? changeLogger(db, schema, columns) : undefined;
   let indexed = 0;
   let backfilled = 0;
@@ -95,6 +100,11 @@ export function reconcileIndex(
     if (entry !== undefined && Number(entry[1]) === LIVE) {
       liveSeen++;
       if (entry[0] === hash) continue;
+      // Only the column names changed: the same version, hashed under the new names.
+      if (oldLayout !== undefined && entry[0] === digest.hash(oldLayout, values)) {
+        rehash.run(hash, schema.name, pk);
+        continue;
+      }
     }
     if (latest === hash) continue; // its last logged change holds these values
     if (log !== undefined) {
