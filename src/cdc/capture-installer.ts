@@ -158,10 +158,11 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
       touched = true;
     }
     const wanted = options.captureWrites ? triggerSql(schema) : undefined;
+    const reorder = wanted !== undefined && appTriggerIsNewer(db, schema.name);
     for (const kind of TRIGGER_KINDS) {
       const name = triggerName(schema.name, kind);
       const want = wanted?.[kind];
-      if (existingTriggers.get(name) === want) continue;
+      if (existingTriggers.get(name) === want && !(reorder && want !== undefined)) continue;
       if (existingTriggers.has(name)) db.exec(`DROP TRIGGER ${q(name)}`);
       if (want !== undefined) db.exec(want);
       touched = true;
@@ -229,6 +230,24 @@ function fillPendingColumn(db: Database, schema: TableSchema, column: string): v
 }
 
 const CHANGE_LOG_SUFFIX = '_change_log';
+
+/**
+ * True when an application trigger on the table was created after one of ours. SQLite
+ * fires a table's triggers newest first (each connection loads them in sqlite_schema
+ * order), so ours must be the newest: they then log a statement's row before the
+ * application trigger's own writes to it, in commit order. Recreated, ours take the
+ * highest rowids.
+ */
+function appTriggerIsNewer(db: Database, table: string): boolean {
+  const r = db
+    .prepare(
+      "SELECT max(CASE WHEN name NOT GLOB '__harmonylite__*' THEN rowid END), " +
+        "min(CASE WHEN name GLOB '__harmonylite__*' THEN rowid END) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?",
+    )
+    .raw(true)
+    .get(table) as [number | null, number | null];
+  return r[0] !== null && r[1] !== null && r[0] > r[1];
+}
 
 function tableExists(db: Database, name: string): boolean {
   return db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?").get(name) !== undefined;
