@@ -129,6 +129,7 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
       for (const col of now_) if (!was.has(col)) retiredNames.restoreColumn(schema.name, col);
     }
     let touched = false;
+    const added: string[] = [];
     if (!tableExists(db, log)) {
       db.exec(createChangeLogSql(schema));
       touched = true;
@@ -145,8 +146,9 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
         // rewrote kept writing there): moved over as logged, not replaced by the row's current value.
         if (old !== undefined && have.has(valueColumn(old)))
           db.exec(`UPDATE ${q(log)} SET ${q(valueColumn(col))} = ${q(valueColumn(old))}`);
-        else if (previous !== undefined) fillPendingColumn(db, schema, col);
+        else if (previous !== undefined) added.push(col);
       }
+      if (added.length > 0) logAddedValues(db, schema, added);
     }
     const staging = createReplacedSql(schema);
     const hasStaging = tableExists(db, replacedTable(schema.name));
@@ -215,18 +217,27 @@ function installInTransaction(db: Database, filter: TableFilter, options: Instal
 }
 
 /**
- * A column added while capture ran: pending changes logged before the triggers
- * knew it get the row's current value, so replicas do not receive a default in
- * its place. Later changes of the same row carry their own values, so the
- * final state is exact.
+ * Columns added while capture ran: changes logged before the triggers knew them
+ * carry no value for them, and may be on their way already (read by the publisher
+ * before this install). Each row with such a pending change gets one more change,
+ * logged after it, with the row's current values, so replicas never keep a default
+ * where the origin has a value. Rows whose added columns are all NULL need none.
  */
-function fillPendingColumn(db: Database, schema: TableSchema, column: string): void {
+function logAddedValues(db: Database, schema: TableSchema, added: readonly string[]): void {
   const log = q(changeLogTable(schema.name));
-  const match = schema.keyColumns.map((k) => `t.${q(k)} IS ${log}.${q(valueColumn(k))}`).join(' AND ');
-  db.exec(
-    `UPDATE ${log} SET ${q(valueColumn(column))} = (SELECT t.${q(column)} FROM ${q(schema.name)} AS t WHERE ${match}) ` +
-      `WHERE state = 0 AND type <> 'delete'`,
-  );
+  const t = q(schema.name);
+  const cols = capturedColumns(schema);
+  const match = schema.keyColumns.map((k) => `t.${q(k)} IS l.${q(valueColumn(k))}`).join(' AND ');
+  const before = (db.prepare(`SELECT coalesce(max(id), 0) FROM ${log}`).pluck().get() as number) ?? 0;
+  db.prepare(
+    `INSERT INTO ${log} (${cols.map((c) => q(valueColumn(c))).join(', ')}, type, created_at, state) ` +
+      `SELECT ${cols.map((c) => `t.${q(c)}`).join(', ')}, 'update', ?, 0 FROM ${t} AS t ` +
+      `WHERE (${added.map((c) => `t.${q(c)} IS NOT NULL`).join(' OR ')}) ` +
+      `AND EXISTS (SELECT 1 FROM ${log} AS l WHERE l.state = 0 AND l.type <> 'delete' AND ${match})`,
+  ).run(Date.now());
+  db.prepare(
+    `INSERT INTO ${q(GLOBAL_LOG)} (change_table_id, table_name) SELECT id, ? FROM ${log} WHERE id > ? ORDER BY id`,
+  ).run(schema.name, before);
 }
 
 const CHANGE_LOG_SUFFIX = '_change_log';
