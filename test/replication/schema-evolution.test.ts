@@ -188,6 +188,42 @@ describe('schema changes by hand while writing', () => {
     );
   });
 
+  test('every node renames a column, renames a table and drops a table, writes in flight', async () => {
+    const schema =
+      'CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT); CREATE TABLE scratch (id INTEGER PRIMARY KEY, v TEXT);' +
+      'CREATE TABLE other (id INTEGER PRIMARY KEY, v TEXT);';
+    const [n1, n2] = await pair(schema);
+    // Each node: writes under the old names, the DDL, writes under the new names; node 2 right
+    // after node 1, while node 1's changes are on their way to it.
+    const run = (n: TestNode, base: number) =>
+      sqlite3Shell(
+        n.dbPath,
+        `INSERT INTO t VALUES (${base + 1}, 'old ${base}'); INSERT INTO scratch VALUES (${base + 1}, 'x');` +
+          `UPDATE t SET a = 'touched' WHERE id = ${base + 1};` +
+          'ALTER TABLE t RENAME COLUMN a TO b; ALTER TABLE t RENAME TO u; DROP TABLE scratch;' +
+          `INSERT INTO u VALUES (${base + 2}, 'new ${base}'); INSERT INTO other VALUES (${base + 1}, 'o');`,
+      );
+    run(n1, 100);
+    run(n2, 200);
+    sqlite3Shell(n1.dbPath, "INSERT INTO other VALUES (1000, 'after');");
+    const all = await same(n1, n2, 'SELECT id, b FROM u ORDER BY id');
+    assert.deepEqual(all, [
+      [101n, 'touched'],
+      [102n, 'new 100'],
+      [201n, 'touched'],
+      [202n, 'new 200'],
+    ]);
+    await same(n1, n2, 'SELECT * FROM other ORDER BY id');
+    assert.equal(rows(n2, 'SELECT count(*) FROM other')[0]![0], 3n);
+    await waitFor('no shard held', () => held(n1).length + held(n2).length === 0, {
+      seen: () => [held(n1), held(n2)],
+    });
+    assert.deepEqual(
+      [rows(n1, `SELECT count(*) FROM ${DEAD_LETTERS}`), rows(n2, `SELECT count(*) FROM ${DEAD_LETTERS}`)],
+      [[[0n]], [[0n]]],
+    );
+  });
+
   test('rolling sqlite-utils transform --rename age years, node 2 first, writes on both: nothing lost', async () => {
     const schema = 'CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, age INTEGER);';
     const [n1, n2] = await pair(schema);
