@@ -226,9 +226,9 @@ export class TableApplier {
       const s = this.#statements(cols, row);
       try {
         if (this.schema.rowidAlias === undefined && !key.includes(null))
-          return { written: s.upsert.get(values) as SqlValue[] };
+          return { written: stored(s.upsert.get(values)) };
         const updated = s.update.get([...values, ...key]) as SqlValue[] | undefined;
-        return { written: updated ?? (s.insert.get(values) as SqlValue[]) };
+        return { written: updated ?? stored(s.insert.get(values)) };
       } catch (err) {
         if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw err;
       }
@@ -256,6 +256,17 @@ export class TableApplier {
     }
     return [...found.values()];
   }
+}
+
+/**
+ * The row a write returned. None: an application trigger's `RAISE(IGNORE)` skipped the
+ * statement, which is a refusal like `RAISE(ABORT)` (see isRefusal), not a write.
+ */
+function stored(row: unknown): SqlValue[] {
+  if (row !== undefined) return row as SqlValue[];
+  throw Object.assign(new Error('ignored by a trigger (RAISE(IGNORE))'), {
+    code: 'SQLITE_CONSTRAINT_TRIGGER',
+  });
 }
 
 interface WriteStatements {
