@@ -33,6 +33,8 @@ export interface ReconcileOptions {
    * it. Rows with local writes in flight are not among them and are logged as usual.
    */
   readonly migrated?: ReadonlySet<string>;
+  /** Columns renamed since the index was written, new name -> old name: rows the rename alone changed are re-hashed, not logged. */
+  readonly renamed?: ReadonlyMap<string, string>;
 }
 
 const PROGRESS_ROWS = 100_000;
@@ -78,6 +80,9 @@ export function reconcileIndex(
   const rebase = db.prepare(
     `UPDATE ${q(ROW_VERSIONS)} SET hash = ?, state = ${LIVE} WHERE tbl = ? AND pk = ?`,
   );
+  const rehash = db.prepare(`UPDATE ${q(ROW_VERSIONS)} SET hash = ? WHERE tbl = ? AND pk = ?`);
+  const renamed = options.renamed ?? new Map<string, string>();
+  const oldLayout = renamed.size === 0 ? undefined : hashLayout(columns.map((c) => renamed.get(c) ?? c));
   const log = options.log ? changeLogger(db, schema, columns) : undefined;
   let indexed = 0;
   let backfilled = 0;
@@ -112,6 +117,11 @@ export function reconcileIndex(
     if (entry !== undefined && Number(entry[1]) === LIVE) {
       liveSeen++;
       if (entry[0] === hash) continue;
+      // Only the column names changed: the same version, hashed under the new names.
+      if (oldLayout !== undefined && entry[0] === digest.hash(oldLayout, values)) {
+        rehash.run(hash, schema.name, pk);
+        continue;
+      }
     }
     if (entry !== undefined && options.migrated?.has(pk.toString('latin1')) === true) {
       rebase.run(hash, schema.name, pk);

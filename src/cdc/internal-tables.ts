@@ -13,6 +13,7 @@ import {
   POSITIONS,
   quoteIdent as q,
   REPLAY_GUARD,
+  RETIRED_NAMES,
 } from './names.ts';
 
 export const INTERNAL_TABLES_SQL: readonly string[] = [
@@ -29,7 +30,14 @@ export const INTERNAL_TABLES_SQL: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS ${q(INDEXED_TABLES)} (name TEXT PRIMARY KEY) WITHOUT ROWID`,
   // kind: 1 deferred (a newer remote change to a row with local writes not yet versioned), 2 displaced.
   `CREATE TABLE IF NOT EXISTS ${q(PARKED)} (tbl TEXT NOT NULL, pk BLOB NOT NULL, kind INTEGER NOT NULL, version INTEGER NOT NULL, origin INTEGER NOT NULL, type TEXT NOT NULL, row BLOB NOT NULL, PRIMARY KEY (tbl, pk, kind)) WITHOUT ROWID`,
-  `CREATE TABLE IF NOT EXISTS ${q(CONFLICTS)} (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, tbl TEXT NOT NULL, pk BLOB NOT NULL, reason TEXT NOT NULL, lost_version INTEGER NOT NULL, lost_origin INTEGER NOT NULL, lost_type TEXT NOT NULL, lost_row BLOB, won_version INTEGER NOT NULL, won_origin INTEGER NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS ${q(CONFLICTS)} (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, tbl TEXT NOT NULL, pk BLOB NOT NULL, reason TEXT NOT NULL, lost_version INTEGER NOT NULL, lost_origin INTEGER NOT NULL, lost_type TEXT NOT NULL, lost_row BLOB, won_version INTEGER NOT NULL, won_origin INTEGER NOT NULL, detail TEXT)`,
   // status: 'applied', 'failed' (held: retried until it applies or is resolved) or 'resolved' (by the operator).
   `CREATE TABLE IF NOT EXISTS ${q(MIGRATIONS)} (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, at INTEGER NOT NULL, statement TEXT, error TEXT)`,
+  // col '' names the table itself; renamed_to NULL: dropped.
+  `CREATE TABLE IF NOT EXISTS ${q(RETIRED_NAMES)} (tbl TEXT NOT NULL, col TEXT NOT NULL, renamed_to TEXT, retired_at INTEGER NOT NULL, PRIMARY KEY (tbl, col)) WITHOUT ROWID`,
+];
+
+/** Columns added to internal tables after their first release: [table, column, declaration], added by the installer when missing. */
+export const INTERNAL_COLUMNS: readonly (readonly [string, string, string])[] = [
+  [CONFLICTS, 'detail', 'TEXT'],
 ];

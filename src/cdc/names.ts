@@ -33,6 +33,12 @@ export const INDEXED_TABLES = '__harmonylite___indexed_tables';
 export const PARKED = '__harmonylite___parked';
 /** Losing versions of rows: writes superseded by newer ones, rows displaced by a UNIQUE collision. */
 export const CONFLICTS = '__harmonylite___conflicts';
+/**
+ * Tables and columns this node renamed or dropped, with the new name when known: a change
+ * naming one is mapped or skipped, never held for a schema that will not come back.
+ * Kept by `-cleanup`, like the index.
+ */
+export const RETIRED_NAMES = '__harmonylite___retired_names';
 
 /**
  * Replicated migrations (`-migrate`) this node applied, failed or was told to pass over,
@@ -64,10 +70,14 @@ export const INTERNAL_TABLES = [
   PARKED,
   CONFLICTS,
   MIGRATIONS,
+  RETIRED_NAMES,
 ] as const;
 
-/** Internal tables `-cleanup` keeps: the index is what finds the writes made while capture was absent. */
-export const KEPT_BY_CLEANUP: readonly string[] = [ROW_VERSIONS, INDEXED_TABLES, MIGRATIONS];
+/**
+ * Internal tables `-cleanup` keeps: the index finds the writes made while capture was absent,
+ * retired names map old-schema changes, the migration record keeps migrations from running twice.
+ */
+export const KEPT_BY_CLEANUP: readonly string[] = [ROW_VERSIONS, INDEXED_TABLES, RETIRED_NAMES, MIGRATIONS];
 
 export function changeLogTable(table: string): string {
   return `${PREFIX}${table}_change_log`;

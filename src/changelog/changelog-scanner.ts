@@ -95,6 +95,10 @@ export class ChangelogScanner {
   readonly #count: Statement;
   readonly #registry: Statement;
   #readers = new Map<string, TableReader | null>();
+  readonly #schemaVersion: Statement;
+  /** The schema version the cached readers were built at. */
+  #readersAt: number | undefined;
+  readonly #scanInSnapshot: (afterGlobalId: number, limit: number) => ScanResult;
 
   constructor(db: Database) {
     this.#db = db;
@@ -111,6 +115,8 @@ export class ChangelogScanner {
       .raw(true);
     this.#count = db.prepare(`SELECT count(*) FROM ${q(GLOBAL_LOG)}`).pluck();
     this.#registry = db.prepare(`SELECT schema FROM ${q(CAPTURED_TABLES)} WHERE name = ?`).pluck();
+    this.#schemaVersion = db.prepare('PRAGMA schema_version').pluck();
+    this.#scanInSnapshot = db.transaction((after: number, limit: number) => this.#scanNow(after, limit));
   }
 
   /** Forget cached table layouts (after a schema change). */
@@ -165,8 +171,22 @@ export class ChangelogScanner {
     return r;
   }
 
-  /** Up to `limit` changes with a global id greater than `afterGlobalId`, in global order. */
+  /**
+   * Up to `limit` changes with a global id greater than `afterGlobalId`, in global order.
+   * One read snapshot, checked against the schema version: rows logged by triggers that a
+   * schema change just reinstalled are never read with the columns of the old layout, however
+   * late the schema-change notice (invalidate) comes.
+   */
   scan(afterGlobalId: number, limit: number): ScanResult {
+    return this.#scanInSnapshot(afterGlobalId, limit);
+  }
+
+  #scanNow(afterGlobalId: number, limit: number): ScanResult {
+    const version = this.#schemaVersion.get() as number;
+    if (version !== this.#readersAt) {
+      this.#readers = new Map();
+      this.#readersAt = version;
+    }
     const [firstTable, lastTable, last, count] = this.#span.get(afterGlobalId, limit) as [
       string | null,
       string | null,

@@ -91,7 +91,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       ...(args.clusterPeers !== undefined ? { clusterPeers: args.clusterPeers } : {}),
       ...(args.leafServers !== undefined ? { leafServers: args.leafServers } : {}),
     };
-    if (args.cleanup) return runCleanup(config, logger);
+    if (args.cleanup) return runCleanup(config, logger, { force: args.force });
     if (args.deadLetterStuck !== undefined)
       return await runDeadLetterStuck(config, args.deadLetterStuck, logger, cluster);
     if (args.status) return await runStatus(config, logger);

@@ -13,6 +13,8 @@ export interface CliArgs {
   readonly nodeId?: number;
   /** Remove every trigger and table of ours from the database, then exit. */
   readonly cleanup: boolean;
+  /** With -cleanup: go on even though changes are not yet published (they are dropped). */
+  readonly force: boolean;
   /** Take and upload a snapshot (bypassing the leader lease), then exit. */
   readonly saveSnapshot: boolean;
   /** Cluster listen address "host:port" of the embedded nats-server. */
@@ -53,6 +55,11 @@ const FLAGS = [
   { name: 'config', kind: 'string', value: 'FILE', help: 'config file (default: config.toml)' },
   { name: 'node-id', kind: 'unsigned', value: 'N', help: "this node's id, overriding node_id of the config" },
   { name: 'cleanup', kind: 'boolean', help: 'remove all triggers and change-log tables of ours, then exit' },
+  {
+    name: 'force',
+    kind: 'boolean',
+    help: 'with -cleanup: go on although changes are not yet published (dropping them)',
+  },
   { name: 'save-snapshot', kind: 'boolean', help: 'take and upload a snapshot now, then exit' },
   {
     name: 'cluster-addr',
@@ -259,6 +266,8 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   };
   const bool = (name: FlagName): boolean => given.get(name)?.value === true;
   const flagOf = (name: FlagName): string => given.get(name)?.flag ?? `-${name}`;
+  if (bool('force') && !bool('cleanup') && !help && !version)
+    throw usageError(`flag "${flagOf('force')}" only goes with -cleanup`);
 
   const nodeId = str('node-id');
   const clusterAddr = str('cluster-addr');
@@ -272,6 +281,7 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     config: str('config') ?? 'config.toml',
     ...(nodeId === undefined ? {} : { nodeId: parseUnsigned(flagOf('node-id'), nodeId) }),
     cleanup: bool('cleanup'),
+    force: bool('force'),
     saveSnapshot: bool('save-snapshot'),
     ...(clusterAddr === undefined ? {} : { clusterAddr: parseHostPort(flagOf('cluster-addr'), clusterAddr) }),
     ...(clusterPeers === undefined

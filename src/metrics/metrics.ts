@@ -68,6 +68,8 @@ export class Metrics {
   readonly originRefused: Counter<'shard'>;
   readonly holdsExpired: Counter<'shard'>;
   readonly uniqueDisplaced: Counter<'shard'>;
+  readonly changesRefused: Counter<'shard'>;
+  readonly oldSchemaChanges: Counter<'shard' | 'outcome'>;
   readonly shardWaiting: Gauge<'shard'>;
   readonly shardBehind: Gauge<'shard'>;
   // Replicated migrations.
@@ -237,6 +239,20 @@ export class Metrics {
       name: name('unique_displaced_total'),
       help: 'Rows that lost a UNIQUE value to a newer row (parked, and restored when the value is free)',
       labelNames: shard,
+      registers,
+    });
+    this.changesRefused = new Counter({
+      name: name('changes_refused_total'),
+      help: "Changes refused by this node's application triggers or constraints (in the conflict log, reason refused)",
+      labelNames: shard,
+      registers,
+    });
+    this.oldSchemaChanges = new Counter({
+      name: name('old_schema_changes_total'),
+      help:
+        'Changes naming a table or column this node renamed or dropped: outcome mapped (applied under the new name), ' +
+        'skipped (table dropped) or dropped_value (a dropped column left out)',
+      labelNames: [...shard, 'outcome'],
       registers,
     });
     this.shardWaiting = new Gauge({

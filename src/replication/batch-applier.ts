@@ -9,15 +9,17 @@ import {
   quoteIdent as q,
   REPLAY_GUARD,
 } from '../cdc/names.ts';
+import { RetiredNames } from '../cdc/retired-names.ts';
 import { TableFilter } from '../cdc/table-filter.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
 import { decodeBody } from '../codec/change-batch-codec.ts';
+import type { WireValue } from '../codec/sql-value.ts';
 import { MalformedMessageError, type ChangeRecord } from '../codec/change-record.ts';
 import type { RowDigest } from '../codec/row-digest.ts';
 import { ChangeResolver, type ResolveCounts } from './change-resolver.ts';
 import { HybridClock } from './hybrid-clock.ts';
 import { parseMsgId, type BatchId } from './msg-id.ts';
-import { SchemaLagError, TableApplier } from './table-applier.ts';
+import { isRefusal, SchemaLagError, TableApplier } from './table-applier.ts';
 
 /** A message of a shard stream, as handed to the applier. */
 export interface InboundMessage {
@@ -40,7 +42,23 @@ export interface ApplyResult {
   readonly blocked?: { readonly seq: number; readonly reason: string };
   /** CreatedAt (ms) of the newest change applied, 0 if none. */
   readonly lastChangeAt: number;
+  /** Changes naming a table or column this node renamed (mapped) or dropped (skipped, or applied without the column). */
+  readonly oldSchema: Readonly<OldSchemaCounts>;
+  /** Why changes were refused or skipped, distinct, at most MAX_REASONS (for the log). */
+  readonly reasons: readonly string[];
 }
+
+export interface OldSchemaCounts {
+  /** Changes that named a renamed table or column, applied under the new name. */
+  mapped: number;
+  /** Changes to a dropped table: skipped. */
+  skipped: number;
+  /** Values of dropped columns left out of changes that applied otherwise. */
+  droppedValues: number;
+}
+
+/** Reasons returned per apply call, at most (a batch refusing thousands of rows logs a few). */
+const MAX_REASONS = 10;
 
 export interface BatchApplierOptions {
   readonly includeTables: readonly string[];
@@ -77,6 +95,11 @@ export class BatchApplier {
     guardOff: Statement;
   };
   readonly #resolver: ChangeResolver;
+  readonly #retired: RetiredNames;
+  readonly #oldSchema: OldSchemaCounts = { mapped: 0, skipped: 0, droppedValues: 0 };
+  #reasons = new Set<string>();
+  readonly #applyEach: (records: ChangeRecord[]) => { changes: number; lastChangeAt: number };
+  readonly #applyOne: (rec: ChangeRecord) => boolean;
   readonly #applyRecords: (records: ChangeRecord[]) => { changes: number; lastChangeAt: number };
   readonly #applyBatch: (shard: number, messages: readonly InboundMessage[]) => ApplyResult;
 
@@ -109,8 +132,11 @@ export class BatchApplier {
       guardOn: db.prepare(`INSERT OR IGNORE INTO ${q(REPLAY_GUARD)} (id) VALUES (1)`),
       guardOff: db.prepare(`DELETE FROM ${q(REPLAY_GUARD)}`),
     };
+    this.#retired = new RetiredNames(db);
     // Nested db.transaction() runs as a SAVEPOINT inside the batch transaction.
     this.#applyRecords = db.transaction((records: ChangeRecord[]) => this.#applyRecordsNow(records));
+    this.#applyEach = db.transaction((records: ChangeRecord[]) => this.#applyEachNow(records));
+    this.#applyOne = db.transaction((rec: ChangeRecord) => this.#applyRecord(rec));
     const batch = db.transaction((shard: number, messages: readonly InboundMessage[]) =>
       this.#applyBatchNow(shard, messages),
     );
@@ -145,35 +171,133 @@ export class BatchApplier {
     let changes = 0;
     let lastChangeAt = 0;
     for (const rec of records) {
-      const { TableName, Type, Row, CreatedAt, Version } = rec.Payload;
-      if (isInternalName(TableName) || isSqliteName(TableName)) {
-        throw new MalformedMessageError(
-          `change targets ${JSON.stringify(TableName.slice(0, 80))}, which is not a user table`,
-        );
-      }
-      const table = this.#table(TableName);
-      if (table === 'excluded') continue;
-      if (table === null) {
-        const exists = this.#stmts.tableExists.get(TableName) !== undefined;
-        this.#tables.delete(TableName);
-        throw new SchemaLagError(
-          exists
-            ? `table ${JSON.stringify(TableName)} is not under capture yet`
-            : `no such table ${JSON.stringify(TableName.slice(0, 200))}`,
-        );
-      }
-      try {
-        this.#resolver.apply(table, Type, Row, Version ?? 0, rec.FromNodeId);
-      } catch (err) {
-        // Re-read this table's layout on the next attempt: the periodic re-check then sees a
-        // registry brought up to date, even if the schema-change notice never reached this worker.
-        if (err instanceof SchemaLagError) this.#tables.delete(TableName);
-        throw err;
-      }
+      if (!this.#applyRecord(rec)) continue;
       changes++;
-      if (CreatedAt > lastChangeAt) lastChangeAt = CreatedAt;
+      if (rec.Payload.CreatedAt > lastChangeAt) lastChangeAt = rec.Payload.CreatedAt;
     }
     return { changes, lastChangeAt };
+  }
+
+  /**
+   * A message one change at a time, each in its own savepoint: a change an application
+   * trigger or constraint refuses goes to the conflict log with the reason, and the
+   * message's other changes apply. Taken only after the whole message failed so.
+   */
+  #applyEachNow(records: ChangeRecord[]): { changes: number; lastChangeAt: number } {
+    let changes = 0;
+    let lastChangeAt = 0;
+    for (const rec of records) {
+      try {
+        if (!this.#applyOne(rec)) continue;
+      } catch (err) {
+        if (!isRefusal(err)) throw err;
+        const table = this.#table(this.#retired.table(rec.Payload.TableName) ?? rec.Payload.TableName);
+        if (!(table instanceof TableApplier)) throw err;
+        const { Type, Row, Version } = rec.Payload;
+        const reason = `refused by ${table.schema.name}: ${(err as Error).message}`;
+        this.#resolver.refuse(
+          table,
+          Type,
+          this.#mapColumns(table, Row),
+          Version ?? 0,
+          rec.FromNodeId,
+          reason,
+        );
+        this.#reason(reason);
+        continue;
+      }
+      changes++;
+      if (rec.Payload.CreatedAt > lastChangeAt) lastChangeAt = rec.Payload.CreatedAt;
+    }
+    return { changes, lastChangeAt };
+  }
+
+  /** Applies one change; false when it was not for this node (excluded table, dropped table). */
+  #applyRecord(rec: ChangeRecord): boolean {
+    const { TableName, Type, Row, Version } = rec.Payload;
+    if (isInternalName(TableName) || isSqliteName(TableName)) {
+      throw new MalformedMessageError(
+        `change targets ${JSON.stringify(TableName.slice(0, 80))}, which is not a user table`,
+      );
+    }
+    let name = TableName;
+    let table = this.#table(name);
+    if (table === 'excluded') return false;
+    if (table === null && this.#stmts.tableExists.get(name) === undefined) {
+      // A name this node retired is final when changed by hand; a replicated migration still to
+      // apply here that brings it back is schema that may come, and would hold instead.
+      const to = this.#retired.table(name);
+      if (to === null) {
+        this.#oldSchema.skipped++;
+        this.#reason(`table ${JSON.stringify(name.slice(0, 200))} was dropped on this node: change skipped`);
+        return false;
+      }
+      if (to !== undefined) {
+        name = to;
+        table = this.#table(name);
+        if (table === 'excluded') return false;
+        this.#oldSchema.mapped++;
+      }
+    }
+    if (table === null) {
+      const exists = this.#stmts.tableExists.get(name) !== undefined;
+      this.#tables.delete(name);
+      throw new SchemaLagError(
+        exists
+          ? `table ${JSON.stringify(name)} is not under capture yet`
+          : `no such table ${JSON.stringify(name.slice(0, 200))}`,
+      );
+    }
+    const row = this.#mapColumns(table, Row);
+    try {
+      this.#resolver.apply(table, Type, row, Version ?? 0, rec.FromNodeId);
+    } catch (err) {
+      // Re-read this table's layout on the next attempt: the periodic re-check then sees a
+      // registry brought up to date, even if the schema-change notice never reached this worker.
+      if (err instanceof SchemaLagError) this.#tables.delete(name);
+      throw err;
+    }
+    return true;
+  }
+
+  /**
+   * The change's row under this node's column names: renamed columns take their new
+   * name, dropped ones are left out (counted). Unknown columns stay: they may still be
+   * created here, and the table applier holds the shard for them.
+   */
+  #mapColumns(table: TableApplier, row: Record<string, WireValue>): Record<string, WireValue> {
+    let unknown = false;
+    for (const c in row) {
+      if (!table.hasColumn(c)) {
+        unknown = true;
+        break;
+      }
+    }
+    if (!unknown) return row;
+    const out: Record<string, WireValue> = {};
+    let mapped = false;
+    for (const [c, v] of Object.entries(row)) {
+      if (table.hasColumn(c)) {
+        if (!Object.hasOwn(out, c)) out[c] = v;
+        continue;
+      }
+      const to = this.#retired.column(table.schema.name, c);
+      if (to === null) {
+        this.#oldSchema.droppedValues++;
+        this.#reason(`column ${table.schema.name}.${c} was dropped on this node: its value is left out`);
+      } else if (to !== undefined && table.hasColumn(to)) {
+        out[to] = v; // the value under the new name wins over a stale one of that name
+        mapped = true;
+      } else {
+        out[c] = v;
+      }
+    }
+    if (mapped) this.#oldSchema.mapped++;
+    return out;
+  }
+
+  #reason(reason: string): void {
+    if (this.#reasons.size < MAX_REASONS) this.#reasons.add(reason);
   }
 
   #applyBatchNow(shard: number, messages: readonly InboundMessage[]): ApplyResult {
@@ -194,6 +318,10 @@ export class BatchApplier {
     let duplicates = 0;
     let lastChangeAt = 0;
     this.#resolver.resetCounts();
+    this.#oldSchema.mapped = 0;
+    this.#oldSchema.skipped = 0;
+    this.#oldSchema.droppedValues = 0;
+    this.#reasons = new Set();
     const deadLettered: { seq: number; reason: string }[] = [];
     let blocked: { seq: number; reason: string } | undefined;
     const now = Date.now();
@@ -212,7 +340,18 @@ export class BatchApplier {
       }
       try {
         const records = decodeBody(m.data);
-        const r = this.#applyRecords(records);
+        let r: { changes: number; lastChangeAt: number };
+        const counted = { ...this.#resolver.counts };
+        const oldSchema = { ...this.#oldSchema };
+        try {
+          r = this.#applyRecords(records);
+        } catch (err) {
+          // Refused by an application trigger or constraint: not a schema lag, the other changes go on.
+          if (!isRefusal(err)) throw err;
+          Object.assign(this.#resolver.counts, counted); // the failed attempt was rolled back
+          Object.assign(this.#oldSchema, oldSchema);
+          r = this.#applyEach(records);
+        }
         appliedMessages++;
         appliedChanges += r.changes;
         if (r.lastChangeAt > lastChangeAt) lastChangeAt = r.lastChangeAt;
@@ -246,6 +385,8 @@ export class BatchApplier {
       deadLettered,
       resolved: { ...this.#resolver.counts },
       lastChangeAt,
+      oldSchema: { ...this.#oldSchema },
+      reasons: [...this.#reasons],
     };
     return blocked === undefined ? result : { ...result, blocked };
   }

@@ -35,6 +35,8 @@ export interface ResolveCounts {
   conflicts: number;
   /** Versions more than `maxClockSkewMs` ahead of this node's clock. */
   aheadOfClock: number;
+  /** Changes refused by an application trigger or constraint here: in the conflict log. */
+  refused: number;
 }
 
 interface Incoming {
@@ -77,6 +79,7 @@ export class ChangeResolver {
     displaced: 0,
     conflicts: 0,
     aheadOfClock: 0,
+    refused: 0,
   };
 
   constructor(db: Database, options: ChangeResolverOptions) {
@@ -314,11 +317,38 @@ export class ChangeResolver {
     }
   }
 
+  /**
+   * A change this node's database refused (an application trigger, a constraint): the row
+   * stays as it is, the change goes to the conflict log with the error, as the loser
+   * against the row's current version.
+   */
+  refuse(
+    table: TableApplier,
+    type: ChangeType,
+    row: Record<string, WireValue>,
+    version: number,
+    origin: number,
+    detail: string,
+  ): void {
+    this.#now = Date.now();
+    const pk = this.#options.digest.key(table.keyOf(row), table.schema.keyFold);
+    const idx = this.#store.get(table.schema.name, pk);
+    this.#conflict(
+      table.schema.name,
+      'refused',
+      { pk, type, row, version, origin },
+      idx ?? { version: 0, origin: 0 },
+      detail,
+    );
+    this.counts.refused++;
+  }
+
   #conflict(
     table: string,
-    reason: 'superseded' | 'displaced',
+    reason: 'superseded' | 'displaced' | 'refused',
     lost: { pk: Uint8Array; type: string; row: Record<string, WireValue>; version: number; origin: number },
     won: { version: number; origin: number },
+    detail?: string,
   ): void {
     this.#store.conflict(
       {
@@ -327,6 +357,7 @@ export class ChangeResolver {
         reason,
         lost: { version: lost.version, origin: lost.origin, type: lost.type, row: encodeRow(lost.row) },
         won: { version: won.version, origin: won.origin },
+        ...(detail === undefined ? {} : { detail }),
       },
       this.#now,
     );

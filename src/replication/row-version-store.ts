@@ -37,6 +37,8 @@ export interface ConflictEntry {
     readonly row: Uint8Array | null;
   };
   readonly won: { readonly version: number; readonly origin: number };
+  /** Why, when the reason alone does not say (a refusal's error). */
+  readonly detail?: string;
 }
 
 /**
@@ -83,8 +85,8 @@ export class RowVersionStore {
       .prepare(`SELECT 1 FROM ${q(PARKED)} WHERE tbl = ? AND kind = ${ParkKind.displaced} LIMIT 1`)
       .pluck();
     this.#conflict = db.prepare(
-      `INSERT INTO ${q(CONFLICTS)} (at, tbl, pk, reason, lost_version, lost_origin, lost_type, lost_row, won_version, won_origin) ` +
-        `VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO ${q(CONFLICTS)} (at, tbl, pk, reason, lost_version, lost_origin, lost_type, lost_row, won_version, won_origin, detail) ` +
+        `VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
   }
 
@@ -132,6 +134,7 @@ export class RowVersionStore {
       c.lost.row,
       c.won.version,
       c.won.origin,
+      c.detail ?? null,
     );
   }
 }

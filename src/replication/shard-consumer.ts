@@ -433,6 +433,29 @@ export class ShardConsumer {
         'rows lost a UNIQUE value to a newer row; kept in the conflict log and restored when the value is free',
       );
     }
+    if (r.refused > 0) metrics.changesRefused.inc(label, r.refused);
+    const o = result.oldSchema;
+    if (o.mapped > 0) metrics.oldSchemaChanges.inc({ ...label, outcome: 'mapped' }, o.mapped);
+    if (o.skipped > 0) metrics.oldSchemaChanges.inc({ ...label, outcome: 'skipped' }, o.skipped);
+    if (o.droppedValues > 0)
+      metrics.oldSchemaChanges.inc({ ...label, outcome: 'dropped_value' }, o.droppedValues);
+    if (r.refused > 0 || o.skipped > 0 || o.droppedValues > 0) {
+      logger.warn(
+        {
+          shard,
+          refused: r.refused,
+          skipped: o.skipped,
+          dropped_values: o.droppedValues,
+          reasons: result.reasons,
+        },
+        'changes refused by this node (conflict log) or naming a dropped table or column; the shard goes on',
+      );
+    }
+    if (o.mapped > 0)
+      logger.info(
+        { shard, changes: o.mapped },
+        "changes from the old schema applied under this node's new names",
+      );
     if (r.aheadOfClock > 0) {
       metrics.versionsAheadOfClock.inc(label, r.aheadOfClock);
       logger.warn(

@@ -22,18 +22,33 @@ export class SchemaLagError extends Error {
   readonly code = 'ERR_SCHEMA_LAG';
 }
 
-/** SQLite errors that mean "this node's schema is behind the sender's". */
+/**
+ * SQLite errors that mean "this node's schema is behind the sender's": a table or
+ * column that is not here (yet). Constraints are not: see isRefusal.
+ */
 export function isSchemaLag(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';
   const msg = (err as Error).message ?? '';
-  return (
-    code === 'SQLITE_CONSTRAINT_NOTNULL' ||
-    code === 'SQLITE_CONSTRAINT_CHECK' ||
-    code === 'SQLITE_CONSTRAINT_DATATYPE' ||
-    code === 'SQLITE_CONSTRAINT_TRIGGER' ||
-    code === 'SQLITE_MISMATCH' ||
-    (code === 'SQLITE_ERROR' && /no such (table|column)|has no column named/.test(msg))
-  );
+  return code === 'SQLITE_ERROR' && /no such (table|column)|has no column named/.test(msg);
+}
+
+/** Constraint codes by which this node's database refuses a change its origin took. */
+const REFUSALS: ReadonlySet<string> = new Set([
+  'SQLITE_CONSTRAINT_TRIGGER', // RAISE(ABORT | FAIL) in an application trigger
+  'SQLITE_CONSTRAINT_CHECK',
+  'SQLITE_CONSTRAINT_NOTNULL',
+  'SQLITE_CONSTRAINT_FOREIGNKEY',
+  'SQLITE_CONSTRAINT_DATATYPE',
+  'SQLITE_MISMATCH',
+]);
+
+/**
+ * A change refused by an application trigger or a constraint of this node: waiting
+ * cannot make it apply (no schema is missing), so it is logged as a conflict and the
+ * shard goes on (invariant 5).
+ */
+export function isRefusal(err: unknown): boolean {
+  return REFUSALS.has((err as { code?: string }).code ?? '');
 }
 
 /** The result of writing a row: its values as stored, or the keys of the rows holding a UNIQUE value it needs. */
@@ -86,6 +101,11 @@ export class TableApplier {
     this.#read.safeIntegers(true);
     this.#delete = this.#prepare(`DELETE FROM ${q(schema.name)} WHERE ${keyIs}`);
     this.#holders = uniqueHolderQueries(db, schema, keyIs);
+  }
+
+  /** True when the table has this captured column. */
+  hasColumn(name: string): boolean {
+    return this.#columnSet.has(name);
   }
 
   /** True when the table has UNIQUE constraints besides its key: writes may displace rows. */
@@ -206,9 +226,9 @@ export class TableApplier {
       const s = this.#statements(cols, row);
       try {
         if (this.schema.rowidAlias === undefined && !key.includes(null))
-          return { written: s.upsert.get(values) as SqlValue[] };
+          return { written: stored(s.upsert.get(values)) };
         const updated = s.update.get([...values, ...key]) as SqlValue[] | undefined;
-        return { written: updated ?? (s.insert.get(values) as SqlValue[]) };
+        return { written: updated ?? stored(s.insert.get(values)) };
       } catch (err) {
         if ((err as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE') throw err;
       }
@@ -236,6 +256,17 @@ export class TableApplier {
     }
     return [...found.values()];
   }
+}
+
+/**
+ * The row a write returned. None: an application trigger's `RAISE(IGNORE)` skipped the
+ * statement, which is a refusal like `RAISE(ABORT)` (see isRefusal), not a write.
+ */
+function stored(row: unknown): SqlValue[] {
+  if (row !== undefined) return row as SqlValue[];
+  throw Object.assign(new Error('ignored by a trigger (RAISE(IGNORE))'), {
+    code: 'SQLITE_CONSTRAINT_TRIGGER',
+  });
 }
 
 interface WriteStatements {

@@ -147,7 +147,7 @@ test('an install never drops a user table that merely sits in our namespace', ()
   assert.equal(f.db.prepare('SELECT count(*) FROM __harmonylite__mine_change_log').pluck().get(), 1);
 });
 
-test('harmonylite -cleanup exits 0 and leaves only the user objects', () => {
+test('harmonylite -cleanup -force exits 0 and leaves only the user objects, pending changes included', () => {
   using f = captureFixture(USER_SCHEMA);
   sqlite3(f.path, "INSERT INTO items (v) VALUES ('pending');");
   const before = userData(f.db);
@@ -155,11 +155,15 @@ test('harmonylite -cleanup exits 0 and leaves only the user objects', () => {
   const config = defaultConfig();
   config.db_path = f.path;
   const file = writeConfigFile(config, join(f.dir, 'harmonylite.toml'));
-  const r = spawnSync(process.execPath, ['--import', 'tsx', CLI_ENTRY, '-config', file, '-cleanup'], {
-    cwd: REPO_ROOT,
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', CLI_ENTRY, '-config', file, '-cleanup', '-force'],
+    {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
   assert.equal(r.status, 0, `exit ${r.status}; stdout: ${r.stdout}; stderr: ${r.stderr}`);
   const db = new Database(f.path, { readonly: true });
   try {

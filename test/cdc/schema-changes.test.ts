@@ -23,7 +23,7 @@ function logColumns(db: Database.Database, table: string): string[] {
   );
 }
 
-test('ALTER TABLE ADD COLUMN: re-install adds val_<col>, fills pending changes, captures the column', () => {
+test('ALTER TABLE ADD COLUMN: re-install adds val_<col>, logs the rows pending changes touched, captures the column', () => {
   using f = captureFixture('CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT);');
   sqlite3(f.path, "INSERT INTO t VALUES (1, 'a1');");
   sqlite3(f.path, "ALTER TABLE t ADD COLUMN c TEXT DEFAULT 'dflt';");
@@ -38,14 +38,18 @@ test('ALTER TABLE ADD COLUMN: re-install adds val_<col>, fills pending changes, 
   const state = f.install();
   assert.deepEqual(state.changed, ['t']);
   assert.ok(logColumns(f.db, 't').includes('val_c'));
-  // Pending changes carry the row's current value of c (a deleted row has none), so no replica gets a stale default.
+  // Pending changes stay as logged (they may be on their way already); each row they touched gets
+  // one more change with its current values, so no replica keeps a stale default.
   assert.deepEqual(f.scan().map(brief), [
-    ['t', 'insert', { id: 1n, a: 'a1', c: 'c1' }],
-    ['t', 'insert', { id: 2n, a: 'a2', c: 'c2' }],
-    ['t', 'update', { id: 1n, a: 'a1', c: 'c1' }],
-    ['t', 'insert', { id: 3n, a: 'a3', c: 'dflt' }],
+    ['t', 'insert', { id: 1n, a: 'a1', c: null }],
+    ['t', 'insert', { id: 2n, a: 'a2', c: null }],
+    ['t', 'update', { id: 1n, a: 'a1', c: null }],
+    ['t', 'insert', { id: 3n, a: 'a3', c: null }],
     ['t', 'insert', { id: 4n, a: 'a4', c: null }],
     ['t', 'delete', { id: 4n, a: 'a4', c: null }],
+    ['t', 'update', { id: 1n, a: 'a1', c: 'c1' }],
+    ['t', 'update', { id: 2n, a: 'a2', c: 'c2' }],
+    ['t', 'update', { id: 3n, a: 'a3', c: 'dflt' }],
   ]);
 
   sqlite3(f.path, "UPDATE t SET c = 'new' WHERE id = 2; INSERT INTO t VALUES (5, 'a5', 'c5');");

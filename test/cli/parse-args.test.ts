@@ -6,6 +6,7 @@ import { parseArgs, USAGE, type CliArgs } from '../../src/cli/parse-args.ts';
 const DEFAULTS: CliArgs = {
   config: 'config.toml',
   cleanup: false,
+  force: false,
   saveSnapshot: false,
   version: false,
   help: false,
