@@ -277,7 +277,7 @@ export class SnapshotRestorer {
                     encryption: { key: key.bytes, context: encryptionContext(manifest) },
                     expectedFacts: { positions: manifest.positions, originSeqs: manifest.originSeqs },
                   }),
-              expected: { sha256: manifest.sha256, sizeBytes: manifest.sizeBytes },
+              expected: { checksum: manifest.checksum, sizeBytes: manifest.sizeBytes },
               objectName: manifest.dataObject,
               prepare: this.#prepareOptions(),
             },

@@ -5,12 +5,18 @@
  * renewing the leader lease meanwhile; tests may call them directly.
  * Every task takes and returns structured-clonable data only.
  */
-import { rename, rm, stat } from 'node:fs/promises';
+import { copyFile, rename, rm, stat } from 'node:fs/promises';
 import Database from 'better-sqlite3';
 import { SnapshotError } from './snapshot-error.ts';
 import type { SnapshotCipherParams } from './snapshot-cipher.ts';
 import { readSnapshotFacts, writeSnapshotCopy, type SnapshotCopyFacts } from './snapshot-copy.ts';
-import { decodeFile, digestFile, encodeFile, type FileDigest } from './snapshot-file-codec.ts';
+import {
+  checksumAlgorithm,
+  decodeFile,
+  digestFile,
+  encodeFile,
+  type FileDigest,
+} from './snapshot-file-codec.ts';
 import type { OriginSeq } from './snapshot-manifest.ts';
 import { prepareRestoreFile, type PrepareRestoreOptions } from './prepare-restore-file.ts';
 
@@ -140,7 +146,7 @@ export async function runCreateTask(
 
 /**
  * Decrypts and decompresses (when needed) and checks a downloaded snapshot:
- * every chunk's authentication tag when encrypted, size and SHA-256 (of the
+ * every chunk's authentication tag when encrypted, size and checksum (of the
  * plain database) against the manifest, then `PRAGMA quick_check`, then
  * the positions when asked; then prepares it when asked. Rejects with
  * `ERR_SNAPSHOT_CORRUPT` on any mismatch, `ERR_SNAPSHOT_KEY` when the data
@@ -158,6 +164,7 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
       try {
         digest = await decodeFile(task.downloadedPath, task.outPath, {
           compressed: task.compressed,
+          algorithm: checksumAlgorithm(task.expected.checksum),
           encryption: task.encryption,
         });
       } catch (err) {
@@ -174,13 +181,17 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
         await rm(task.downloadedPath, { force: true });
       }
     } else {
-      await rename(task.downloadedPath, task.outPath);
-      digest = await digestFile(task.outPath);
+      // A download may share its inode with the stored object (a local store links it): copy, then modify.
+      if ((await stat(task.downloadedPath)).nlink > 1) {
+        await copyFile(task.downloadedPath, task.outPath);
+        await rm(task.downloadedPath, { force: true });
+      } else await rename(task.downloadedPath, task.outPath);
+      digest = await digestFile(task.outPath, checksumAlgorithm(task.expected.checksum));
     }
     if (digest.sizeBytes !== task.expected.sizeBytes)
       throw corrupt(`size ${digest.sizeBytes} bytes, the manifest says ${task.expected.sizeBytes}`);
-    if (digest.sha256 !== task.expected.sha256)
-      throw corrupt(`SHA-256 ${digest.sha256}, the manifest says ${task.expected.sha256}`);
+    if (digest.checksum !== task.expected.checksum)
+      throw corrupt(`checksum ${digest.checksum}, the manifest says ${task.expected.checksum}`);
     checkIntegrity(task.outPath, corrupt);
     if (task.expectedFacts !== undefined) checkFacts(task.outPath, task.expectedFacts, corrupt);
     if (task.prepare !== undefined) prepareRestoreFile({ ...task.prepare, path: task.outPath });
@@ -192,7 +203,7 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
 }
 
 /**
- * `quick_check`, not `integrity_check`: the SHA-256 over the whole stream
+ * `quick_check`, not `integrity_check`: the checksum over the whole stream
  * already proves the file is, byte for byte, the one the saver checksummed
  * (catching every damaged or truncated transfer); what is left is a file
  * damaged before it was checksummed, whose b-tree structure and page
