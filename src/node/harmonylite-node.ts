@@ -41,6 +41,7 @@ import { openDatabase } from './open-database.ts';
 import { NodeIdentity } from './node-identity.ts';
 import { keepNodeId, resolveNodeId } from './node-id.ts';
 import { SHARD_HASHING } from '../replication/shard-hasher.ts';
+import type { ProgressDisplay } from '../snapshot/transfer-progress.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -52,6 +53,8 @@ export interface NodeOptions {
   readonly clusterPeers?: readonly string[];
   /** `-leaf-servers`: leafnode remotes of the embedded server. */
   readonly leafServers?: readonly string[];
+  /** Shows snapshot transfers to a person (the CLI's terminal bar), if anyone watches. */
+  readonly progressDisplay?: ProgressDisplay | undefined;
   /** Milliseconds since the epoch, for batch seqs. Default `Date.now` (tests set a wrong clock). */
   readonly clock?: () => number;
 }
@@ -356,6 +359,7 @@ export class HarmonyLiteNode {
       nodeId: this.nodeId,
       nc: this.#nc,
       writer: this.writer,
+      display: this.#options.progressDisplay,
     });
     await this.#snapshots.checkRestore();
 

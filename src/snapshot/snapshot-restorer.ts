@@ -23,7 +23,7 @@ import { encryptionContext, type SnapshotManifest } from './snapshot-manifest.ts
 import { SnapshotStoreError, type SnapshotStore } from './snapshot-store.ts';
 import { assertFreeSpace, diskError, SnapshotTempDir, snapshotTempParent } from './snapshot-temp-dir.ts';
 import { runSnapshotTask } from './snapshot-worker.ts';
-import { TransferProgress } from './transfer-progress.ts';
+import { TransferProgress, type ProgressDisplay } from './transfer-progress.ts';
 
 export interface SnapshotRestorerDeps {
   readonly config: Config;
@@ -35,7 +35,8 @@ export interface SnapshotRestorerDeps {
   readonly writer: WriterQueue;
   readonly logger: Logger;
   readonly metrics?: Metrics | undefined;
-  readonly terminal?: NodeJS.WriteStream | undefined;
+  /** Shows the download's progress to a person, if anyone watches. */
+  readonly display?: ProgressDisplay | undefined;
   /** How long to wait for this node's pending changes to be published before a swap. Default 60 s. */
   readonly drainTimeoutMs?: number;
   /** Download-and-verify attempts per snapshot before trying an older one. Default 3. */
@@ -249,7 +250,7 @@ export class SnapshotRestorer {
           objectName: manifest.dataObject,
           totalBytes: manifest.dataBytes,
           logger,
-          terminal: this.#deps.terminal,
+          display: this.#deps.display,
         });
         try {
           logger.info(
