@@ -22,6 +22,7 @@ import { SnapshotKey, snapshotKeyMismatch } from './snapshot-key.ts';
 import { encryptionContext, type SnapshotManifest } from './snapshot-manifest.ts';
 import { SnapshotStoreError, type SnapshotStore } from './snapshot-store.ts';
 import { assertFreeSpace, diskError, SnapshotTempDir, snapshotTempParent } from './snapshot-temp-dir.ts';
+import { checkpointInWorker } from '../node/wal-checkpoint.ts';
 import { runSnapshotTask } from './snapshot-worker.ts';
 import { TransferProgress, type ProgressDisplay } from './transfer-progress.ts';
 
@@ -363,7 +364,7 @@ export class SnapshotRestorer {
     }
     // The swap wrote every page through the WAL: fold it back into the file now, off the main thread.
     await writer.run(() =>
-      runSnapshotTask({ kind: 'checkpoint', dbPath: config.db_path, busyTimeoutMs: config.busy_timeout }),
+      checkpointInWorker({ dbPath: config.db_path, busyTimeoutMs: config.busy_timeout }),
     );
   }
 

@@ -94,30 +94,12 @@ export interface PrepareTask extends PrepareRestoreOptions {
   readonly kind: 'prepare';
 }
 
-/** Folds the WAL back into the database file (`wal_checkpoint(TRUNCATE)` by default), off the main thread. */
-export interface CheckpointTask {
-  readonly kind: 'checkpoint';
-  readonly dbPath: string;
-  readonly busyTimeoutMs: number;
-  /** PASSIVE never waits for readers or writers; TRUNCATE also empties the WAL file. */
-  readonly mode?: 'PASSIVE' | 'TRUNCATE';
-}
-
-/** SQLite's answer to `wal_checkpoint`: frames in the WAL and how many are now in the database file. */
-export interface CheckpointResult {
-  readonly busy: boolean;
-  readonly logFrames: number;
-  readonly checkpointedFrames: number;
-}
-
-export type SnapshotTask = CreateTask | VerifyTask | PrepareTask | CheckpointTask;
+export type SnapshotTask = CreateTask | VerifyTask | PrepareTask;
 export type SnapshotTaskResult<T extends SnapshotTask> = T extends CreateTask
   ? CreateResult
   : T extends VerifyTask
     ? VerifyResult
-    : T extends CheckpointTask
-      ? CheckpointResult
-      : void;
+    : void;
 
 export async function runCreateTask(
   task: CreateTask,
@@ -274,24 +256,6 @@ export async function runSnapshotTaskHere<T extends SnapshotTask>(
     case 'prepare':
       runPrepareTask(task);
       return undefined as SnapshotTaskResult<T>;
-    case 'checkpoint': {
-      const db = new Database(task.dbPath, { fileMustExist: true, timeout: task.busyTimeoutMs });
-      try {
-        const [r] = db.pragma(`wal_checkpoint(${task.mode ?? 'TRUNCATE'})`) as {
-          busy: number;
-          log: number;
-          checkpointed: number;
-        }[];
-        const result: CheckpointResult = {
-          busy: r?.busy === 1,
-          logFrames: r?.log ?? 0,
-          checkpointedFrames: r?.checkpointed ?? 0,
-        };
-        return result as SnapshotTaskResult<T>;
-      } finally {
-        db.close();
-      }
-    }
   }
   throw new Error(`unknown snapshot task ${(task as { kind: string }).kind}`);
 }
