@@ -6,9 +6,11 @@
  *
  *   npm run bench -- [--shards 1,2,4,8] [--rows 200000] [--rows-per-txn 100] [--row-bytes 100]
  *                    [--writers 1] [--nodes 2] [--r3-shards 1,4] [--latency-rate 1000]
- *                    [--latency-seconds 10] [--catchup-rows 200000] [--short] [--out bench/results]
+ *                    [--latency-seconds 10] [--catchup-rows 200000] [--snapshot-mb 450]
+ *                    [--snapshot-backends local,nats,s3,webdav,sftp] [--short] [--out bench/results]
  *
- * `--short` is the CI smoke run: small sizes, no R3, no thresholds.
+ * `--short` is the CI smoke run: small sizes, no R3, no thresholds, snapshots
+ * on the local store only.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,6 +19,12 @@ import Database from 'better-sqlite3';
 import { BenchCluster, ROOT } from './bench-cluster.ts';
 import { renderChart, type ChartPoint } from './chart.ts';
 import { captureOverhead, plainApplyRate, rawPublishRate } from './machine-limits.ts';
+import {
+  SNAPSHOT_BACKENDS,
+  snapshotBench,
+  snapshotBenchLines,
+  type SnapshotBackendName,
+} from './snapshot.ts';
 import {
   BENCH_SCHEMA,
   commitToVisibleLatency,
@@ -37,6 +45,8 @@ const { values } = parseArgs({
     'latency-rate': { type: 'string', default: '1000' },
     'latency-seconds': { type: 'string' },
     'catchup-rows': { type: 'string' },
+    'snapshot-mb': { type: 'string' },
+    'snapshot-backends': { type: 'string' },
     short: { type: 'boolean', default: false },
     out: { type: 'string', default: join(ROOT, 'bench', 'results') },
   },
@@ -59,9 +69,15 @@ const opts = {
   latencyRate: Number(values['latency-rate']),
   latencySeconds: Number(values['latency-seconds'] ?? (short ? 1 : 10)),
   catchupRows: Number(values['catchup-rows'] ?? (short ? 5000 : 200_000)),
+  // 0.4-1 GB is the size the snapshot targets are set for.
+  snapshotMb: Number(values['snapshot-mb'] ?? (short ? 20 : 450)),
+  snapshotBackends: (values['snapshot-backends'] ?? (short ? 'local' : SNAPSHOT_BACKENDS.join(',')))
+    .split(',')
+    .filter((b) => b !== '') as SnapshotBackendName[],
+  snapshotRuns: short ? 1 : 3,
 };
 
-const phases = opts.shards.length * 2 + opts.r3Shards.length + 2;
+const phases = opts.shards.length * 2 + opts.r3Shards.length + 3;
 let phase = 0;
 function step(what: string): void {
   phase++;
@@ -188,6 +204,15 @@ try {
   await cluster.stop();
 }
 
+step(
+  `snapshots: save and restore of a ${opts.snapshotMb} MB database per store (${opts.snapshotBackends.join(', ')}) with baselines`,
+);
+const snapshots = await snapshotBench({
+  sizeMb: opts.snapshotMb,
+  runs: opts.snapshotRuns,
+  backends: opts.snapshotBackends,
+});
+
 const ratio = (v: number, limit: number) => (v / limit).toFixed(2);
 const lines = [
   `HarmonyLite benchmark ${new Date().toISOString()} (${short ? 'short' : 'full'} run)`,
@@ -210,6 +235,8 @@ const lines = [
       `| R3 replicated, 3 nodes, shards=${r.shards} (rows/s) | ${Math.round(r.rowsPerSecond)} | plain apply ${Math.round(applyLimit)} | ${ratio(r.rowsPerSecond, applyLimit)} |`,
   ),
   `| raw JetStream publish, 256 in flight, R1 (msgs/s) | ${Math.round(publishLimit)} | | |`,
+  '',
+  ...snapshotBenchLines(snapshots, opts.snapshotRuns),
 ];
 process.stdout.write(lines.join('\n') + '\n');
 
@@ -226,6 +253,7 @@ const report = {
   shards: results,
   r3,
   catchup: { shards: catchupShards, rowsPerSecond: catchupRowsPerSecond },
+  snapshots,
 };
 mkdirSync(values.out, { recursive: true });
 const stem = short ? 'short' : 'full';

@@ -3,6 +3,7 @@ import type { Logger } from '../logger.ts';
 import { ProfilerServer } from '../metrics/profiler-server.ts';
 import { HarmonyLiteNode } from '../node/harmonylite-node.ts';
 import type { CliArgs } from './parse-args.ts';
+import { terminalProgressBar } from './progress-bar.ts';
 
 /** Runs a node until SIGINT/SIGTERM (or `sleep_timeout` of idleness); resolves to the exit code. */
 export async function runNode(config: Config, args: CliArgs, logger: Logger): Promise<number> {
@@ -22,6 +23,7 @@ async function runUntilStopped(config: Config, args: CliArgs, logger: Logger): P
     ...(args.clusterAddr !== undefined ? { clusterAddress: args.clusterAddr } : {}),
     ...(args.clusterPeers !== undefined ? { clusterPeers: args.clusterPeers } : {}),
     ...(args.leafServers !== undefined ? { leafServers: args.leafServers } : {}),
+    progressDisplay: terminalProgressBar(),
   });
   let stopping: Promise<void> | undefined;
   let exitCode = 0;

@@ -4,7 +4,7 @@ import type { Logger } from '../logger.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { createSnapshotStore } from '../snapshot/create-snapshot-store.ts';
 import { saveSnapshot } from '../snapshot/save-snapshot.ts';
-import { progressTerminal } from '../snapshot/transfer-progress.ts';
+import { terminalProgressBar } from './progress-bar.ts';
 import { connectForCommand, type CommandClusterOptions, type CommandNats } from './command-nats.ts';
 
 /**
@@ -50,7 +50,7 @@ export async function runSaveSnapshot(
         store,
         logger,
         signal: abort.signal,
-        terminal: progressTerminal(),
+        display: terminalProgressBar(),
       });
       process.stdout.write(
         `Snapshot saved to ${store.description}: ${saved.manifest.dataObject} ` +

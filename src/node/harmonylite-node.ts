@@ -26,7 +26,6 @@ import { HybridClock } from '../replication/hybrid-clock.ts';
 import { RowDigest } from '../codec/row-digest.ts';
 import { maxIndexedVersion, pruneConflicts } from '../replication/row-version-store.ts';
 import { openOriginSigning } from '../replication/origin-signing.ts';
-import { runSnapshotTask } from '../snapshot/snapshot-worker.ts';
 import { whenWriteLockFree } from '../sqlite/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
@@ -44,6 +43,8 @@ import { keepNodeId, resolveNodeId } from './node-id.ts';
 import { SHARD_HASHING } from '../replication/shard-hasher.ts';
 import { MigrationFollower } from '../migration/migration-follower.ts';
 import { ensureMigrationStream } from '../migration/migration-stream.ts';
+import type { ProgressDisplay } from '../snapshot/transfer-progress.ts';
+import { checkpointInWorker } from '../sqlite/wal-checkpoint.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -55,6 +56,8 @@ export interface NodeOptions {
   readonly clusterPeers?: readonly string[];
   /** `-leaf-servers`: leafnode remotes of the embedded server. */
   readonly leafServers?: readonly string[];
+  /** Shows snapshot transfers to a person (the CLI's terminal bar), if anyone watches. */
+  readonly progressDisplay?: ProgressDisplay | undefined;
   /** Milliseconds since the epoch, for batch seqs. Default `Date.now` (tests set a wrong clock). */
   readonly clock?: () => number;
 }
@@ -350,6 +353,7 @@ export class HarmonyLiteNode {
       nodeId: this.nodeId,
       nc: this.#nc,
       writer: this.writer,
+      display: this.#options.progressDisplay,
     });
     await this.#snapshots.checkRestore(replaced);
 
@@ -793,19 +797,19 @@ export class HarmonyLiteNode {
     if (this.#checkpointing) return;
     const mode = walBytes > 4 * this.config.wal_checkpoint_bytes ? 'TRUNCATE' : 'PASSIVE';
     // A TRUNCATE that readers keep from finishing gives up soon (it holds the writer queue) and is tried again.
-    const task = { kind: 'checkpoint', dbPath: this.config.db_path, busyTimeoutMs: 100, mode } as const;
+    const task = { dbPath: this.config.db_path, busyTimeoutMs: 100, mode } as const;
     this.#checkpointing = true;
     try {
       // Before a TRUNCATE, a PASSIVE copies the frames without the lock: the TRUNCATE that follows holds
       // the writer queue (and SQLite's write lock) only to reset the file. Copying a WAL of 200k rows'
       // changes under it stalled the application's commits and replication by ~50 ms (bench, after a burst).
       if (mode === 'TRUNCATE') {
-        await runSnapshotTask({ ...task, mode: 'PASSIVE' });
+        await checkpointInWorker({ ...task, mode: 'PASSIVE' });
         if (this.#abort.signal.aborted) return; // closing: the writer queue is draining
       }
       const r = await (mode === 'PASSIVE'
-        ? runSnapshotTask(task)
-        : this.writer.run(() => runSnapshotTask(task)));
+        ? checkpointInWorker(task)
+        : this.writer.run(() => checkpointInWorker(task)));
       this.metrics.walCheckpoints.inc({ mode });
       const complete = !r.busy && r.checkpointedFrames === r.logFrames;
       this.#walCheckpointed = !complete ? undefined : mode === 'TRUNCATE' ? 0 : walBytes;

@@ -20,7 +20,7 @@ import type { SnapshotStore } from './snapshot-store.ts';
 import { removeStaleTempDirs, snapshotTempParent } from './snapshot-temp-dir.ts';
 import { saveSnapshot } from './save-snapshot.ts';
 import type { ReplacedStream } from '../replication/stream-identities.ts';
-import { progressTerminal } from './transfer-progress.ts';
+import type { ProgressDisplay } from './transfer-progress.ts';
 
 export interface NodeSnapshotsOptions {
   readonly config: Config;
@@ -33,6 +33,8 @@ export interface NodeSnapshotsOptions {
   readonly writer: WriterQueue;
   /** Lease lifetime of the snapshot leader. Default `[snapshot] leader_ttl`. */
   readonly leaseTtlMs?: number;
+  /** Shows a restore's download to a person, if anyone watches. */
+  readonly display?: ProgressDisplay | undefined;
 }
 
 const LEASE_RETRY_MS = 5000;
@@ -113,7 +115,7 @@ export class NodeSnapshots {
       writer,
       logger: this.#logger,
       metrics,
-      terminal: progressTerminal(),
+      display: this.#o.display,
     });
     const restorer = this.#restorer;
     const signal = this.#abort.signal;

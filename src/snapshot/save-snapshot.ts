@@ -8,7 +8,7 @@ import { SnapshotKey } from './snapshot-key.ts';
 import { manifestObjectName, type SnapshotManifest } from './snapshot-manifest.ts';
 import type { SnapshotStore } from './snapshot-store.ts';
 import { snapshotTempParent } from './snapshot-temp-dir.ts';
-import { TransferProgress } from './transfer-progress.ts';
+import { TransferProgress, type ProgressDisplay } from './transfer-progress.ts';
 
 export interface SaveSnapshotDeps {
   readonly config: Config;
@@ -18,8 +18,8 @@ export interface SaveSnapshotDeps {
   readonly logger: Logger;
   readonly metrics?: Metrics | undefined;
   readonly signal?: AbortSignal | undefined;
-  /** Where to draw an upload progress bar, if anywhere. */
-  readonly terminal?: NodeJS.WriteStream | undefined;
+  /** Shows the upload's progress to a person, if anyone watches. */
+  readonly display?: ProgressDisplay | undefined;
   /** See `PruneOptions.orphanGraceMs`. */
   readonly orphanGraceMs?: number | undefined;
 }
@@ -64,7 +64,7 @@ export async function saveSnapshot(deps: SaveSnapshotDeps): Promise<SavedSnapsho
           objectName: object,
           totalBytes: bytes,
           logger,
-          terminal: deps.terminal,
+          display: deps.display,
         });
         try {
           await store.putFile(object, path, { signal: uploadSignal, onProgress: progress.update });

@@ -136,7 +136,7 @@ export async function createSnapshotFile(options: CreateSnapshotOptions): Promis
       originSeqs: created.facts.originSeqs,
       schemaSql: key === undefined ? created.facts.schemaSql : '',
       sizeBytes: created.digest.sizeBytes,
-      sha256: created.digest.sha256,
+      checksum: created.digest.checksum,
       compressed: options.compress,
       dataObject,
       dataBytes: created.uploadBytes,

@@ -1,13 +1,14 @@
 /**
- * Streaming transforms of snapshot files: SHA-256, zstd compression and
+ * Streaming transforms of snapshot files: checksum, zstd compression and
  * decompression, encryption and decryption (`snapshot-cipher.ts`), each in one
  * pass over the file with bounded buffers, so memory never grows with the
  * database size.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import xxhash from 'xxhash-wasm';
 import { CompressStream, DecompressStream } from 'zstd-napi';
 import { createDecryptStream, createEncryptStream, type SnapshotCipherParams } from './snapshot-cipher.ts';
 
@@ -15,15 +16,40 @@ import { createDecryptStream, createEncryptStream, type SnapshotCipherParams } f
 const CHUNK_BYTES = 1024 * 1024;
 
 export interface FileDigest {
-  /** SHA-256 of the plain bytes (uncompressed, decrypted), lowercase hex. */
-  readonly sha256: string;
+  /**
+   * Checksum of the plain bytes (uncompressed, decrypted): `xxh64:<16 hex>`
+   * for new snapshots (several times cheaper than SHA-256, which cost as much
+   * as the compression); `sha256:<64 hex>` read from older manifests.
+   */
+  readonly checksum: string;
   /** Length of the plain bytes. */
   readonly sizeBytes: number;
 }
 
+export type ChecksumAlgorithm = 'xxh64' | 'sha256';
+
+const { create64 } = await xxhash();
+
+/** The algorithm a checksum string names (see `FileDigest.checksum`). */
+export function checksumAlgorithm(checksum: string): ChecksumAlgorithm {
+  return checksum.startsWith('sha256:') ? 'sha256' : 'xxh64';
+}
+
+function newHasher(algorithm: ChecksumAlgorithm): { update(b: Buffer): void; digest(): string } {
+  if (algorithm === 'sha256') {
+    const h = createHash('sha256');
+    return { update: (b) => h.update(b), digest: () => `sha256:${h.digest('hex')}` };
+  }
+  const h = create64();
+  return {
+    update: (b) => h.update(b),
+    digest: () => `xxh64:${h.digest().toString(16).padStart(16, '0')}`,
+  };
+}
+
 /** A pass-through that hashes and counts what flows through it. */
-function digestTap(): { tap: Transform; result: () => FileDigest } {
-  const hash: Hash = createHash('sha256');
+function digestTap(algorithm: ChecksumAlgorithm): { tap: Transform; result: () => FileDigest } {
+  const hash = newHasher(algorithm);
   let sizeBytes = 0;
   const tap = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
@@ -32,22 +58,26 @@ function digestTap(): { tap: Transform; result: () => FileDigest } {
       callback(null, chunk);
     },
   });
-  return { tap, result: () => ({ sha256: hash.digest('hex'), sizeBytes }) };
+  return { tap, result: () => ({ checksum: hash.digest(), sizeBytes }) };
 }
 
 function signalOption(signal: AbortSignal | undefined): { signal?: AbortSignal } {
   return signal ? { signal } : {};
 }
 
-/** SHA-256 and size of a file. */
-export async function digestFile(path: string, signal?: AbortSignal): Promise<FileDigest> {
-  const hash = createHash('sha256');
+/** Checksum and size of a file. */
+export async function digestFile(
+  path: string,
+  algorithm: ChecksumAlgorithm = 'xxh64',
+  signal?: AbortSignal,
+): Promise<FileDigest> {
+  const hash = newHasher(algorithm);
   let sizeBytes = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: CHUNK_BYTES, ...signalOption(signal) })) {
     hash.update(chunk as Buffer);
     sizeBytes += (chunk as Buffer).length;
   }
-  return { sha256: hash.digest('hex'), sizeBytes };
+  return { checksum: hash.digest(), sizeBytes };
 }
 
 export interface EncodeOptions {
@@ -74,7 +104,7 @@ export async function encodeFile(
   dest: string,
   options: EncodeOptions,
 ): Promise<FileDigest & { encodedBytes: number }> {
-  const { tap, result } = digestTap();
+  const { tap, result } = digestTap('xxh64');
   let encodedBytes = 0;
   const count = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
@@ -106,6 +136,8 @@ export async function encodeFile(
 
 export interface DecodeOptions {
   readonly compressed: boolean;
+  /** Of the checksum to compute; default xxh64. */
+  readonly algorithm?: ChecksumAlgorithm | undefined;
   /** The file is encrypted: decrypt it with these. */
   readonly encryption?: SnapshotCipherParams | undefined;
   readonly signal?: AbortSignal | undefined;
@@ -119,7 +151,7 @@ export interface DecodeOptions {
  * discard `dest` then.
  */
 export async function decodeFile(src: string, dest: string, options: DecodeOptions): Promise<FileDigest> {
-  const { tap, result } = digestTap();
+  const { tap, result } = digestTap(options.algorithm ?? 'xxh64');
   const stages: NodeJS.ReadWriteStream[] = [];
   if (options.encryption !== undefined) stages.push(createDecryptStream(options.encryption));
   if (options.compressed) stages.push(new DecompressStream());

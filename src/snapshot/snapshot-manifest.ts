@@ -13,7 +13,8 @@
  */
 import { SnapshotError } from './snapshot-error.ts';
 
-export const MANIFEST_FORMAT = 1;
+/** Format 2 names its checksum's algorithm; format 1 (SHA-256 in `sha256`) is still read. */
+export const MANIFEST_FORMAT = 2;
 
 /** How an encrypted data object was encrypted (`snapshot-cipher.ts`); the header of the data says it again. */
 export interface SnapshotEncryptionInfo {
@@ -55,8 +56,8 @@ export interface SnapshotManifest {
   readonly schemaSql: string;
   /** Size of the database file, bytes. */
   readonly sizeBytes: number;
-  /** SHA-256 of the database file (after decompression), lowercase hex. */
-  readonly sha256: string;
+  /** Checksum of the database file (after decompression): `xxh64:<16 hex>`, or `sha256:<64 hex>` from format 1. */
+  readonly checksum: string;
   readonly compressed: boolean;
   /** Name of the data object in the store. */
   readonly dataObject: string;
@@ -154,8 +155,10 @@ export function decodeManifest(bytes: Uint8Array, objectName: string): SnapshotM
     return v;
   };
 
-  if (o.format !== MANIFEST_FORMAT)
-    fail(`format ${JSON.stringify(o.format)} is not supported (this build reads format ${MANIFEST_FORMAT})`);
+  if (o.format !== MANIFEST_FORMAT && o.format !== 1)
+    fail(
+      `format ${JSON.stringify(o.format)} is not supported (this build reads formats 1 to ${MANIFEST_FORMAT})`,
+    );
   const name = str('name');
   if (!BASE_NAME.test(name)) fail(`name ${JSON.stringify(name)} is not snapshot-<createdAt>-<nodeId>`);
   const expected = manifestObjectName(name);
@@ -188,8 +191,16 @@ export function decodeManifest(bytes: Uint8Array, objectName: string): SnapshotM
     return { origin: r!.origin as number, shard: r!.shard as number, seq: r!.seq as number };
   });
 
-  const sha256 = str('sha256');
-  if (!/^[0-9a-f]{64}$/.test(sha256)) fail('sha256 must be 64 lowercase hex digits');
+  let checksum: string;
+  if (o.format === 1) {
+    const sha256 = str('sha256');
+    if (!/^[0-9a-f]{64}$/.test(sha256)) fail('sha256 must be 64 lowercase hex digits');
+    checksum = `sha256:${sha256}`;
+  } else {
+    checksum = str('checksum');
+    if (!/^(xxh64:[0-9a-f]{16}|sha256:[0-9a-f]{64})$/.test(checksum))
+      fail('checksum must be xxh64:<16 hex digits> or sha256:<64 hex digits>');
+  }
   if (typeof o.compressed !== 'boolean') fail('compressed must be true or false');
   const compressed = o.compressed as boolean;
   let encryption: SnapshotEncryptionInfo | undefined;
@@ -219,7 +230,7 @@ export function decodeManifest(bytes: Uint8Array, objectName: string): SnapshotM
     originSeqs,
     schemaSql: str('schemaSql'),
     sizeBytes: int('sizeBytes', 1),
-    sha256,
+    checksum,
     compressed,
     dataObject,
     dataBytes: int('dataBytes', 1),

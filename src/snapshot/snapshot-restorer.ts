@@ -30,8 +30,9 @@ import { SnapshotKey, snapshotKeyMismatch } from './snapshot-key.ts';
 import { encryptionContext, type SnapshotManifest } from './snapshot-manifest.ts';
 import { SnapshotStoreError, type SnapshotStore } from './snapshot-store.ts';
 import { assertFreeSpace, diskError, SnapshotTempDir, snapshotTempParent } from './snapshot-temp-dir.ts';
+import { checkpointInWorker } from '../sqlite/wal-checkpoint.ts';
 import { runSnapshotTask } from './snapshot-worker.ts';
-import { TransferProgress } from './transfer-progress.ts';
+import { TransferProgress, type ProgressDisplay } from './transfer-progress.ts';
 
 export interface SnapshotRestorerDeps {
   readonly config: Config;
@@ -43,7 +44,8 @@ export interface SnapshotRestorerDeps {
   readonly writer: WriterQueue;
   readonly logger: Logger;
   readonly metrics?: Metrics | undefined;
-  readonly terminal?: NodeJS.WriteStream | undefined;
+  /** Shows the download's progress to a person, if anyone watches. */
+  readonly display?: ProgressDisplay | undefined;
   /** How long to wait for this node's pending changes to be published before a swap. Default 60 s. */
   readonly drainTimeoutMs?: number;
   /** Download-and-verify attempts per snapshot before trying an older one. Default 3. */
@@ -304,7 +306,7 @@ export class SnapshotRestorer {
           objectName: manifest.dataObject,
           totalBytes: manifest.dataBytes,
           logger,
-          terminal: this.#deps.terminal,
+          display: this.#deps.display,
         });
         try {
           logger.info(
@@ -332,7 +334,7 @@ export class SnapshotRestorer {
                     encryption: { key: key.bytes, context: encryptionContext(manifest) },
                     expectedFacts: { positions: manifest.positions, originSeqs: manifest.originSeqs },
                   }),
-              expected: { sha256: manifest.sha256, sizeBytes: manifest.sizeBytes },
+              expected: { checksum: manifest.checksum, sizeBytes: manifest.sizeBytes },
               objectName: manifest.dataObject,
               prepare: this.#prepareOptions(),
             },
@@ -417,7 +419,7 @@ export class SnapshotRestorer {
     }
     // The swap wrote every page through the WAL: fold it back into the file now, off the main thread.
     await writer.run(() =>
-      runSnapshotTask({ kind: 'checkpoint', dbPath: config.db_path, busyTimeoutMs: config.busy_timeout }),
+      checkpointInWorker({ dbPath: config.db_path, busyTimeoutMs: config.busy_timeout }),
     );
   }
 

@@ -30,15 +30,17 @@ export interface SnapshotStore {
    * Uploads the local file `localPath` under `name`, replacing any object of
    * that name. Atomic: readers see the old object or the complete new one, never
    * a partial one; a crash or abort mid-put leaves the old object (if any) intact.
-   * Streams from disk: memory does not grow with the file size. `onProgress`
+   * Streams from disk: memory does not grow with the file size. The file must
+   * not be modified afterwards (a local store may link it). `onProgress`
    * receives the cumulative number of bytes transferred, ending at the file size.
    */
   putFile(name: string, localPath: string, options?: SnapshotTransferOptions): Promise<void>;
 
   /**
    * Downloads object `name` into `localPath`: written to `localPath + ".part"`,
-   * flushed to disk, then renamed over `localPath`, so `localPath` is either
-   * untouched or complete. Rejects with code `ERR_SNAPSHOT_NOT_FOUND` when the
+   * then renamed over `localPath` (not flushed: a scratch file), so `localPath`
+   * is either untouched or complete. The file must not be modified in place
+   * (a local store may link it); removing or renaming it is fine. Rejects with code `ERR_SNAPSHOT_NOT_FOUND` when the
    * object does not exist (and then creates no file). `onProgress` as for `putFile`.
    */
   getFile(name: string, localPath: string, options?: SnapshotTransferOptions): Promise<void>;

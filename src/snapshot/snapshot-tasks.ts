@@ -5,12 +5,18 @@
  * renewing the leader lease meanwhile; tests may call them directly.
  * Every task takes and returns structured-clonable data only.
  */
-import { rename, rm, stat } from 'node:fs/promises';
+import { copyFile, rename, rm, stat } from 'node:fs/promises';
 import Database from 'better-sqlite3';
 import { SnapshotError } from './snapshot-error.ts';
 import type { SnapshotCipherParams } from './snapshot-cipher.ts';
 import { readSnapshotFacts, writeSnapshotCopy, type SnapshotCopyFacts } from './snapshot-copy.ts';
-import { decodeFile, digestFile, encodeFile, type FileDigest } from './snapshot-file-codec.ts';
+import {
+  checksumAlgorithm,
+  decodeFile,
+  digestFile,
+  encodeFile,
+  type FileDigest,
+} from './snapshot-file-codec.ts';
 import type { OriginSeq } from './snapshot-manifest.ts';
 import { prepareRestoreFile, type PrepareRestoreOptions } from './prepare-restore-file.ts';
 
@@ -88,30 +94,12 @@ export interface PrepareTask extends PrepareRestoreOptions {
   readonly kind: 'prepare';
 }
 
-/** Folds the WAL back into the database file (`wal_checkpoint(TRUNCATE)` by default), off the main thread. */
-export interface CheckpointTask {
-  readonly kind: 'checkpoint';
-  readonly dbPath: string;
-  readonly busyTimeoutMs: number;
-  /** PASSIVE never waits for readers or writers; TRUNCATE also empties the WAL file. */
-  readonly mode?: 'PASSIVE' | 'TRUNCATE';
-}
-
-/** SQLite's answer to `wal_checkpoint`: frames in the WAL and how many are now in the database file. */
-export interface CheckpointResult {
-  readonly busy: boolean;
-  readonly logFrames: number;
-  readonly checkpointedFrames: number;
-}
-
-export type SnapshotTask = CreateTask | VerifyTask | PrepareTask | CheckpointTask;
+export type SnapshotTask = CreateTask | VerifyTask | PrepareTask;
 export type SnapshotTaskResult<T extends SnapshotTask> = T extends CreateTask
   ? CreateResult
   : T extends VerifyTask
     ? VerifyResult
-    : T extends CheckpointTask
-      ? CheckpointResult
-      : void;
+    : void;
 
 export async function runCreateTask(
   task: CreateTask,
@@ -140,7 +128,7 @@ export async function runCreateTask(
 
 /**
  * Decrypts and decompresses (when needed) and checks a downloaded snapshot:
- * every chunk's authentication tag when encrypted, size and SHA-256 (of the
+ * every chunk's authentication tag when encrypted, size and checksum (of the
  * plain database) against the manifest, then `PRAGMA quick_check`, then
  * the positions when asked; then prepares it when asked. Rejects with
  * `ERR_SNAPSHOT_CORRUPT` on any mismatch, `ERR_SNAPSHOT_KEY` when the data
@@ -158,6 +146,7 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
       try {
         digest = await decodeFile(task.downloadedPath, task.outPath, {
           compressed: task.compressed,
+          algorithm: checksumAlgorithm(task.expected.checksum),
           encryption: task.encryption,
         });
       } catch (err) {
@@ -174,13 +163,17 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
         await rm(task.downloadedPath, { force: true });
       }
     } else {
-      await rename(task.downloadedPath, task.outPath);
-      digest = await digestFile(task.outPath);
+      // A download may share its inode with the stored object (a local store links it): copy, then modify.
+      if ((await stat(task.downloadedPath)).nlink > 1) {
+        await copyFile(task.downloadedPath, task.outPath);
+        await rm(task.downloadedPath, { force: true });
+      } else await rename(task.downloadedPath, task.outPath);
+      digest = await digestFile(task.outPath, checksumAlgorithm(task.expected.checksum));
     }
     if (digest.sizeBytes !== task.expected.sizeBytes)
       throw corrupt(`size ${digest.sizeBytes} bytes, the manifest says ${task.expected.sizeBytes}`);
-    if (digest.sha256 !== task.expected.sha256)
-      throw corrupt(`SHA-256 ${digest.sha256}, the manifest says ${task.expected.sha256}`);
+    if (digest.checksum !== task.expected.checksum)
+      throw corrupt(`checksum ${digest.checksum}, the manifest says ${task.expected.checksum}`);
     checkIntegrity(task.outPath, corrupt);
     if (task.expectedFacts !== undefined) checkFacts(task.outPath, task.expectedFacts, corrupt);
     if (task.prepare !== undefined) prepareRestoreFile({ ...task.prepare, path: task.outPath });
@@ -192,7 +185,7 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
 }
 
 /**
- * `quick_check`, not `integrity_check`: the SHA-256 over the whole stream
+ * `quick_check`, not `integrity_check`: the checksum over the whole stream
  * already proves the file is, byte for byte, the one the saver checksummed
  * (catching every damaged or truncated transfer); what is left is a file
  * damaged before it was checksummed, whose b-tree structure and page
@@ -263,24 +256,6 @@ export async function runSnapshotTaskHere<T extends SnapshotTask>(
     case 'prepare':
       runPrepareTask(task);
       return undefined as SnapshotTaskResult<T>;
-    case 'checkpoint': {
-      const db = new Database(task.dbPath, { fileMustExist: true, timeout: task.busyTimeoutMs });
-      try {
-        const [r] = db.pragma(`wal_checkpoint(${task.mode ?? 'TRUNCATE'})`) as {
-          busy: number;
-          log: number;
-          checkpointed: number;
-        }[];
-        const result: CheckpointResult = {
-          busy: r?.busy === 1,
-          logFrames: r?.log ?? 0,
-          checkpointedFrames: r?.checkpointed ?? 0,
-        };
-        return result as SnapshotTaskResult<T>;
-      } finally {
-        db.close();
-      }
-    }
   }
   throw new Error(`unknown snapshot task ${(task as { kind: string }).kind}`);
 }

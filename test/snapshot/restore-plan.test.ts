@@ -15,7 +15,7 @@ function snap(
 ): SnapshotManifest {
   const name = snapshotBaseName(createdAt, 1);
   return {
-    format: 1,
+    format: 2,
     name,
     nodeId: 1,
     createdAt,
@@ -25,7 +25,7 @@ function snap(
     originSeqs: [],
     schemaSql: '',
     sizeBytes: 1,
-    sha256: '0'.repeat(64),
+    checksum: `xxh64:${'0'.repeat(16)}`,
     compressed: false,
     dataObject: dataObjectName(name, false),
     dataBytes: 1,

@@ -167,7 +167,7 @@ describe('-save-snapshot', () => {
         downloadedPath: join(dir, 'download'),
         outPath: out,
         compressed: false,
-        expected: { sha256: snapshots[0]!.sha256, sizeBytes: snapshots[0]!.sizeBytes },
+        expected: { checksum: snapshots[0]!.checksum, sizeBytes: snapshots[0]!.sizeBytes },
         objectName: snapshots[0]!.dataObject,
       });
       const restored = new Database(out, { readonly: true });

@@ -21,7 +21,7 @@ let n = 0;
 function manifestFor(createdAt: number, dataBytes: number): SnapshotManifest {
   const name = snapshotBaseName(createdAt, 3);
   return {
-    format: 1,
+    format: 2,
     name,
     nodeId: 3,
     createdAt,
@@ -31,7 +31,7 @@ function manifestFor(createdAt: number, dataBytes: number): SnapshotManifest {
     originSeqs: [],
     schemaSql: '',
     sizeBytes: dataBytes,
-    sha256: '0'.repeat(64),
+    checksum: `xxh64:${'0'.repeat(16)}`,
     compressed: false,
     dataObject: dataObjectName(name, false),
     dataBytes,

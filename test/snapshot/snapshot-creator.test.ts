@@ -72,7 +72,7 @@ describe('createSnapshotFile', () => {
         downloadedPath: downloaded,
         outPath: out,
         compressed: compress,
-        expected: { sha256: m.sha256, sizeBytes: m.sizeBytes },
+        expected: { checksum: m.checksum, sizeBytes: m.sizeBytes },
         objectName: m.dataObject,
       });
       assert.deepEqual(digest, await digestFile(out));
@@ -196,13 +196,13 @@ describe('createSnapshotFile', () => {
         downloadedPath: downloaded,
         outPath: join(f.dir, 'out.db'),
         compressed: false,
-        expected: { sha256: created.manifest.sha256, sizeBytes: created.manifest.sizeBytes },
+        expected: { checksum: created.manifest.checksum, sizeBytes: created.manifest.sizeBytes },
         objectName: created.manifest.dataObject,
       }),
       (err) => {
         assert.ok(err instanceof SnapshotError);
         assert.equal(err.code, 'ERR_SNAPSHOT_CORRUPT');
-        assert.match(err.message, /SHA-256 [0-9a-f]{64}, the manifest says/);
+        assert.match(err.message, /checksum xxh64:[0-9a-f]{16}, the manifest says/);
         return true;
       },
     );

@@ -120,7 +120,7 @@ describe('encrypted snapshot files', () => {
       outPath: out,
       compressed: manifest.compressed,
       encryption: { key: key.bytes, context: encryptionContext(manifest) },
-      expected: { sha256: manifest.sha256, sizeBytes: manifest.sizeBytes },
+      expected: { checksum: manifest.checksum, sizeBytes: manifest.sizeBytes },
       expectedFacts: { positions: manifest.positions, originSeqs: manifest.originSeqs },
       objectName: manifest.dataObject,
     };

@@ -26,7 +26,7 @@ function manifest(overrides: Partial<SnapshotManifest> = {}): SnapshotManifest {
     originSeqs: [{ origin: 7, shard: 1, seq: 12 }],
     schemaSql: 'CREATE TABLE t (id INTEGER PRIMARY KEY)',
     sizeBytes: 8192,
-    sha256: 'a'.repeat(64),
+    checksum: `xxh64:${'a'.repeat(16)}`,
     compressed: true,
     dataObject: dataObjectName(name, true),
     dataBytes: 1000,
@@ -58,6 +58,16 @@ describe('snapshot manifest', () => {
     assert.deepEqual(decodeManifest(encodeManifest(wider), 'snapshot-1700000000123-7.json'), wider);
   });
 
+  it('reads format 1 manifests, whose checksum is SHA-256', () => {
+    const { checksum: _, ...rest } = manifest();
+    const old = { ...rest, format: 1, sha256: 'b'.repeat(64) };
+    const decoded = decodeManifest(
+      new TextEncoder().encode(JSON.stringify(old)),
+      manifestObjectName(old.name),
+    );
+    assert.equal(decoded.checksum, `sha256:${'b'.repeat(64)}`);
+  });
+
   it('names objects so that they sort by time and say what they are', () => {
     assert.equal(snapshotBaseName(5, 3), 'snapshot-0000000000005-3');
     assert.deepEqual(parseSnapshotObjectName('snapshot-1700000000123-7.db.zst'), {
@@ -72,11 +82,13 @@ describe('snapshot manifest', () => {
   });
 
   it('rejects damaged or foreign manifests with the field at fault', () => {
-    rejects({ ...manifest(), format: 2 }, /format 2 is not supported/);
+    rejects({ ...manifest(), format: 3 }, /format 3 is not supported/);
     rejects({ ...manifest(), positions: { '1': -1 } }, /positions\[1\] must be an integer >= 0/);
     rejects({ ...manifest(), positions: { '0': 5 } }, /positions has shard "0"/);
     rejects({ ...manifest(), positions: { x: 5 } }, /positions has shard "x"/);
     rejects({ ...manifest(), sha256: 'xyz' }, /sha256 must be 64 lowercase hex digits/);
+    rejects({ ...manifest(), checksum: 'xyz' }, /checksum must be xxh64/);
+    rejects({ ...manifest(), format: 1, sha256: 'xyz' }, /sha256 must be 64 lowercase hex digits/);
     rejects({ ...manifest(), dataObject: 'other.db' }, /dataObject "other.db" should be/);
     rejects({ ...manifest(), sizeBytes: '12' }, /sizeBytes must be an integer/);
     rejects({ ...manifest(), originSeqs: [{ origin: 1 }] }, /originSeqs\[0\] must be/);

@@ -12,7 +12,7 @@ import { waitFor } from '../helpers/wait-for.ts';
 function manifestAt(positions: Record<string, number>, createdAt = Date.now()): SnapshotManifest {
   const name = snapshotBaseName(createdAt, 1);
   return {
-    format: 1,
+    format: 2,
     name,
     nodeId: 1,
     createdAt,
@@ -22,7 +22,7 @@ function manifestAt(positions: Record<string, number>, createdAt = Date.now()): 
     originSeqs: [],
     schemaSql: '',
     sizeBytes: 1,
-    sha256: '0'.repeat(64),
+    checksum: `xxh64:${'0'.repeat(16)}`,
     compressed: false,
     dataObject: dataObjectName(name, false),
     dataBytes: 1,

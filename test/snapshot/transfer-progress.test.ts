@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { TerminalProgressBar } from '../../src/cli/progress-bar.ts';
 import { createLogger } from '../../src/logger.ts';
 import { TransferProgress } from '../../src/snapshot/transfer-progress.ts';
 import { LogCapture } from '../helpers/node-harness.ts';
@@ -20,7 +21,7 @@ function fakeTerminal(): { stream: NodeJS.WriteStream; text: () => string } {
 }
 
 describe('TransferProgress', () => {
-  it('logs bytes and MB/s of a long transfer, draws a bar on a terminal and erases it at the end', async () => {
+  it('logs bytes and MB/s of a long transfer; the CLI draws a bar on a terminal and erases it at the end', async () => {
     const logs = new LogCapture();
     const terminal = fakeTerminal();
     const progress = new TransferProgress({
@@ -29,7 +30,7 @@ describe('TransferProgress', () => {
       totalBytes: 100 * MB,
       logger: createLogger({ verbose: false, format: 'json', destination: logs }),
       logIntervalMs: 100,
-      terminal: terminal.stream,
+      display: new TerminalProgressBar(terminal.stream),
     });
     for (let i = 1; i <= 10; i++) {
       progress.update(i * 10 * MB);
@@ -46,7 +47,7 @@ describe('TransferProgress', () => {
     assert.ok(terminal.text().endsWith('\r\x1b[2K'), 'the bar is erased');
   });
 
-  it('a short transfer logs nothing and draws nothing without a terminal', () => {
+  it('a short transfer logs nothing and draws nothing without a display', () => {
     const logs = new LogCapture();
     const progress = new TransferProgress({
       operation: 'download',

@@ -1,15 +1,16 @@
 import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { progressCounter } from './progress-counter.ts';
 
 /**
  * Lands a download atomically: `write` fills `localPath + ".part"`, which is
- * then flushed to disk and renamed over `localPath` (and the directory flushed),
- * so `localPath` is either untouched or complete and durable. On any failure
- * the ".part" file is removed and the error rethrown.
+ * then renamed over `localPath`, so `localPath` is either untouched or
+ * complete. Not flushed to disk: a download is a scratch file that is
+ * verified and consumed at once, and a crash restarts the restore anyway
+ * (flushing cost as much as the download itself). On any failure the ".part"
+ * file is removed and the error rethrown.
  */
 export async function downloadToFile(
   localPath: string,
@@ -18,13 +19,11 @@ export async function downloadToFile(
   const partPath = `${localPath}.part`;
   try {
     await write(partPath);
-    await fsyncPath(partPath, 'r+');
     await rename(partPath, localPath);
   } catch (err) {
     await rm(partPath, { force: true }).catch(() => {});
     throw err;
   }
-  await fsyncPath(dirname(localPath), 'r').catch(() => {}); // some file systems refuse fsync on directories
 }
 
 /** `downloadToFile` for a backend that yields the object as a stream. */

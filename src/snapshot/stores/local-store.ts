@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import {
@@ -7,7 +7,7 @@ import {
   type SnapshotStore,
   type SnapshotTransferOptions,
 } from '../snapshot-store.ts';
-import { downloadStreamToFile, fsyncPath } from './download-to-file.ts';
+import { downloadStreamToFile, downloadToFile, fsyncPath } from './download-to-file.ts';
 import { isListableName, temporaryName } from './object-name.ts';
 import { progressCounter } from './progress-counter.ts';
 import { DEFAULT_STORE_RETRY } from './retry.ts';
@@ -26,6 +26,8 @@ const COPY_CHUNK_BYTES = 1024 * 1024;
 /**
  * Snapshot objects as files in one local directory (or a mounted network
  * share): the reference implementation of the `SnapshotStore` contract.
+ * `putFile` and `getFile` hard-link the file when they can, so it must not
+ * be modified after the transfer (removing or renaming it is fine).
  * Atomic replace is "write `.<name>.<random>.partial` in the same directory,
  * fsync, rename, fsync the directory": a crash leaves at most a temporary file,
  * which `list()` skips.
@@ -53,6 +55,19 @@ export class LocalSnapshotStore implements SnapshotStore {
     const { signal, onProgress } = options;
     await this.#ops.runOnObject('put', name, signal, async () => {
       await this.#writeAtomically(name, async (tempPath) => {
+        // On the same file system a hard link stores the file without copying a byte
+        // (the caller only ever removes its own name); elsewhere, copy it.
+        onProgress?.(0);
+        signal?.throwIfAborted();
+        const linked = await link(localPath, tempPath).then(
+          () => true,
+          () => false,
+        );
+        if (linked) {
+          onProgress?.((await stat(tempPath)).size);
+          signal?.throwIfAborted();
+          return;
+        }
         await pipeline(
           createReadStream(localPath, { highWaterMark: COPY_CHUNK_BYTES }),
           progressCounter(onProgress),
@@ -64,17 +79,34 @@ export class LocalSnapshotStore implements SnapshotStore {
   }
 
   async getFile(name: string, localPath: string, options: SnapshotTransferOptions = {}): Promise<void> {
-    await this.#ops.runOnObject('get', name, options.signal, async () => {
+    const { signal, onProgress } = options;
+    await this.#ops.runOnObject('get', name, signal, async () => {
+      const objectPath = join(this.#dir, name);
       // Opened before the download starts, so ENOENT means "no such object",
       // never "the destination directory is missing".
-      const source = await open(join(this.#dir, name), 'r').catch((err: unknown) => {
+      const source = await open(objectPath, 'r').catch((err: unknown) => {
         throw systemErrorCode(err) === 'ENOENT' ? objectNotFound(BACKEND, name) : err;
       });
-      await downloadStreamToFile(
-        localPath,
-        source.createReadStream({ highWaterMark: COPY_CHUNK_BYTES }),
-        options,
-      );
+      try {
+        onProgress?.(0);
+        signal?.throwIfAborted();
+        // As in putFile: a hard link on the same file system, so the caller must not modify the file.
+        const linked = await downloadToFile(localPath, (partPath) => link(objectPath, partPath)).then(
+          () => true,
+          () => false,
+        );
+        if (linked) {
+          onProgress?.((await source.stat()).size);
+          return;
+        }
+        await downloadStreamToFile(
+          localPath,
+          source.createReadStream({ highWaterMark: COPY_CHUNK_BYTES }),
+          options,
+        );
+      } finally {
+        await source.close();
+      }
     });
   }
 
