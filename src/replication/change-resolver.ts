@@ -112,9 +112,10 @@ export class ChangeResolver {
       if (origin !== idx.origin) this.#conflict(name, 'superseded', c, idx);
       return;
     }
-    if (type !== 'delete' && (idx === undefined || idx.state !== RowState.live)) {
+    if (type !== 'delete' && origin !== nodeId && (idx === undefined || idx.state !== RowState.live)) {
       // No live version here: the row is absent unless a local write (or a displaced row's key)
       // holds it. An insert that finds nothing in its way is exactly what the full path would do.
+      // Not for own changes: their row is almost always in place already, the insert wasted.
       const written = table.insertNew(row);
       if (written !== undefined) {
         if (table.hasUnique) this.#store.unpark(name, c.pk, ParkKind.displaced);
