@@ -113,8 +113,6 @@ export class ShardConsumer {
   #suspect: number | undefined;
   /** Buffered messages whose origin was not verified, by sequence: dead-lettered when they reach the head. */
   readonly #refused = new Map<number, string>();
-  /** The messages of the apply transaction last attempted. */
-  #batch: InboundMessage[] = [];
 
   constructor(deps: ShardConsumerDeps, options: ShardConsumerOptions) {
     this.#deps = deps;
@@ -309,24 +307,16 @@ export class ShardConsumer {
   }
 
   /**
-   * One apply transaction, of every message buffered when this shard's turn in
-   * the writer queue comes (not when it queued): the longer it waited, the
-   * larger the transaction, so more shards make fewer commits rather than more.
-   * Each attempt waits at most LOCK_TRY_MS for SQLite's write lock; between
-   * attempts the writer queue is free, so this node's publisher is not stuck
-   * behind an apply that waits for the application. SQLITE_BUSY only after
-   * `busyTimeoutMs` in all. `#batch` is the batch of the last attempt.
+   * One apply transaction. Each attempt waits at most LOCK_TRY_MS for SQLite's
+   * write lock; between attempts the writer queue is free, so this node's
+   * publisher is not stuck behind an apply that waits for the application.
+   * SQLITE_BUSY only after `busyTimeoutMs` in all.
    */
-  async #applyWhenLockFree(signal: AbortSignal): Promise<ApplyResult> {
+  async #applyWhenLockFree(batch: InboundMessage[], signal: AbortSignal): Promise<ApplyResult> {
     const { pool, writer } = this.#deps;
-    const { shard, maxBatchMessages } = this.options;
     // Time spent trying for the lock, not waiting in the writer queue behind other jobs.
     for (let tried = LOCK_TRY_MS; ; tried += LOCK_TRY_MS) {
-      const result = await writer.run(
-        () => pool.apply(shard, (this.#batch = this.#nextBatch(maxBatchMessages)), LOCK_TRY_MS),
-        'normal',
-        () => Math.min(this.#buffer.length, maxBatchMessages),
-      );
+      const result = await writer.run(() => pool.apply(this.options.shard, batch, LOCK_TRY_MS));
       if (result !== undefined) return result;
       if (tried >= this.options.busyTimeoutMs || signal.aborted) {
         this.#deps.metrics.sqliteBusy.inc();
@@ -340,7 +330,7 @@ export class ShardConsumer {
 
   async #applyLoop(signal: AbortSignal): Promise<void> {
     const { logger, metrics } = this.#deps;
-    const { shard, schemaRetryMs } = this.options;
+    const { shard, maxBatchMessages, schemaRetryMs } = this.options;
     const label = { shard: String(shard) };
     let backoffMs = 100;
     while (!signal.aborted) {
@@ -353,15 +343,15 @@ export class ShardConsumer {
         if (await this.#tryDeadLetter(this.#buffer[0]!, refusal, signal)) metrics.originRefused.inc(label);
         continue;
       }
+      const batch = this.#nextBatch(maxBatchMessages);
       let result: ApplyResult;
       const t0 = performance.now();
       try {
-        result = await this.#applyWhenLockFree(signal);
+        result = await this.#applyWhenLockFree(batch, signal);
         backoffMs = 100;
       } catch (err) {
         if (signal.aborted) return;
-        const batch = this.#batch;
-        if (err instanceof WorkerDiedError && batch.length > 0) {
+        if (err instanceof WorkerDiedError) {
           const first = batch[0]!;
           if (batch.length === 1 && this.#suspect === first.seq) {
             if (await this.#tryDeadLetter(first, `killed the shard worker twice (${err.message})`, signal))
@@ -379,7 +369,7 @@ export class ShardConsumer {
       }
       this.#suspect = undefined;
       metrics.applyLatency.observe(label, (performance.now() - t0) / 1000);
-      metrics.applyBatchSize.observe(label, this.#batch.length);
+      metrics.applyBatchSize.observe(label, batch.length);
       this.#advanceTo(result.position);
       if (result.appliedChanges > 0) metrics.applied.inc(label, result.appliedChanges);
       if (result.duplicates > 0) {

@@ -7,19 +7,13 @@
  *
  * Two lanes: `urgent` jobs (the publisher's outbox writes: a few statements
  * each, on the commit-to-visible path) run before queued `normal` jobs (apply
- * batches, cleanup), FIFO within a lane. A normal job may carry a weight (a
- * shard's waiting messages, capped by its batch limit): the heaviest queued job
- * goes first, so the shard with the most waiting gets the lock and commits
- * fewer, larger transactions; unweighted jobs and ties keep FIFO order. The cap
- * bounds the wait of a light job: shards at the cap tie. A running job is never
- * interrupted.
+ * batches, cleanup), FIFO within a lane. A running job is never interrupted.
  */
 export type WriterLane = 'urgent' | 'normal';
 
 interface Job {
   readonly run: () => Promise<void>;
   readonly queuedAt: number;
-  readonly weight: (() => number) | undefined;
 }
 
 export class WriterQueue {
@@ -34,12 +28,10 @@ export class WriterQueue {
     return this.#lanes.urgent.length + this.#lanes.normal.length + (this.#running ? 1 : 0);
   }
 
-  /** `weight`, read when a job is chosen: see the class comment. */
-  run<T>(job: () => T | Promise<T>, lane: WriterLane = 'normal', weight?: () => number): Promise<T> {
+  run<T>(job: () => T | Promise<T>, lane: WriterLane = 'normal'): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#lanes[lane].push({
         queuedAt: performance.now(),
-        weight,
         run: async () => {
           try {
             resolve(await job());
@@ -55,7 +47,7 @@ export class WriterQueue {
   async #pump(): Promise<void> {
     this.#running = true;
     for (;;) {
-      const job = this.#lanes.urgent.shift() ?? this.#nextNormal();
+      const job = this.#lanes.urgent.shift() ?? this.#lanes.normal.shift();
       if (job === undefined) break;
       this.onWait?.(performance.now() - job.queuedAt);
       await job.run();
@@ -64,24 +56,6 @@ export class WriterQueue {
     const idle = this.#idle;
     this.#idle = [];
     for (const r of idle) r();
-  }
-
-  #nextNormal(): Job | undefined {
-    const lane = this.#lanes.normal;
-    // An unweighted job at the head (cleanup, checkpoint) is never passed over.
-    if (lane.length < 2 || lane[0]!.weight === undefined) return lane.shift();
-    let best = 0;
-    let bestWeight = lane[0]!.weight();
-    for (let i = 1; i < lane.length; i++) {
-      const w = lane[i]!.weight;
-      if (w === undefined) break;
-      const v = w();
-      if (v > bestWeight) {
-        best = i;
-        bestWeight = v;
-      }
-    }
-    return lane.splice(best, 1)[0];
   }
 
   /** Resolves when every job queued so far (and any queued meanwhile) has finished. */
