@@ -3,7 +3,9 @@
  * - build: a first start over an existing database indexes every row (rows/s, MB/s of table data);
  * - size: index bytes per row (dbstat);
  * - apply: µs per row of a batch applied by version (index lookup, row write with RETURNING,
- *   hash, index write) on a receiver, against the same rows written by a plain upsert.
+ *   hash, index write) on a receiver, against the same rows written by a plain upsert;
+ *   and of the same changes coming back to the node that wrote them (index only: "own"),
+ *   wall time and CPU time (the machine is shared: CPU time varies less).
  *
  *   npx tsx bench/row-index.ts [--rows 1000000] [--runs 3]
  */
@@ -97,23 +99,52 @@ const messages = Array.from({ length: APPLY_ROWS / 1000 }, (_, m) => ({
   data: encodeRecords(records.slice(m * 1000, (m + 1) * 1000)),
 }));
 const versioned: number[] = [];
+const versionedCpu: number[] = [];
+const own: number[] = [];
+const ownCpu: number[] = [];
 const plain: number[] = [];
-for (let run = 0; run < RUNS; run++) {
-  const db = database(`apply-${run}.db`);
-  installCapture(db, new TableFilter([], []), { captureWrites: true, index: { digest, nodeId: 1 } });
-  const applier = new BatchApplier(db, {
+const cpuMicros = (since: NodeJS.CpuUsage) => {
+  const c = process.cpuUsage(since);
+  return (c.user + c.system) / APPLY_ROWS;
+};
+const newApplier = (db: Database.Database, nodeId: number) => {
+  installCapture(db, new TableFilter([], []), { captureWrites: true, index: { digest, nodeId } });
+  return new BatchApplier(db, {
     includeTables: [],
     excludeTables: [],
-    nodeId: 1,
+    nodeId,
     clock: new HybridClock().state,
     digest,
     localWrites: true,
     maxClockSkewMs: 60_000,
   });
+};
+for (let run = 0; run < RUNS; run++) {
+  const db = database(`apply-${run}.db`);
+  const applier = newApplier(db, 1);
   let t0 = performance.now();
+  let c0 = process.cpuUsage();
   for (let i = 0; i < messages.length; i += 10) applier.apply(1, messages.slice(i, i + 10));
   versioned.push(((performance.now() - t0) * 1000) / APPLY_ROWS);
+  versionedCpu.push(cpuMicros(c0));
   db.close();
+
+  // The writer's side: node 2 wrote these rows (captured), and its own changes come back.
+  const writer = database(`own-${run}.db`);
+  const ownApplier = newApplier(writer, 2);
+  const insert = writer.prepare('INSERT INTO items VALUES (?, ?, ?, ?, ?)');
+  writer.transaction(() => {
+    for (const r of records) {
+      const row = r.Payload.Row;
+      insert.run(row.id, row.name, row.qty, row.price, row.note);
+    }
+  })();
+  t0 = performance.now();
+  c0 = process.cpuUsage();
+  for (let i = 0; i < messages.length; i += 10) ownApplier.apply(1, messages.slice(i, i + 10));
+  own.push(((performance.now() - t0) * 1000) / APPLY_ROWS);
+  ownCpu.push(cpuMicros(c0));
+  writer.close();
 
   const bare = database(`plain-${run}.db`);
   const upsert = bare.prepare(
@@ -143,6 +174,9 @@ const out = {
   indexBytesPerRow: Math.round(median(build.map((b) => b.bytesPerRow))),
   applyMicrosPerRow: {
     versioned: Number(median(versioned).toFixed(2)),
+    versionedCpu: Number(median(versionedCpu).toFixed(2)),
+    own: Number(median(own).toFixed(2)),
+    ownCpu: Number(median(ownCpu).toFixed(2)),
     plainUpsert: Number(median(plain).toFixed(2)),
   },
 };

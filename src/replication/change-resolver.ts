@@ -72,6 +72,8 @@ export class ChangeResolver {
   readonly #options: ChangeResolverOptions;
   #restoring = false;
   #now = 0;
+  /** False when no change is parked as deferred: the per-row lookup is skipped. Unknown until asked. */
+  #anyDeferred: boolean | undefined;
   readonly counts: ResolveCounts = {
     applied: 0,
     superseded: 0,
@@ -87,8 +89,10 @@ export class ChangeResolver {
     this.#options = options;
   }
 
+  /** A new apply transaction: counts from zero, and what is parked is asked again. */
   resetCounts(): void {
     for (const k of Object.keys(this.counts) as (keyof ResolveCounts)[]) this.counts[k] = 0;
+    this.#anyDeferred = undefined;
   }
 
   apply(
@@ -110,6 +114,19 @@ export class ChangeResolver {
       this.counts.superseded++;
       if (origin !== idx.origin) this.#conflict(name, 'superseded', c, idx);
       return;
+    }
+    if (type !== 'delete' && origin !== nodeId && (idx === undefined || idx.state !== RowState.live)) {
+      // No live version here: the row is absent unless a local write (or a displaced row's key)
+      // holds it. An insert that finds nothing in its way is exactly what the full path would do.
+      // Not for own changes: their row is almost always in place already, the insert wasted.
+      const written = table.insertNew(row);
+      if (written !== undefined) {
+        if (table.hasUnique) this.#store.unpark(name, c.pk, ParkKind.displaced);
+        const hash = digest.hash(table.layout, written);
+        this.#store.put(name, c.pk, { version, origin, hash, state: RowState.live });
+        this.counts.applied++;
+        return;
+      }
     }
     const current = localWrites || table.hasUnique ? table.read(key) : undefined;
     if (localWrites && !this.#isClean(table, current, idx)) {
@@ -139,6 +156,7 @@ export class ChangeResolver {
       this.#conflict(table, 'superseded', { ...waiting, row: decodeRow(waiting.row) }, c);
     }
     this.#store.park(table, ParkKind.deferred, { ...c, row: encodeRow(c.row) });
+    this.#anyDeferred = true;
     this.counts.deferred++;
   }
 
@@ -179,6 +197,8 @@ export class ChangeResolver {
   /** A change parked for this row: applied once the row's local writes are versioned, or dropped when they beat it. */
   #resolveDeferred(table: TableApplier, pk: Buffer, key: KeyValue[]): void {
     const name = table.schema.name;
+    this.#anyDeferred ??= this.#store.hasParked(ParkKind.deferred);
+    if (!this.#anyDeferred) return;
     const d = this.#store.parked(name, pk, ParkKind.deferred);
     if (d === undefined) return;
     const idx = this.#store.get(name, pk);

@@ -54,6 +54,7 @@ export class RowVersionStore {
   readonly #unpark: Statement;
   readonly #displacedOf: Statement;
   readonly #anyDisplaced: Statement;
+  readonly #anyParked: Statement;
   readonly #conflict: Statement;
 
   constructor(db: Database) {
@@ -84,6 +85,7 @@ export class RowVersionStore {
     this.#anyDisplaced = db
       .prepare(`SELECT 1 FROM ${q(PARKED)} WHERE tbl = ? AND kind = ${ParkKind.displaced} LIMIT 1`)
       .pluck();
+    this.#anyParked = db.prepare(`SELECT 1 FROM ${q(PARKED)} WHERE kind = ? LIMIT 1`).pluck();
     this.#conflict = db.prepare(
       `INSERT INTO ${q(CONFLICTS)} (at, tbl, pk, reason, lost_version, lost_origin, lost_type, lost_row, won_version, won_origin, detail) ` +
         `VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -120,6 +122,11 @@ export class RowVersionStore {
 
   hasDisplaced(table: string): boolean {
     return this.#anyDisplaced.get(table) !== undefined;
+  }
+
+  /** True when any change of any table is parked for this reason. */
+  hasParked(kind: ParkKind): boolean {
+    return this.#anyParked.get(kind) !== undefined;
   }
 
   conflict(c: ConflictEntry, at: number): void {

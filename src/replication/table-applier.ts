@@ -210,18 +210,45 @@ export class TableApplier {
         `UPDATE ${t} SET ${cols.map((c, i) => `${q(c)} = ${marks[i]}`).join(', ')} WHERE ${keyIs} ${this.#returning}`,
       ),
       insert: reader(insertSql),
+      insertNew: reader(
+        `INSERT INTO ${t} (${list}) VALUES (${params}) ON CONFLICT DO NOTHING ${this.#returning}`,
+      ),
       replace: reader(`INSERT OR REPLACE INTO ${t} (${list}) VALUES (${params}) ${this.#returning}`),
     };
     if (!exact) this.#writes.set(sig, s);
     return s;
   }
 
+  /**
+   * Inserts a change's row if no row holds its key or any of its UNIQUE values: the row as
+   * stored, or undefined when something was in the way (nothing written; `write` decides).
+   * One statement where `read` then `write` take three for a new key. A key holding NULL
+   * never conflicts, so it is never inserted here.
+   */
+  insertNew(row: Record<string, WireValue>): SqlValue[] | undefined {
+    const key = this.keyOf(row);
+    for (const v of key) if (v === null) return undefined;
+    const cols = Object.keys(row);
+    const values = this.#values(cols, row);
+    try {
+      return this.#statements(cols, row).insertNew.get(values) as SqlValue[] | undefined;
+    } catch (err) {
+      if (err instanceof SchemaLagError || !isSchemaLag(err)) throw err;
+      throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  #values(cols: readonly string[], row: Record<string, WireValue>): SqlValue[] {
+    const values: SqlValue[] = new Array(cols.length);
+    for (let i = 0; i < cols.length; i++) values[i] = fromWire(row[cols[i]!]);
+    return values;
+  }
+
   /** Writes a change's row (insert or update by key); SchemaLagError when this node's schema cannot take it yet. */
   write(row: Record<string, WireValue>): WriteOutcome {
     const key = this.keyOf(row).map(fromWire);
     const cols = Object.keys(row);
-    const values: SqlValue[] = new Array(cols.length);
-    for (let i = 0; i < cols.length; i++) values[i] = fromWire(row[cols[i]!]);
+    const values = this.#values(cols, row);
     try {
       const s = this.#statements(cols, row);
       try {
@@ -273,6 +300,8 @@ interface WriteStatements {
   readonly upsert: Statement;
   readonly update: Statement;
   readonly insert: Statement;
+  /** Inserts only when no row holds the key or a UNIQUE value (see insertNew). */
+  readonly insertNew: Statement;
   /** SQLite's REPLACE: only for a collision no holder query finds. */
   readonly replace: Statement;
 }
