@@ -28,6 +28,7 @@ import { migrationStream } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { openDatabase } from '../sqlite/open-database.ts';
 import { connectForCommand, type CommandClusterOptions } from './command-nats.ts';
+import { errorMessage } from '../error-message.ts';
 
 /** The file's SQL, or a usage error naming what is wrong with it. */
 function readMigrationFile(file: string): string {
@@ -35,7 +36,7 @@ function readMigrationFile(file: string): string {
   try {
     sql = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(`cannot read the migration file ${file}: ${(err as Error).message}`, {
+    throw new ConfigError(`cannot read the migration file ${file}: ${errorMessage(err)}`, {
       hint: 'give -migrate the path of a .sql file',
       cause: err,
     });

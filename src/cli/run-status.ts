@@ -21,6 +21,7 @@ import { resolveNodeId } from '../node/node-id.ts';
 import { parseNodeStatusRecord, type NodeStatusRecord } from '../node/node-status-reporter.ts';
 import { openDatabase } from '../sqlite/open-database.ts';
 import { listMigrations, type MigrationRecord } from '../migration/migration-store.ts';
+import { errorMessage } from '../error-message.ts';
 
 /** This node's state as its database holds it (no daemon needed). */
 interface LocalState {
@@ -225,7 +226,7 @@ export async function runStatus(
         await nc.close();
       }
     } catch (err) {
-      natsError = String((err as Error).message ?? err);
+      natsError = errorMessage(err);
     }
   }
 

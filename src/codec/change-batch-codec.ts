@@ -10,6 +10,7 @@ import { compress } from 'zstd-napi';
 import { MalformedMessageError, validateChangeBatch, type ChangeRecord } from './change-record.ts';
 import { checkCborLimits } from './check-cbor-limits.ts';
 import { SqlReal, SqlTextBytes } from './sql-value.ts';
+import { errorMessage } from '../error-message.ts';
 
 /** CBOR tag of an integral REAL (first-come-first-served range). */
 const SQL_REAL_TAG = 40_611;
@@ -165,7 +166,7 @@ function decompressBounded(body: Uint8Array, max: number): Uint8Array {
       size = zstd.getFrameContentSize(rest);
       frameLength = zstd.findFrameCompressedSize(rest);
     } catch (err) {
-      throw new MalformedMessageError(`invalid zstd frame: ${(err as Error).message}`, { cause: err });
+      throw new MalformedMessageError(`invalid zstd frame: ${errorMessage(err)}`, { cause: err });
     }
     if (size === null) {
       declared = undefined; // streamed below, with the same limit
@@ -206,7 +207,7 @@ function decompressBounded(body: Uint8Array, max: number): Uint8Array {
     return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
   } catch (err) {
     if (err instanceof MalformedMessageError) throw err;
-    throw new MalformedMessageError(`cannot decompress: ${(err as Error).message}`, { cause: err });
+    throw new MalformedMessageError(`cannot decompress: ${errorMessage(err)}`, { cause: err });
   }
 }
 
@@ -218,7 +219,7 @@ export function decodeBody(body: Uint8Array): ChangeRecord[] {
   try {
     decoded = encoder.decode(cbor);
   } catch (err) {
-    throw new MalformedMessageError(`cannot decode CBOR: ${(err as Error).message}`, { cause: err });
+    throw new MalformedMessageError(`cannot decode CBOR: ${errorMessage(err)}`, { cause: err });
   }
   return validateChangeBatch(decoded);
 }

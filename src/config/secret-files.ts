@@ -1,5 +1,6 @@
 import type { Config } from './config.ts';
 import { checkPrivateFile } from './private-file.ts';
+import { errorMessage } from '../error-message.ts';
 
 /** A URL with a password in it (`sftp://user:pass@host/`). */
 function hasPassword(url: string): boolean {
@@ -48,6 +49,6 @@ export function configFileWarning(config: Config, configPath: string): string | 
     checkPrivateFile(configPath, `config file (it holds ${secrets.join(', ')})`);
     return undefined;
   } catch (err) {
-    return `${(err as Error).message}; run chmod 600 on it`;
+    return `${errorMessage(err)}; run chmod 600 on it`;
   }
 }

@@ -15,6 +15,7 @@ import { parse as parseToml } from 'smol-toml';
 import type { NatsConfig } from '../config/config.ts';
 import { ConfigError } from '../config/config-error.ts';
 import { checkPrivateFile, shownPath } from '../config/private-file.ts';
+import { errorMessage } from '../error-message.ts';
 
 export const CREDENTIALS_FILE = 'client-credentials.toml';
 const AUTH_INCLUDE = 'client-auth.conf';
@@ -72,7 +73,7 @@ function generatedCredentials(path: string): { user_name: string; user_password:
     return { user_name, user_password };
   } catch (err) {
     throw new ConfigError(
-      `embedded server credentials ${shownPath(path)} cannot be read: ${(err as Error).message}`,
+      `embedded server credentials ${shownPath(path)} cannot be read: ${errorMessage(err)}`,
       {
         hint: 'delete the file; the node generates new credentials at its next start',
         cause: err,

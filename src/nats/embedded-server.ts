@@ -15,6 +15,7 @@ import { AuthorizationError, connect } from '@nats-io/transport-node';
 import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import type { Logger } from '../logger.ts';
 import { recordOwner, takeOverStore, tiedToParent } from './server-lifetime.ts';
+import { errorMessage } from '../error-message.ts';
 
 export const NATS_SERVER_ERROR_CODES = [
   'ERR_NATS_SERVER_NOT_FOUND',
@@ -569,7 +570,7 @@ async function probeJetStream(
     nc = await connect({ servers: url, reconnect: false, timeout, name: 'harmonylite-readiness', ...probe });
   } catch (err) {
     if (err instanceof AuthorizationError && probe === undefined) return true;
-    return `connect: ${(err as Error).message}`;
+    return `connect: ${errorMessage(err)}`;
   }
   try {
     const msg = await nc.request('$JS.API.INFO', '', { timeout: Math.min(timeout, 1_000) });
@@ -578,7 +579,7 @@ async function probeJetStream(
       ? true
       : `$JS.API.INFO: ${info.error.description ?? JSON.stringify(info.error)}`;
   } catch (err) {
-    return `$JS.API.INFO: ${(err as Error).message}`;
+    return `$JS.API.INFO: ${errorMessage(err)}`;
   } finally {
     await nc.close().catch(() => undefined);
   }

@@ -12,6 +12,7 @@ import {
 import type { NatsConfig } from '../config/config.ts';
 import { redactUrl, type Logger } from '../logger.ts';
 import type { NatsProbeOptions } from './embedded-server.ts';
+import { errorMessage } from '../error-message.ts';
 
 /** A NATS failure the user can act on: stable code, never a secret in the message. */
 export class NatsConnectError extends Error {
@@ -136,7 +137,7 @@ export function probeOptions(config: NatsConfig): NatsProbeOptions {
 
 /** Every error names the servers tried (without their user info): "cannot reach NATS" alone says nothing of where. */
 function classify(err: unknown, servers: readonly string[]): NatsConnectError {
-  const msg = String((err as Error)?.message ?? err);
+  const msg = errorMessage(err);
   const at = ` at ${servers.map(redactUrl).join(', ')}`;
   if (/authoriz|authentic|permission/i.test(msg)) {
     return new NatsConnectError('ERR_NATS_AUTH', `NATS${at} refused the credentials: ${msg}`, { cause: err });

@@ -9,6 +9,7 @@ import {
 import { nanos } from '@nats-io/transport-node';
 import type { Logger } from '../logger.ts';
 import { shardNumbers, shardOfStream, streamName, subjectName } from './naming.ts';
+import { isStreamNotFound } from './nats-errors.ts';
 
 export interface StreamSettings {
   readonly streamPrefix: string;
@@ -65,7 +66,7 @@ export async function ensureStreams(jsm: JetStreamManager, s: StreamSettings, lo
     try {
       info = await jsm.streams.info(want.name);
     } catch (err) {
-      if (!/not found/i.test(String((err as Error).message))) throw err;
+      if (!isStreamNotFound(err)) throw err;
     }
     if (info === undefined) {
       await jsm.streams.add(want);

@@ -45,6 +45,8 @@ import { MigrationFollower } from '../migration/migration-follower.ts';
 import { ensureMigrationStream } from '../migration/migration-stream.ts';
 import type { ProgressDisplay } from '../snapshot/transfer-progress.ts';
 import { checkpointInWorker } from '../sqlite/wal-checkpoint.ts';
+import { errorMessage } from '../error-message.ts';
+import { isJetStreamUnavailable } from '../nats/nats-errors.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -495,12 +497,12 @@ export class HarmonyLiteNode {
       try {
         return await fn();
       } catch (err) {
-        const msg = String((err as Error).message ?? err);
-        const transient =
-          /unavailable|timeout|timed out|no responders|leader|no suitable peers|insufficient resources/i.test(
-            msg,
-          );
-        if (!transient || this.#abort.signal.aborted || (!clustered && Date.now() - start > 60_000))
+        const msg = errorMessage(err);
+        if (
+          !isJetStreamUnavailable(err) ||
+          this.#abort.signal.aborted ||
+          (!clustered && Date.now() - start > 60_000)
+        )
           throw err;
         if (Date.now() - warnedAt >= 10_000) {
           warnedAt = Date.now();
@@ -597,10 +599,7 @@ export class HarmonyLiteNode {
         for (const shard of this.#consumed)
           if (!this.#consumers.some((c) => c.options.shard === shard)) this.#consumed.delete(shard);
         if (!this.#abort.signal.aborted)
-          this.logger.warn(
-            { err: String((err as Error).message ?? err) },
-            'looking for new change streams failed; retrying',
-          );
+          this.logger.warn({ err: errorMessage(err) }, 'looking for new change streams failed; retrying');
       })
       .finally(() => (this.#discovery = undefined));
   }
@@ -764,10 +763,7 @@ export class HarmonyLiteNode {
       );
       if (pruned > 0) this.logger.info({ rows: pruned }, 'pruned the conflict log');
     } catch (err) {
-      this.logger.warn(
-        { err: String((err as Error).message ?? err) },
-        'cleanup of change logs failed; will retry',
-      );
+      this.logger.warn({ err: errorMessage(err) }, 'cleanup of change logs failed; will retry');
     } finally {
       this.#cleaning = false;
     }

@@ -20,6 +20,7 @@ import { ChangeResolver, type ResolveCounts } from './change-resolver.ts';
 import { HybridClock } from './hybrid-clock.ts';
 import { parseMsgId, type BatchId } from './msg-id.ts';
 import { isRefusal, SchemaLagError, TableApplier } from './table-applier.ts';
+import { errorMessage } from '../error-message.ts';
 
 /** A message of a shard stream, as handed to the applier. */
 export interface InboundMessage {
@@ -194,7 +195,7 @@ export class BatchApplier {
         const table = this.#table(this.#retired.table(rec.Payload.TableName) ?? rec.Payload.TableName);
         if (!(table instanceof TableApplier)) throw err;
         const { Type, Row, Version } = rec.Payload;
-        const reason = `refused by ${table.schema.name}: ${(err as Error).message}`;
+        const reason = `refused by ${table.schema.name}: ${errorMessage(err)}`;
         this.#resolver.refuse(
           table,
           Type,
@@ -425,7 +426,7 @@ function neverApplies(err: unknown): string | undefined {
   if (err instanceof MalformedMessageError) return err.message;
   const code = (err as { code?: string }).code ?? '';
   if (code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_TOOBIG' || code === 'SQLITE_RANGE') {
-    return `cannot apply: ${(err as Error).message}`;
+    return `cannot apply: ${errorMessage(err)}`;
   }
   if (err instanceof TypeError || err instanceof RangeError) return `cannot apply: ${err.message}`;
   return undefined;

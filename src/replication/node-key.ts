@@ -9,6 +9,7 @@ import { inspect } from 'node:util';
 import { ConfigError } from '../config/config-error.ts';
 import { checkPrivateFile, shownPath } from '../config/private-file.ts';
 import { keyFingerprint, rawPublicKey } from './batch-signature.ts';
+import { errorMessage } from '../error-message.ts';
 
 export class NodeKey {
   readonly path: string;
@@ -36,7 +37,7 @@ export class NodeKey {
       return new NodeKey(path, privateKey);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new ConfigError(`cannot create the node key ${shownPath(path)}: ${(err as Error).message}`, {
+        throw new ConfigError(`cannot create the node key ${shownPath(path)}: ${errorMessage(err)}`, {
           cause: err,
         });
       }
@@ -48,7 +49,7 @@ export class NodeKey {
       return new NodeKey(path, key);
     } catch (err) {
       throw new ConfigError(
-        `node key ${shownPath(path)} is not an Ed25519 private key: ${(err as Error).message}`,
+        `node key ${shownPath(path)} is not an Ed25519 private key: ${errorMessage(err)}`,
         {
           hint: `move it away; the node generates a new key at its next start`,
           cause: err,

@@ -16,6 +16,8 @@ import type { ChangeRef, OutboxEntry, OutboxStore } from './outbox-store.ts';
 import { BACKFILL_VERSION, type HybridClock } from './hybrid-clock.ts';
 import type { ShardHasher } from './shard-hasher.ts';
 import type { WriterQueue } from '../sqlite/writer-queue.ts';
+import { errorMessage } from '../error-message.ts';
+import { isNoResponders } from '../nats/nats-errors.ts';
 
 export interface PublisherOptions {
   readonly nodeId: number;
@@ -187,7 +189,7 @@ export class Publisher {
       } catch (err) {
         // Never expected (we encoded it); without its contents it cannot be matched, so publish the changes anew.
         this.#deps.logger.error(
-          { shard: entry.shard, seq: entry.seq, err: String((err as Error).message ?? err) },
+          { shard: entry.shard, seq: entry.seq, err: errorMessage(err) },
           'the batch in flight at the last stop cannot be decoded; its changes are published in a new batch',
         );
         continue;
@@ -416,9 +418,8 @@ export class Publisher {
               shard: s.shard,
               msg_id: f.msgId,
               changes: f.changes.length,
-              err: String((err as Error).message ?? err),
-              // nats.js says "jetstream is not enabled" for a 503 (no responders) on the stream subject.
-              ...(/not enabled|no responders|503/i.test(String((err as Error).message))
+              err: errorMessage(err),
+              ...(isNoResponders(err)
                 ? { hint: 'no stream leader answered: JetStream is unavailable or electing a leader' }
                 : {}),
             },

@@ -14,6 +14,7 @@ import type { OriginVerifier } from './origin-verifier.ts';
 import type { ShardPool } from './shard-pool.ts';
 import { WorkerDiedError } from './worker-died-error.ts';
 import type { WriterQueue } from '../sqlite/writer-queue.ts';
+import { errorMessage } from '../error-message.ts';
 
 export interface ShardConsumerOptions {
   readonly shard: number;
@@ -264,7 +265,7 @@ export class ShardConsumer {
       } catch (err) {
         if (signal.aborted) return;
         failures++;
-        logger.warn({ shard, err: String((err as Error).message ?? err) }, 'consumer failed; recreating');
+        logger.warn({ shard, err: errorMessage(err) }, 'consumer failed; recreating');
       } finally {
         this.#interrupt = undefined;
         // Never awaited: nats.js resolves close() from inside the iterator, so awaiting it while the
@@ -361,8 +362,8 @@ export class ShardConsumer {
           // Which message killed it is unknown: the first one goes alone next.
           this.#suspect = first.seq;
         }
-        this.#setState({ type: 'failing', reason: String((err as Error).message ?? err) });
-        logger.error({ shard, err: String((err as Error).message ?? err) }, 'apply failed; retrying');
+        this.#setState({ type: 'failing', reason: errorMessage(err) });
+        logger.error({ shard, err: errorMessage(err) }, 'apply failed; retrying');
         await this.#retry.waitFor(backoffMs, signal);
         backoffMs = Math.min(backoffMs * 2, 5000);
         continue;
@@ -492,7 +493,7 @@ export class ShardConsumer {
       if (signal.aborted) return false;
       const { shard } = this.options;
       this.#deps.logger.warn(
-        { shard, seq: message.seq, err: String((err as Error).message ?? err) },
+        { shard, seq: message.seq, err: errorMessage(err) },
         'moving a message to the dead letters failed; retrying',
       );
       await this.#retry.waitFor(1000, signal);

@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
-import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
+import type { JetStreamManager } from '@nats-io/jetstream';
+import { isStreamNotFound } from '../nats/nats-errors.ts';
 import { quoteIdent as q, STREAM_IDENTITIES } from '../cdc/names.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -35,10 +36,6 @@ interface Recovery {
   readonly stream: string;
   /** The new stream's last sequence when the replacement was found. */
   readonly untilSeq: number;
-}
-
-function notFound(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
 }
 
 /**
@@ -177,7 +174,7 @@ export class StreamIdentities {
       try {
         created = (await jsm.streams.info(stream)).created;
       } catch (err) {
-        if (!notFound(err)) throw err;
+        if (!isStreamNotFound(err)) throw err;
       }
       const stored = this.#stored(shard);
       if (stored === undefined || created === stored.created) continue;

@@ -12,6 +12,7 @@ import {
   type SqlValue,
   type WireValue,
 } from '../codec/sql-value.ts';
+import { errorMessage } from '../error-message.ts';
 
 /** A key value: as bound, or TEXT carried as its bytes (not valid UTF-8), bound through `CAST(? AS TEXT)`. */
 export type KeyValue = SqlValue | SqlTextBytes;
@@ -169,7 +170,7 @@ export class TableApplier {
       return this.#db.prepare(sql);
     } catch (err) {
       if (isSchemaLag(err))
-        throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
+        throw new SchemaLagError(`table ${this.schema.name}: ${errorMessage(err)}`, { cause: err });
       throw err;
     }
   }
@@ -234,7 +235,7 @@ export class TableApplier {
       return this.#statements(cols, row).insertNew.get(values) as SqlValue[] | undefined;
     } catch (err) {
       if (err instanceof SchemaLagError || !isSchemaLag(err)) throw err;
-      throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
+      throw new SchemaLagError(`table ${this.schema.name}: ${errorMessage(err)}`, { cause: err });
     }
   }
 
@@ -265,7 +266,7 @@ export class TableApplier {
       return { written: s.replace.get(values) as SqlValue[], replaced: true };
     } catch (err) {
       if (err instanceof SchemaLagError || !isSchemaLag(err)) throw err;
-      throw new SchemaLagError(`table ${this.schema.name}: ${(err as Error).message}`, { cause: err });
+      throw new SchemaLagError(`table ${this.schema.name}: ${errorMessage(err)}`, { cause: err });
     }
   }
 

@@ -9,7 +9,7 @@ import { objectStorePurgeDefect } from '../nats/server-defects.ts';
 import type { WriterQueue } from '../sqlite/writer-queue.ts';
 import { createSnapshotStore } from './create-snapshot-store.ts';
 import { listSnapshots } from './snapshot-catalog.ts';
-import { errorMessage } from './snapshot-error.ts';
+import { errorMessage } from '../error-message.ts';
 import { SnapshotKey } from './snapshot-key.ts';
 import { SnapshotLeader } from './snapshot-leader.ts';
 import type { SnapshotManifest } from './snapshot-manifest.ts';

@@ -1,7 +1,7 @@
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import { errorMessage } from './snapshot-error.ts';
+import { errorMessage } from '../error-message.ts';
 import { publishManifest, pruneSnapshots } from './snapshot-catalog.ts';
 import { createSnapshotFile } from './snapshot-creator.ts';
 import { SnapshotKey } from './snapshot-key.ts';

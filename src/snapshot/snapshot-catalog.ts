@@ -10,6 +10,7 @@ import {
   parseSnapshotObjectName,
   type SnapshotManifest,
 } from './snapshot-manifest.ts';
+import { errorMessage } from '../error-message.ts';
 
 /**
  * Uploads a snapshot atomically: the data object first, the manifest last
@@ -65,7 +66,7 @@ export async function listSnapshots(
     try {
       manifest = decodeManifest(bytes, o.name);
     } catch (err) {
-      options.onSkipped?.(o.name, err instanceof Error ? err.message : String(err));
+      options.onSkipped?.(o.name, errorMessage(err));
       continue;
     }
     const size = sizes.get(manifest.dataObject);

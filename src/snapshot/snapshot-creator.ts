@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
-import { SnapshotError, errorMessage } from './snapshot-error.ts';
+import { errorMessage } from '../error-message.ts';
+import { SnapshotError } from './snapshot-error.ts';
 import { estimateCopyBytes } from './snapshot-copy.ts';
 import type { SnapshotKey } from './snapshot-key.ts';
 import {

@@ -43,8 +43,3 @@ export class SnapshotError extends Error {
     this.hint = options.hint;
   }
 }
-
-/** The message of any thrown value, for log lines and wrapped errors. */
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}

@@ -1,7 +1,8 @@
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../logger.ts';
-import { errorMessage } from './snapshot-error.ts';
+import { errorMessage } from '../error-message.ts';
+import { isWrongLastSequence } from '../nats/nats-errors.ts';
 
 export interface SnapshotLeaderOptions {
   readonly nc: NatsConnection;
@@ -115,7 +116,7 @@ export class SnapshotLeader {
           this.#lastRenewAt = performance.now();
         } catch (err) {
           const message = errorMessage(err);
-          if (/wrong last sequence/i.test(message)) this.#setRevision(0, `lease taken over (${message})`);
+          if (isWrongLastSequence(err)) this.#setRevision(0, `lease taken over (${message})`);
           else if (performance.now() - this.#lastRenewAt >= (2 * this.#ttlMs) / 3)
             this.#setRevision(0, `cannot renew the lease (${message})`);
         }

@@ -12,6 +12,7 @@
  * upload and is never restored.
  */
 import { SnapshotError } from './snapshot-error.ts';
+import { errorMessage } from '../error-message.ts';
 
 /** Format 2 names its checksum's algorithm; format 1 (SHA-256 in `sha256`) is still read. */
 export const MANIFEST_FORMAT = 2;
@@ -139,7 +140,7 @@ export function decodeManifest(bytes: Uint8Array, objectName: string): SnapshotM
   try {
     raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch (err) {
-    return fail(`not valid JSON (${err instanceof Error ? err.message : String(err)})`);
+    return fail(`not valid JSON (${errorMessage(err)})`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('not a JSON object');
   const o = raw as Record<string, unknown>;

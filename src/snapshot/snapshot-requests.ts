@@ -9,7 +9,8 @@
 import { createInbox, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from '../logger.ts';
 import type { StreamRange } from './restore-plan.ts';
-import { errorMessage, SnapshotError } from './snapshot-error.ts';
+import { errorMessage } from '../error-message.ts';
+import { SnapshotError } from './snapshot-error.ts';
 import type { RestoreDecision } from './snapshot-restorer.ts';
 
 /** Subject of snapshot requests: `<stream_prefix>-snapshot-request`. */

@@ -25,7 +25,8 @@ import {
 } from './restore-plan.ts';
 import type { ReplacedStream } from '../replication/stream-identities.ts';
 import { listSnapshots } from './snapshot-catalog.ts';
-import { errorMessage, SnapshotError } from './snapshot-error.ts';
+import { errorMessage } from '../error-message.ts';
+import { SnapshotError } from './snapshot-error.ts';
 import { SnapshotKey, snapshotKeyMismatch } from './snapshot-key.ts';
 import { encryptionContext, type SnapshotManifest } from './snapshot-manifest.ts';
 import { SnapshotStoreError, type SnapshotStore } from './snapshot-store.ts';

@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import { errorMessage } from './snapshot-error.ts';
+import { errorMessage } from '../error-message.ts';
 import { manifestPosition, type SnapshotManifest } from './snapshot-manifest.ts';
 
 export interface SnapshotSchedulerOptions {

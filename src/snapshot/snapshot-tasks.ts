@@ -19,6 +19,7 @@ import {
 } from './snapshot-file-codec.ts';
 import type { OriginSeq } from './snapshot-manifest.ts';
 import { prepareRestoreFile, type PrepareRestoreOptions } from './prepare-restore-file.ts';
+import { errorMessage } from '../error-message.ts';
 
 export interface CreateTask {
   readonly kind: 'create';
@@ -158,7 +159,7 @@ export async function runVerifyTask(task: VerifyTask): Promise<VerifyResult> {
           });
         }
         if (err instanceof SnapshotError) throw corrupt(`cannot decrypt: ${err.message}`, err);
-        throw corrupt(`cannot decompress (${err instanceof Error ? err.message : String(err)})`, err);
+        throw corrupt(`cannot decompress (${errorMessage(err)})`, err);
       } finally {
         await rm(task.downloadedPath, { force: true });
       }
@@ -202,10 +203,7 @@ function checkIntegrity(path: string, corrupt: (detail: string, cause?: unknown)
       throw corrupt(`PRAGMA quick_check: ${rows.slice(0, 5).join('; ')}`);
   } catch (err) {
     if (err instanceof SnapshotError) throw err;
-    throw corrupt(
-      `not a readable SQLite database (${err instanceof Error ? err.message : String(err)})`,
-      err,
-    );
+    throw corrupt(`not a readable SQLite database (${errorMessage(err)})`, err);
   } finally {
     db?.close();
   }

@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { errorMessage } from '../error-message.ts';
 
 /** The database cannot be opened as the daemon needs it; the message says why and what to do. */
 export class DatabaseOpenError extends Error {
@@ -47,7 +48,7 @@ export function openDatabase(
       });
     }
     if (code === 'SQLITE_READONLY' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY_DIRECTORY') {
-      throw new DatabaseOpenError(`cannot open ${path} for writing: ${(err as Error).message}`, {
+      throw new DatabaseOpenError(`cannot open ${path} for writing: ${errorMessage(err)}`, {
         hint: 'the daemon needs write access to the database file and its directory (for the -wal and -shm files)',
         cause: err,
       });
@@ -58,6 +59,6 @@ export function openDatabase(
         cause: err,
       });
     }
-    throw new DatabaseOpenError(`cannot open ${path}: ${(err as Error).message}`, { cause: err });
+    throw new DatabaseOpenError(`cannot open ${path}: ${errorMessage(err)}`, { cause: err });
   }
 }

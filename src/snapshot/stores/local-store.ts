@@ -13,6 +13,7 @@ import { progressCounter } from './progress-counter.ts';
 import { DEFAULT_STORE_RETRY } from './retry.ts';
 import { objectNotFound, storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError, systemErrorCode } from './system-error.ts';
+import { errorMessage } from '../../error-message.ts';
 
 export interface LocalSnapshotStoreOptions {
   /** Directory holding the objects, one file each; created when missing. */
@@ -183,7 +184,7 @@ export class LocalSnapshotStore implements SnapshotStore {
   #classify(err: unknown): ErrorVerdict {
     const system = classifySystemError(err, this.#dir);
     if (system) return system;
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: false };
   }
 }

@@ -12,6 +12,7 @@ import { downloadToFile } from './download-to-file.ts';
 import { isListableName } from './object-name.ts';
 import { objectNotFound, storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError } from './system-error.ts';
+import { errorMessage } from '../../error-message.ts';
 
 export interface NatsObjectSnapshotStoreOptions {
   /** A connection owned by the caller; `close()` leaves it open. */
@@ -283,7 +284,7 @@ export class NatsObjectSnapshotStore implements SnapshotStore {
     const system = classifySystemError(err, this.description);
     if (system) return system;
     const name = err instanceof Error ? err.name : '';
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     if (this.#ops.closed || /store is (closed|not open)/.test(message))
       return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: false };
     if (name === 'TimeoutError' || /timeout/i.test(message))

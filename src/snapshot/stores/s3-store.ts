@@ -22,6 +22,7 @@ import { isListableName } from './object-name.ts';
 import { DEFAULT_STORE_RETRY } from './retry.ts';
 import { storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError } from './system-error.ts';
+import { errorMessage } from '../../error-message.ts';
 
 /** The `[snapshot.s3]` settings, plus tuning. Empty strings mean "not set". */
 export interface S3SnapshotStoreOptions {
@@ -280,7 +281,7 @@ export class S3SnapshotStore implements SnapshotStore {
     // SDK's own connect retries come ~10 ms apart, too quick for a restarting server).
     if (system) return system;
     const name = err instanceof Error ? err.name : 'Error';
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     const status = httpStatus(err);
     if (name === 'CredentialsProviderError') {
       return {

@@ -13,6 +13,7 @@ import { downloadFromHandle, uploadToHandle } from './sftp-transfer.ts';
 import { objectNotFound, storeConfigError, StoreOperations, type ErrorVerdict } from './store-operation.ts';
 import { classifySystemError } from './system-error.ts';
 import { verifyHostKey } from './verify-host-key.ts';
+import { errorMessage } from '../../error-message.ts';
 
 export interface SftpSnapshotStoreOptions {
   /** `sftp://user[:password]@host[:port]/absolute/dir` (HarmonyLite's form); the dir is created when missing. */
@@ -314,7 +315,7 @@ export class SftpSnapshotStore implements SnapshotStore {
       try {
         config.privateKey = readFileSync(options.privateKeyPath);
       } catch (err) {
-        const detail = `cannot read private_key ${options.privateKeyPath}: ${(err as Error).message}`;
+        const detail = `cannot read private_key ${options.privateKeyPath}: ${errorMessage(err)}`;
         return Promise.reject(new SftpConnectRefusal('ERR_SNAPSHOT_STORE_CONFIG', detail, err));
       }
       if (options.privateKeyPassphrase) config.passphrase = options.privateKeyPassphrase;
@@ -349,7 +350,7 @@ export class SftpSnapshotStore implements SnapshotStore {
     const where = `${this.#host}:${this.#port}`;
     const system = classifySystemError(err, where);
     if (system) return system;
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     const level = (err as { level?: unknown } | null)?.level;
     if (level === 'client-authentication') {
       return {

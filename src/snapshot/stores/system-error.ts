@@ -1,4 +1,5 @@
 import type { ErrorVerdict } from './store-operation.ts';
+import { errorMessage } from '../../error-message.ts';
 
 /** Codes of a failed connection attempt: the server is down, unknown or filtered. */
 const CONNECT_CODES = new Set([
@@ -83,5 +84,5 @@ export function classifySystemError(err: unknown, where: string): ErrorVerdict |
 }
 
 function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return errorMessage(err);
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { checkKnownHosts, normalizeFingerprint, sshFingerprint } from './known-hosts.ts';
+import { errorMessage } from '../../error-message.ts';
 
 /** Which SSH host keys a store trusts (`[snapshot.sftp] known_hosts`, `host_fingerprint`, `insecure_ignore_host_key`). */
 export interface HostKeyPolicy {
@@ -40,7 +41,7 @@ export function verifyHostKey(
     } catch (err) {
       // A missing default file just means "nothing known"; a configured one must be readable.
       if (policy.knownHostsPath) {
-        return { reason: `cannot read known_hosts ${knownHostsPath}: ${(err as Error).message}`, cause: err };
+        return { reason: `cannot read known_hosts ${knownHostsPath}: ${errorMessage(err)}`, cause: err };
       }
     }
     verdict = checkKnownHosts(content, policy.host, policy.port, key);

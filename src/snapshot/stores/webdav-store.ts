@@ -16,6 +16,7 @@ import { objectNotFound, storeConfigError, StoreOperations, type ErrorVerdict } 
 import { classifySystemError } from './system-error.ts';
 import { parseMultistatus } from './webdav-multistatus.ts';
 import { progressCounter } from './progress-counter.ts';
+import { errorMessage } from '../../error-message.ts';
 
 export interface WebDavSnapshotStoreOptions {
   /**
@@ -358,7 +359,7 @@ export class WebDavSnapshotStore implements SnapshotStore {
       const transient = status === 408 || status === 429 || status >= 500;
       return { code: 'ERR_SNAPSHOT_STORE', detail: err.message, transient };
     }
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     return { code: 'ERR_SNAPSHOT_STORE', detail: message, transient: false };
   }
 }
