@@ -18,12 +18,14 @@ import { NodeObservability } from '../metrics/node-observability.ts';
 import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embedded-server.ts';
 import { isLoopbackAddress, splitRouteCredentials } from '../nats/route-credentials.ts';
-import { streamName, shardNumbers } from '../nats/naming.ts';
+import { clusterBucket, streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
 import { RowDigest } from '../codec/row-digest.ts';
 import { maxIndexedVersion, pruneConflicts } from '../replication/row-version-store.ts';
+import { reservedSeqReader } from '../replication/batch-seq-reservation.ts';
+import { OriginSeqCeiling } from '../replication/origin-seq-ceiling.ts';
 import { openOriginSigning } from '../replication/origin-signing.ts';
 import { runSnapshotTask } from '../snapshot/snapshot-worker.ts';
 import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
@@ -410,6 +412,10 @@ export class HarmonyLiteNode {
     this.#snapshots.start();
     if (config.replicate) {
       const [js, pool] = [this.#js, this.#pool];
+      // One for all shards: an origin's reservation covers all of its shards.
+      const seqCeiling = new OriginSeqCeiling(
+        reservedSeqReader(this.#jsm!, clusterBucket(config.nats.stream_prefix)),
+      );
       this.#newConsumer = (shard) =>
         new ShardConsumer(
           {
@@ -419,6 +425,7 @@ export class HarmonyLiteNode {
             logger: logger.child({ component: 'consumer' }),
             metrics: this.metrics,
             ...(origins.verifier === undefined ? {} : { verifier: origins.verifier }),
+            seqCeiling,
           },
           {
             shard,
