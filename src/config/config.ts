@@ -42,6 +42,11 @@ export interface ReplicationLogConfig {
    */
   verify_origins: boolean;
   /**
+   * (ours) `"<node id>:<base64 Ed25519 public key>"` entries: when not empty, batches
+   * verify only against these keys (no trust on first use through the key bucket).
+   */
+  trusted_keys: string[];
+  /**
    * (ours) Longest time a message may hold its shard waiting for this node's schema
    * before it is dead-lettered by itself, ms; 0 = hold until the schema catches up.
    */
@@ -220,6 +225,7 @@ export function defaultConfig(): Config {
       shard_by_table: [],
       worker_heap_mb: 0,
       verify_origins: true,
+      trusted_keys: [],
       max_hold: 0,
     },
     nats: {

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
+import { parseTrustedKey } from '../replication/trusted-keys.ts';
 import { SnapshotKey } from '../snapshot/snapshot-key.ts';
 import { applyConfigAliases } from './config-aliases.ts';
 import { ConfigError } from './config-error.ts';
@@ -59,6 +60,14 @@ const RULES: Record<string, Rule> = {
   'replication_log.duplicate_window': integer(positive),
   'replication_log.worker_heap_mb': integer(nonNegative),
   'replication_log.max_hold': integer(nonNegative),
+  'replication_log.trusted_keys': (v) => {
+    const entries = v as string[];
+    for (const [i, e] of entries.entries()) {
+      const k = parseTrustedKey(e);
+      if (typeof k === 'string') return `a list of trusted keys; entry ${i} (${showPath(e)}) is not ${k}`;
+    }
+    return undefined;
+  },
   'nats.subject_prefix': prefix,
   'nats.stream_prefix': prefix,
   'nats.connect_retries': integer(nonNegative),

@@ -310,7 +310,18 @@ export class HarmonyLiteNode {
         streamPrefix: config.nats.stream_prefix,
         replicas: rl.replicas,
         verify: rl.verify_origins,
+        trustedKeys: rl.trusted_keys,
       }),
+    );
+    logger.info(
+      {
+        trusted_key_entry: origins.entry,
+        verify_origins: rl.verify_origins,
+        trusted_only: origins.trustedOnly,
+      },
+      origins.trustedOnly
+        ? 'node key loaded; batches verify only against [replication_log] trusted_keys'
+        : 'node key loaded; batches verify against the keys registered in the cluster (trust on first use)',
     );
     this.#pool = new ShardPool(
       rl.shards,

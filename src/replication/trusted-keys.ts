@@ -1,0 +1,62 @@
+/**
+ * Node keys listed by the operator (`[replication_log] trusted_keys`), each
+ * `<node id>:<base64 of the 32-byte Ed25519 public key>`. When the list is
+ * set, a batch verifies only against a key listed for its origin: the key
+ * bucket is not consulted, so whoever may write it can no longer add a key
+ * (no trust on first use). Pure.
+ */
+import type { KeyObject } from 'node:crypto';
+import { keyFingerprint, publicKeyFromRaw } from './batch-signature.ts';
+import type { OriginKeys } from './origin-verifier.ts';
+
+export interface TrustedKey {
+  readonly nodeId: number;
+  readonly publicKey: Buffer;
+  readonly fingerprint: string;
+}
+
+/** The entry that lists a node's key (what a node prints at start for its own). */
+export function trustedKeyEntry(nodeId: number, publicKey: Uint8Array): string {
+  return `${nodeId}:${Buffer.from(publicKey).toString('base64')}`;
+}
+
+/** One entry, or why it is malformed. */
+export function parseTrustedKey(entry: string): TrustedKey | string {
+  const m = /^(\d{1,16}):([A-Za-z0-9+/]{43}=)$/.exec(entry.trim());
+  if (m === null) return 'an entry "<node id>:<base64 Ed25519 public key, 44 characters>"';
+  const nodeId = Number(m[1]);
+  if (!Number.isSafeInteger(nodeId) || nodeId <= 0) return 'a node id from 1';
+  const publicKey = Buffer.from(m[2]!, 'base64');
+  if (publicKey.length !== 32) return 'a base64 public key of 32 bytes';
+  try {
+    publicKeyFromRaw(publicKey);
+  } catch {
+    return 'an Ed25519 public key';
+  }
+  return { nodeId, publicKey, fingerprint: keyFingerprint(publicKey) };
+}
+
+export class TrustedKeys implements OriginKeys {
+  readonly #keys = new Map<string, KeyObject>();
+  readonly #entries: readonly TrustedKey[];
+
+  /** Throws a RangeError naming the first malformed entry (the config check reports them first). */
+  constructor(entries: readonly string[]) {
+    this.#entries = entries.map((e, i) => {
+      const k = parseTrustedKey(e);
+      if (typeof k === 'string') throw new RangeError(`trusted key ${i} must be ${k}`);
+      return k;
+    });
+    for (const k of this.#entries)
+      this.#keys.set(`${k.nodeId}.${k.fingerprint}`, publicKeyFromRaw(k.publicKey));
+  }
+
+  /** True when `publicKey` is listed for `nodeId`. */
+  lists(nodeId: number, publicKey: Uint8Array): boolean {
+    return this.#entries.some((k) => k.nodeId === nodeId && k.publicKey.equals(publicKey));
+  }
+
+  lookup(origin: number, fingerprint: string): Promise<KeyObject | undefined> {
+    return Promise.resolve(this.#keys.get(`${origin}.${fingerprint}`));
+  }
+}
