@@ -69,6 +69,12 @@ export interface NatsConfig {
   cert_file: string;
   key_file: string;
   bind_address: string;
+  /** (ours) TLS certificate of the embedded server's routes (-cluster-addr); "" = no route TLS. */
+  route_cert_file: string;
+  /** (ours) Its private key (set together with route_cert_file). */
+  route_key_file: string;
+  /** (ours) CA that every route's certificate must be signed by (mutual TLS); "" = system CAs, no client certificate required. */
+  route_ca_file: string;
   connect_retries: number;
   reconnect_wait_seconds: number;
   /** (ours) Where the embedded server keeps its JetStream store; "" = next to the database. */
@@ -242,6 +248,9 @@ export function defaultConfig(): Config {
       cert_file: '',
       key_file: '',
       bind_address: '',
+      route_cert_file: '',
+      route_key_file: '',
+      route_ca_file: '',
       connect_retries: 5,
       reconnect_wait_seconds: 2,
       store_dir: '',

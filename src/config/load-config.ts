@@ -174,6 +174,9 @@ const PATH_KEYS: readonly { readonly key: string; readonly reads: boolean }[] = 
   { key: 'nats.ca_file', reads: true },
   { key: 'nats.cert_file', reads: true },
   { key: 'nats.key_file', reads: true },
+  { key: 'nats.route_cert_file', reads: true },
+  { key: 'nats.route_key_file', reads: true },
+  { key: 'nats.route_ca_file', reads: true },
   { key: 'nats.store_dir', reads: false },
   { key: 'nats.server_binary', reads: true },
   { key: 'snapshot.temp_dir', reads: false },
@@ -235,6 +238,16 @@ export function parseConfig(text: string, baseDir: string, source = 'config', co
   const n = config.nats;
   if ((n.cert_file === '') !== (n.key_file === '')) {
     throw new ConfigError('config keys "nats.cert_file" and "nats.key_file" must be given together');
+  }
+  if ((n.route_cert_file === '') !== (n.route_key_file === '')) {
+    throw new ConfigError(
+      'config keys "nats.route_cert_file" and "nats.route_key_file" must be given together',
+    );
+  }
+  if (n.route_ca_file !== '' && n.route_cert_file === '') {
+    throw new ConfigError(
+      'config key "nats.route_ca_file" needs "nats.route_cert_file" and "nats.route_key_file"',
+    );
   }
   // Half a user/password pair protects nothing, and was accepted silently.
   if ((n.user_name === '') !== (n.user_password === '')) {

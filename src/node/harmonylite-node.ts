@@ -17,7 +17,7 @@ import { Metrics } from '../metrics/metrics.ts';
 import { NodeObservability } from '../metrics/node-observability.ts';
 import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embedded-server.ts';
-import { isLoopbackAddress, splitRouteCredentials } from '../nats/route-credentials.ts';
+import { splitRouteCredentials } from '../nats/route-credentials.ts';
 import { clusterBucket, streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
@@ -226,6 +226,15 @@ export class HarmonyLiteNode {
           ? { clusterAddress: this.#options.clusterAddress }
           : {}),
         ...this.#clusterRoutes(),
+        ...(config.nats.route_cert_file !== ''
+          ? {
+              routeTls: {
+                certFile: config.nats.route_cert_file,
+                keyFile: config.nats.route_key_file,
+                ...(config.nats.route_ca_file !== '' ? { caFile: config.nats.route_ca_file } : {}),
+              },
+            }
+          : {}),
         ...(this.#options.leafServers !== undefined ? { leafServers: this.#options.leafServers } : {}),
         ...(config.nats.server_config !== '' ? { configFile: config.nats.server_config } : {}),
         ...(config.nats.max_payload > 0 ? { maxPayload: config.nats.max_payload } : {}),
@@ -484,21 +493,15 @@ export class HarmonyLiteNode {
    */
   /**
    * Routes of the embedded cluster: credentials in the `-cluster-peers` URLs authenticate
-   * every route; without them, a route port beyond loopback is announced loudly.
+   * every route (the embedded server warns about a route port beyond loopback left open).
    */
   #clusterRoutes(): Pick<EmbeddedNatsServerOptions, 'clusterPeers' | 'clusterAuthorization'> {
     const given = this.#options.clusterPeers;
     if (given === undefined) return {};
     const { peers, authorization } = splitRouteCredentials(given);
-    const address = this.#options.clusterAddress ?? '';
-    if (authorization !== undefined) return { clusterPeers: peers, clusterAuthorization: authorization };
-    if (address !== '' && !isLoopbackAddress(address)) {
-      this.logger.warn(
-        { cluster_addr: address },
-        'cluster routes listen beyond loopback WITHOUT route authentication: any server that reaches this port joins the cluster and reads and writes every change; give every -cluster-peers URL credentials (nats://user:password@host:port)',
-      );
-    }
-    return { clusterPeers: peers };
+    return authorization !== undefined
+      ? { clusterPeers: peers, clusterAuthorization: authorization }
+      : { clusterPeers: peers };
   }
 
   async #withJetStream<T>(what: string, fn: () => Promise<T>): Promise<T> {
