@@ -12,6 +12,15 @@ export default tseslint.config(
     },
   },
   {
+    // Background loops are started with `void`: a promise dropped by mistake is an unhandled rejection.
+    files: ['src/**/*.ts', 'workers/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
+    },
+  },
+  {
     files: ['scripts/**/*.mjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },

@@ -28,7 +28,7 @@ import { TableFilter } from '../src/cdc/table-filter.ts';
 import { defaultConfig } from '../src/config/config.ts';
 import { silentLogger } from '../src/logger.ts';
 import { EmbeddedNatsServer } from '../src/nats/embedded-server.ts';
-import { WriterQueue } from '../src/replication/writer-queue.ts';
+import { WriterQueue } from '../src/sqlite/writer-queue.ts';
 import { createSnapshotStore } from '../src/snapshot/create-snapshot-store.ts';
 import { saveSnapshot } from '../src/snapshot/save-snapshot.ts';
 import { encodeFile } from '../src/snapshot/snapshot-file-codec.ts';

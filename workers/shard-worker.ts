@@ -7,8 +7,8 @@ import { workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { BatchApplier, type ApplyResult, type InboundMessage } from '../src/replication/batch-applier.ts';
 import { RowDigest } from '../src/codec/row-digest.ts';
-import { isSqliteBusy } from '../src/metrics/busy-write-counter.ts';
-import { setBusyTimeout } from '../src/replication/busy-timeout.ts';
+import { isSqliteBusy } from '../src/sqlite/sqlite-busy.ts';
+import { setBusyTimeout } from '../src/sqlite/busy-timeout.ts';
 import type { ShardWorkerData } from '../src/replication/shard-pool.ts';
 
 const config = workerData as ShardWorkerData;

@@ -40,7 +40,11 @@ export interface InstallOptions {
    * Keeps the replicated-state index: tables whose capture is created or changed are
    * reconciled with it (invariant 9). Without it the index is left alone.
    */
-  readonly index?: { readonly digest: RowDigest; readonly nodeId: number };
+  readonly index?: {
+    readonly digest: RowDigest;
+    readonly nodeId: number;
+    readonly progress?: (table: string, rows: number) => void;
+  };
 }
 
 /**

@@ -23,7 +23,11 @@ export interface ReconcileOptions {
   readonly log: boolean;
   /** The table appeared while capture ran: its rows are logged with the lowest version (a backfill). */
   readonly backfill: boolean;
+  /** Called every `PROGRESS_ROWS` rows with the rows read so far: a large table takes seconds. */
+  readonly progress?: (table: string, rows: number) => void;
 }
+
+const PROGRESS_ROWS = 100_000;
 
 export interface ReconcileResult {
   /** Rows indexed without being logged (the index built over existing rows). */
@@ -68,11 +72,13 @@ export function reconcileIndex(
   let backfilled = 0;
   let escaped = 0;
   let liveSeen = 0;
+  let read = 0;
   // What the change log already carries (pending, or published and not back yet): not logged twice.
   const logged = options.log
     ? loggedStates(db, schema, columns, keyIndexes, digest)
     : new Map<string, bigint | null>();
   for (const values of tableRows(db, schema, columns)) {
+    if (++read % PROGRESS_ROWS === 0) options.progress?.(schema.name, read);
     const pk = digest.key(
       keyIndexes.map((i) => values[i]!),
       schema.keyFold,

@@ -3,7 +3,7 @@ import { IDENTITY_TABLES, quoteIdent } from '../cdc/names.ts';
 import type { Config } from '../config/config.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
-import { openDatabase } from '../node/open-database.ts';
+import { openDatabase } from '../sqlite/open-database.ts';
 
 /** `-cleanup`: drops every trigger and table of ours, nothing else. */
 export function runCleanup(config: Config, logger: Logger): number {

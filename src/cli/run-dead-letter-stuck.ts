@@ -6,7 +6,7 @@ import { requireDatabase } from '../config/load-config.ts';
 import type { Logger } from '../logger.ts';
 import { streamName } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
-import { openDatabase } from '../node/open-database.ts';
+import { openDatabase } from '../sqlite/open-database.ts';
 import { RowDigest } from '../codec/row-digest.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
 import { BatchApplier } from '../replication/batch-applier.ts';

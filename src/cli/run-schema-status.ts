@@ -8,7 +8,7 @@ import { packageVersion } from '../health/package-version.ts';
 import type { Logger } from '../logger.ts';
 import { statusBucket } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
-import { openDatabase } from '../node/open-database.ts';
+import { openDatabase } from '../sqlite/open-database.ts';
 import { connectForCommand, type CommandClusterOptions } from './command-nats.ts';
 import { readNodeStatuses } from './run-status.ts';
 

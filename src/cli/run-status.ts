@@ -19,7 +19,7 @@ import { embeddedAuth, embeddedStoreDir, runningServerUrl } from './command-nats
 import { shardNumbers, statusBucket, streamName } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { parseNodeStatusRecord, type NodeStatusRecord } from '../node/node-status-reporter.ts';
-import { openDatabase } from '../node/open-database.ts';
+import { openDatabase } from '../sqlite/open-database.ts';
 
 /** This node's state as its database holds it (no daemon needed). */
 interface LocalState {

@@ -1,10 +1,10 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
-import { parseTrustedKey } from '../replication/trusted-keys.ts';
-import { SnapshotKey } from '../snapshot/snapshot-key.ts';
 import { applyConfigAliases } from './config-aliases.ts';
 import { ConfigError } from './config-error.ts';
+import { readKeyFile, SNAPSHOT_KEY_CONFIG } from './key-file.ts';
+import { parseTrustedKeyEntry } from './trusted-key-entry.ts';
 import { checkSecretFiles } from './secret-files.ts';
 import { defaultConfig, LOG_FORMATS, SNAPSHOT_STORES, type Config } from './config.ts';
 
@@ -63,7 +63,7 @@ const RULES: Record<string, Rule> = {
   'replication_log.trusted_keys': (v) => {
     const entries = v as string[];
     for (const [i, e] of entries.entries()) {
-      const k = parseTrustedKey(e);
+      const k = parseTrustedKeyEntry(e);
       if (typeof k === 'string') return `a list of trusted keys; entry ${i} (${showPath(e)}) is not ${k}`;
     }
     return undefined;
@@ -266,7 +266,7 @@ export function showPath(path: string): string {
  * Reads and validates a config file; a missing file is an error (HarmonyLite
  * silently used defaults). Files the config names that every command relies on
  * are checked here too: the snapshot key file (missing, unreadable, not
- * private, not a 256-bit key: `SnapshotKey.load`).
+ * private, not a 256-bit key: `readKeyFile`).
  */
 export function loadConfig(path: string, cwd: string = process.cwd()): Config {
   const abs = resolve(cwd, path);
@@ -294,7 +294,8 @@ export function loadConfig(path: string, cwd: string = process.cwd()): Config {
     });
   }
   const config = parseConfig(text, cwd, showPath(abs), dirname(abs));
-  SnapshotKey.fromConfig(config.snapshot);
+  if (config.snapshot.encryption_key_file !== '')
+    readKeyFile(config.snapshot.encryption_key_file, SNAPSHOT_KEY_CONFIG);
   checkSecretFiles(config);
   return config;
 }

@@ -8,8 +8,8 @@ import {
   triggerName,
 } from '../cdc/names.ts';
 import type { ShardLag } from '../metrics/lag-collector.ts';
-import type { NodeStatus } from '../node/harmonylite-node.ts';
-import { openDatabase } from '../node/open-database.ts';
+import type { NodeStatus } from './node-status.ts';
+import { openDatabase } from '../sqlite/open-database.ts';
 import { packageVersion } from './package-version.ts';
 import { safeText } from './safe-text.ts';
 

@@ -1,7 +1,7 @@
 import type { JetStreamManager } from '@nats-io/jetstream';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from './metrics.ts';
-import { PeriodicTask } from '../node/periodic-task.ts';
+import { PeriodicTask } from '../periodic-task.ts';
 
 /** What the collector reads of a shard consumer (ShardConsumer satisfies it). */
 export interface AppliedShard {

@@ -10,11 +10,12 @@ import { ChangeDetector } from '../changelog/change-detector.ts';
 import { cleanupStep, cleanupTables, type CleanupPosition } from '../changelog/changelog-cleaner.ts';
 import { ChangelogScanner } from '../changelog/changelog-scanner.ts';
 import type { Config } from '../config/config.ts';
+import type { NodeStatus } from '../health/node-status.ts';
 import { excludedTables } from '../config/excluded-tables.ts';
 import { requireDatabase } from '../config/load-config.ts';
 import { redactUrl, type Logger } from '../logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
-import { NodeObservability } from '../metrics/node-observability.ts';
+import { NodeObservability } from './node-observability.ts';
 import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embedded-server.ts';
 import { splitRouteCredentials } from '../nats/route-credentials.ts';
@@ -28,7 +29,7 @@ import { reservedSeqReader } from '../replication/batch-seq-reservation.ts';
 import { OriginSeqCeiling } from '../replication/origin-seq-ceiling.ts';
 import { openOriginSigning } from '../replication/origin-signing.ts';
 import { runSnapshotTask } from '../snapshot/snapshot-worker.ts';
-import { whenWriteLockFree } from '../replication/write-lock-poll.ts';
+import { whenWriteLockFree } from '../sqlite/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
 import { ShardConsumer } from '../replication/shard-consumer.ts';
@@ -36,10 +37,10 @@ import { StreamIdentities } from '../replication/stream-identities.ts';
 import { recoverStreams } from './recover-streams.ts';
 import { createShardHasher } from '../replication/shard-hasher.ts';
 import { ShardPool } from '../replication/shard-pool.ts';
-import { WriterQueue } from '../replication/writer-queue.ts';
+import { WriterQueue } from '../sqlite/writer-queue.ts';
 import { NodeSnapshots } from '../snapshot/node-snapshots.ts';
 import { CaptureLog } from './capture-log.ts';
-import { openDatabase } from './open-database.ts';
+import { openDatabase } from '../sqlite/open-database.ts';
 import { NodeIdentity } from './node-identity.ts';
 import { keepNodeId, resolveNodeId } from './node-id.ts';
 import { SHARD_HASHING } from '../replication/shard-hasher.ts';
@@ -56,28 +57,6 @@ export interface NodeOptions {
   readonly leafServers?: readonly string[];
   /** Milliseconds since the epoch, for batch seqs. Default `Date.now` (tests set a wrong clock). */
   readonly clock?: () => number;
-}
-
-export interface NodeStatus {
-  readonly nodeId: number;
-  readonly tables: readonly string[];
-  readonly pending: number;
-  readonly natsConnected: boolean;
-  /** Replaced shard streams not yet recovered from (health is degraded meanwhile). */
-  readonly streamProblems?: readonly string[];
-  readonly lastPublishAt: number;
-  /** SHA-256 of the captured tables' shape (src/cdc/schema-hash.ts). */
-  readonly schemaHash: string;
-  readonly shards: readonly {
-    shard: number;
-    position: number;
-    state: ShardConsumer['state'];
-    lastApplyAt: number;
-    duplicatesSkipped: number;
-    deadLetters: number;
-  }[];
-  /** Set while the start waits for the cluster to store a snapshot this node can restore: what it waits for. */
-  readonly waitingForSnapshot?: string;
 }
 
 /** Change ids looked at per cleanup step (one short transaction, ~1 ms for 100-byte rows here). */
@@ -357,7 +336,7 @@ export class HarmonyLiteNode {
     this.#scanner = new ChangelogScanner(this.#readDb);
 
     // Started before a restore may wait (its health and metrics show the wait), closed first;
-    // see src/metrics/node-observability.ts.
+    // see src/node/node-observability.ts.
     this.#observability = new NodeObservability({
       config,
       logger,
@@ -583,7 +562,12 @@ export class HarmonyLiteNode {
   #installCapture(): CaptureState {
     return installCapture(this.#writeDb!, this.#filter, {
       captureWrites: this.config.publish,
-      index: { digest: this.#digest!, nodeId: this.nodeId },
+      index: {
+        digest: this.#digest!,
+        nodeId: this.nodeId,
+        progress: (table, rows) =>
+          this.logger.info({ table, rows }, 'checking rows against the replicated-state index'),
+      },
     });
   }
 

@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { NODE_IDENTITY, quoteIdent as q } from '../cdc/names.ts';
-import { openDatabase } from './open-database.ts';
+import { openDatabase } from '../sqlite/open-database.ts';
 
 /** Largest generated id: ids fit a signed 32-bit integer (HarmonyLite's configs and tools). */
 const MAX_GENERATED_ID = 0x7fffffff;

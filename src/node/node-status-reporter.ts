@@ -2,8 +2,8 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { Logger } from '../logger.ts';
 import { statusBucket } from '../nats/naming.ts';
-import type { NodeStatus } from './harmonylite-node.ts';
-import { PeriodicTask } from './periodic-task.ts';
+import type { NodeStatus } from '../health/node-status.ts';
+import { PeriodicTask } from '../periodic-task.ts';
 
 /** One node's entry in the status bucket (key: the node id), as JSON. */
 export interface NodeStatusRecord {

@@ -5,7 +5,8 @@ import { signBatch } from './batch-signature.ts';
 import { NodeKey } from './node-key.ts';
 import { NodeKeyRegistry } from './node-key-registry.ts';
 import { OriginVerifier } from './origin-verifier.ts';
-import { trustedKeyEntry, TrustedKeys } from './trusted-keys.ts';
+import { formatTrustedKeyEntry } from '../config/trusted-key-entry.ts';
+import { TrustedKeys } from './trusted-keys.ts';
 
 export interface OriginSigningOptions {
   readonly nodeId: number;
@@ -42,7 +43,7 @@ export async function openOriginSigning(
   options: OriginSigningOptions,
 ): Promise<OriginSigning> {
   const key = NodeKey.loadOrCreate(NodeKey.pathFor(options.dbPath));
-  const entry = trustedKeyEntry(options.nodeId, key.publicKey);
+  const entry = formatTrustedKeyEntry(options.nodeId, key.publicKey);
   const trusted = options.trustedKeys.length > 0 ? new TrustedKeys(options.trustedKeys) : undefined;
   // Every other node listing the same keys would dead-letter all of this node's batches.
   if (trusted !== undefined && !trusted.lists(options.nodeId, key.publicKey)) {

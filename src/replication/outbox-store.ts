@@ -1,8 +1,8 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { changeLogTable, GLOBAL_LOG, OUTBOX, quoteIdent as q } from '../cdc/names.ts';
 import type { PendingChange } from '../changelog/changelog-scanner.ts';
-import { whenWriteLockFree } from './write-lock-poll.ts';
-import type { WriterQueue } from './writer-queue.ts';
+import { whenWriteLockFree } from '../sqlite/write-lock-poll.ts';
+import type { WriterQueue } from '../sqlite/writer-queue.ts';
 
 /** Which change-log row a change is, and its place in the global log. */
 export type ChangeRef = Pick<PendingChange, 'globalId' | 'table' | 'changeId'>;

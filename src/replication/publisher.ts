@@ -15,7 +15,7 @@ import type { BatchSeqReservation } from './batch-seq-reservation.ts';
 import type { ChangeRef, OutboxEntry, OutboxStore } from './outbox-store.ts';
 import { BACKFILL_VERSION, type HybridClock } from './hybrid-clock.ts';
 import type { ShardHasher } from './shard-hasher.ts';
-import type { WriterQueue } from './writer-queue.ts';
+import type { WriterQueue } from '../sqlite/writer-queue.ts';
 
 export interface PublisherOptions {
   readonly nodeId: number;

@@ -141,12 +141,21 @@ export class RowVersionStore {
  * then the oldest beyond `maxRows`. Returns how many were deleted.
  */
 export function pruneConflicts(db: Database, limits: { olderThan: number; maxRows: number }): number {
-  let n = db.prepare(`DELETE FROM ${q(CONFLICTS)} WHERE at < ?`).run(limits.olderThan).changes;
-  n += db
-    .prepare(
-      `DELETE FROM ${q(CONFLICTS)} WHERE id <= (SELECT id FROM ${q(CONFLICTS)} ORDER BY id DESC LIMIT 1 OFFSET ?)`,
-    )
-    .run(limits.maxRows).changes;
+  // Read first: a DELETE takes the write lock even when it matches nothing, and this runs every
+  // cleanup interval; a client with a busy timeout of 0 that met it would fail "database is locked".
+  const oldest = db
+    .prepare(`SELECT min(at) FROM ${q(CONFLICTS)}`)
+    .pluck()
+    .get() as number | null;
+  if (oldest === null) return 0; // empty
+  const cut = db
+    .prepare(`SELECT id FROM ${q(CONFLICTS)} ORDER BY id DESC LIMIT 1 OFFSET ?`)
+    .pluck()
+    .get(limits.maxRows) as number | undefined;
+  let n = 0;
+  if (oldest < limits.olderThan)
+    n += db.prepare(`DELETE FROM ${q(CONFLICTS)} WHERE at < ?`).run(limits.olderThan).changes;
+  if (cut !== undefined) n += db.prepare(`DELETE FROM ${q(CONFLICTS)} WHERE id <= ?`).run(cut).changes;
   return n;
 }
 

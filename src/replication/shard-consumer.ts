@@ -15,7 +15,7 @@ import type { OriginSeqCeiling } from './origin-seq-ceiling.ts';
 import type { OriginVerifier } from './origin-verifier.ts';
 import type { ShardPool } from './shard-pool.ts';
 import { WorkerDiedError } from './worker-died-error.ts';
-import type { WriterQueue } from './writer-queue.ts';
+import type { WriterQueue } from '../sqlite/writer-queue.ts';
 
 export interface ShardConsumerOptions {
   readonly shard: number;

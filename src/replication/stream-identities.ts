@@ -4,7 +4,7 @@ import { quoteIdent as q, STREAM_IDENTITIES } from '../cdc/names.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { resetStreamPosition } from './reset-stream-position.ts';
-import type { WriterQueue } from './writer-queue.ts';
+import type { WriterQueue } from '../sqlite/writer-queue.ts';
 
 export interface StreamIdentitiesDeps {
   /** The node's write connection (used on the writer queue). */

@@ -6,34 +6,24 @@
  * (no trust on first use). Pure.
  */
 import type { KeyObject } from 'node:crypto';
+import { parseTrustedKeyEntry, type TrustedKeyEntry } from '../config/trusted-key-entry.ts';
 import { keyFingerprint, publicKeyFromRaw } from './batch-signature.ts';
 import type { OriginKeys } from './origin-verifier.ts';
 
-export interface TrustedKey {
-  readonly nodeId: number;
-  readonly publicKey: Buffer;
+export interface TrustedKey extends TrustedKeyEntry {
   readonly fingerprint: string;
 }
 
-/** The entry that lists a node's key (what a node prints at start for its own). */
-export function trustedKeyEntry(nodeId: number, publicKey: Uint8Array): string {
-  return `${nodeId}:${Buffer.from(publicKey).toString('base64')}`;
-}
-
-/** One entry, or why it is malformed. */
+/** One entry with its fingerprint, or why it is malformed. */
 export function parseTrustedKey(entry: string): TrustedKey | string {
-  const m = /^(\d{1,16}):([A-Za-z0-9+/]{43}=)$/.exec(entry.trim());
-  if (m === null) return 'an entry "<node id>:<base64 Ed25519 public key, 44 characters>"';
-  const nodeId = Number(m[1]);
-  if (!Number.isSafeInteger(nodeId) || nodeId <= 0) return 'a node id from 1';
-  const publicKey = Buffer.from(m[2]!, 'base64');
-  if (publicKey.length !== 32) return 'a base64 public key of 32 bytes';
+  const k = parseTrustedKeyEntry(entry);
+  if (typeof k === 'string') return k;
   try {
-    publicKeyFromRaw(publicKey);
+    publicKeyFromRaw(k.publicKey);
   } catch {
     return 'an Ed25519 public key';
   }
-  return { nodeId, publicKey, fingerprint: keyFingerprint(publicKey) };
+  return { ...k, fingerprint: keyFingerprint(k.publicKey) };
 }
 
 export class TrustedKeys implements OriginKeys {

@@ -6,7 +6,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { leaseBucket } from '../nats/naming.ts';
 import { objectStorePurgeDefect } from '../nats/server-defects.ts';
-import type { WriterQueue } from '../replication/writer-queue.ts';
+import type { WriterQueue } from '../sqlite/writer-queue.ts';
 import { createSnapshotStore } from './create-snapshot-store.ts';
 import { listSnapshots } from './snapshot-catalog.ts';
 import { errorMessage } from './snapshot-error.ts';

@@ -1,28 +1,14 @@
 /**
- * The key that encrypts snapshots at rest (`[snapshot] encryption_key_file`,
- * issue 8), read from its file and checked like the rest of the config:
- * every problem is a ConfigError naming the key (the CLI exits 2).
- *
- * The file holds a 256-bit key as 64 hex digits or base64 (surrounding
- * whitespace and a trailing newline are ignored), or as exactly 32 raw bytes.
- * It is refused when group or others may read or write it (`mode & 0o077`), as
- * ssh refuses such private keys: a key others can read protects nothing, and
- * one others can write lets them choose it. Create one with
- * `(umask 077; openssl rand -hex 32 > snapshot.key)`.
+ * The key that encrypts snapshots at rest (`[snapshot] encryption_key_file`),
+ * read from its file by `readKeyFile`, which checks it like the rest of the
+ * config. Its bytes never reach a log line.
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { inspect } from 'node:util';
 import type { SnapshotConfig } from '../config/config.ts';
-import { ConfigError } from '../config/config-error.ts';
+import { readKeyFile, SNAPSHOT_KEY_CONFIG } from '../config/key-file.ts';
 import { SnapshotError } from './snapshot-error.ts';
 import { snapshotKeyId } from './snapshot-cipher.ts';
 import type { SnapshotManifest } from './snapshot-manifest.ts';
-
-const CONFIG_KEY = 'snapshot.encryption_key_file';
-const KEY_BYTES = 32;
-/** Anything longer is not a key file (and is not read whole). */
-const MAX_FILE_BYTES = 1024;
-const GENERATE = '(umask 077; openssl rand -hex 32 > snapshot.key)';
 
 export class SnapshotKey {
   /** The file it was read from. */
@@ -49,48 +35,7 @@ export class SnapshotKey {
 
   /** Reads and checks a key file; throws ConfigError naming `snapshot.encryption_key_file`. */
   static load(path: string): SnapshotKey {
-    const fail = (detail: string, options: { hint?: string; cause?: unknown } = {}): never => {
-      throw new ConfigError(`config key "${CONFIG_KEY}": ${shownPath(path)} ${detail}`, {
-        hint: `create a key file with ${GENERATE} and set ${CONFIG_KEY} to its path`,
-        ...options,
-      });
-    };
-    let fd: number;
-    try {
-      // Non-blocking: a FIFO named here must not hang the start.
-      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      return fail(code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? String(err)})`, {
-        cause: err,
-      });
-    }
-    let content: Buffer;
-    try {
-      const st = fstatSync(fd);
-      if (!st.isFile()) return fail('is not a regular file');
-      if ((st.mode & 0o077) !== 0) {
-        const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-        return fail(`is accessible by group or others (mode ${mode}); a key file must be private`, {
-          hint: `chmod 600 ${shownPath(path)}`,
-        });
-      }
-      if (st.size > MAX_FILE_BYTES) return fail(`has ${st.size} bytes: too large to be a key file`);
-      content = Buffer.alloc(st.size);
-      let read = 0;
-      while (read < content.length) {
-        const n = readSync(fd, content, read, content.length - read, read);
-        if (n === 0) break;
-        read += n;
-      }
-      content = content.subarray(0, read);
-    } catch (err) {
-      if (err instanceof ConfigError) throw err;
-      return fail(`cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
-    } finally {
-      closeSync(fd);
-    }
-    return new SnapshotKey(path, parseKeyFile(content, fail));
+    return new SnapshotKey(path, readKeyFile(path, SNAPSHOT_KEY_CONFIG));
   }
 
   /** Key material stays out of logs, JSON and `console.log`. */
@@ -101,32 +46,6 @@ export class SnapshotKey {
   [inspect.custom](): string {
     return `SnapshotKey { id: ${this.id}, path: ${JSON.stringify(this.path)} }`;
   }
-}
-
-/** Quoted and escaped (no control characters reach a terminal), at most 200 characters, as load-config's `showPath`. */
-function shownPath(path: string): string {
-  const shown = JSON.stringify(path);
-  return shown.length > 200 ? `${shown.slice(0, 197)}..."` : shown;
-}
-
-function parseKeyFile(content: Buffer, fail: (detail: string) => never): Uint8Array {
-  if (content.length === KEY_BYTES) {
-    // 32 printable characters are a passphrase, not random bytes (odds of a random key: ~1e-14).
-    if (content.every((b) => b >= 0x20 && b < 0x7f))
-      return fail(
-        'holds 32 printable characters: that is a passphrase, not a key; use 64 hex digits, base64 or 32 random bytes',
-      );
-    return new Uint8Array(content);
-  }
-  const text = content.toString('latin1').trim();
-  if (/^[0-9a-fA-F]{64}$/.test(text)) return new Uint8Array(Buffer.from(text, 'hex'));
-  if (/^[A-Za-z0-9+/]{43}=?$/.test(text) || /^[A-Za-z0-9_-]{43}=?$/.test(text)) {
-    const bytes = Buffer.from(text.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
-    if (bytes.length === KEY_BYTES) return new Uint8Array(bytes);
-  }
-  return fail(
-    `must hold a 256-bit key (64 hex digits, 44 base64 characters or 32 raw bytes); it has ${content.length} bytes that are none of these`,
-  );
 }
 
 /**
@@ -147,7 +66,7 @@ export function snapshotKeyMismatch(
   if (enc === undefined) {
     return new SnapshotError(
       'ERR_SNAPSHOT_KEY',
-      `snapshot ${object} is not encrypted, but ${CONFIG_KEY} is set (key id ${key!.id}); an unencrypted snapshot is refused`,
+      `snapshot ${object} is not encrypted, but ${SNAPSHOT_KEY_CONFIG} is set (key id ${key!.id}); an unencrypted snapshot is refused`,
       {
         hint: 'take a new, encrypted snapshot on a node that is up to date (harmonylite -config FILE -save-snapshot), or remove encryption_key_file to restore unencrypted snapshots',
       },
@@ -156,7 +75,7 @@ export function snapshotKeyMismatch(
   if (key === undefined) {
     return new SnapshotError(
       'ERR_SNAPSHOT_KEY',
-      `snapshot ${object} is encrypted (key id ${enc.keyId}), but no ${CONFIG_KEY} is configured`,
+      `snapshot ${object} is encrypted (key id ${enc.keyId}), but no ${SNAPSHOT_KEY_CONFIG} is configured`,
       { hint: `set [snapshot] encryption_key_file to the file of the key with id ${enc.keyId}` },
     );
   }

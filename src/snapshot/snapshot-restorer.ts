@@ -7,7 +7,7 @@ import { excludedTables as excludedTablePatterns } from '../config/excluded-tabl
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { shardNumbers, streamName } from '../nats/naming.ts';
-import type { WriterQueue } from '../replication/writer-queue.ts';
+import type { WriterQueue } from '../sqlite/writer-queue.ts';
 import { swapDatabase } from './database-swap.ts';
 import {
   carryOverLocalState,

@@ -13,10 +13,10 @@ import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { ChangelogScanner, type PendingChange } from '../../src/changelog/changelog-scanner.ts';
 import { RowDigest } from '../../src/codec/row-digest.ts';
 import { fromWire, type SqlValue } from '../../src/codec/sql-value.ts';
-import { openDatabase } from '../../src/node/open-database.ts';
+import { openDatabase } from '../../src/sqlite/open-database.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 
-const digest = await RowDigest.create();
+export const digest = await RowDigest.create();
 
 export interface CaptureFixture {
   readonly dir: string;

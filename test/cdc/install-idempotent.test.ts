@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { openDatabase } from '../../src/node/open-database.ts';
+import { openDatabase } from '../../src/sqlite/open-database.ts';
 import { installCapture } from '../../src/cdc/capture-installer.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
-import { brief, captureFixture, sqlite3 } from './capture-fixture.ts';
+import { brief, captureFixture, digest as fixtureDigest, sqlite3 } from './capture-fixture.ts';
 
 const SCHEMA =
   'CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);' +
@@ -94,4 +94,21 @@ test('captureWrites false (publish = false) removes the triggers and keeps the l
     f.scan().map((c) => c.key),
     [[1n], [2n], [3n]],
   );
+});
+
+test('building the index over a large existing table reports its progress every 100,000 rows', () => {
+  using f = captureFixture(SCHEMA, { install: false });
+  f.db.exec(
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250000) INSERT INTO a SELECT i, 'v' FROM n",
+  );
+  const seen: [string, number][] = [];
+  const state = installCapture(f.db, new TableFilter([], []), {
+    captureWrites: true,
+    index: { digest: fixtureDigest, nodeId: 1, progress: (table, rows) => seen.push([table, rows]) },
+  });
+  assert.equal(state.indexed, 250_000);
+  assert.deepEqual(seen, [
+    ['a', 100_000],
+    ['a', 200_000],
+  ]);
 });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { installCapture } from '../../src/cdc/capture-installer.ts';
 import { TableFilter } from '../../src/cdc/table-filter.ts';
-import { openDatabase } from '../../src/node/open-database.ts';
+import { openDatabase } from '../../src/sqlite/open-database.ts';
 import { brief, captureFixture, sqlite3, triggersOn } from './capture-fixture.ts';
 
 test('FTS5 and R*Tree tables and their shadow tables are skipped with a reason; install goes on', () => {

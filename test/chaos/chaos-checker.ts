@@ -4,7 +4,9 @@
  *  - no lost write: every upsert a writer committed is in the stream history
  *    (including what faults discarded from the streams), and every node's
  *    tables equal the fold of that history by version (last writer wins: the
- *    newest version per key, ties to the higher node id, whatever the order);
+ *    newest version per key, ties to the higher node id, whatever the order;
+ *    where two such rows hold the same UNIQUE value, the newer keeps it and
+ *    the older is displaced);
  *  - no dead letters.
  */
 import Database from 'better-sqlite3';
@@ -31,7 +33,30 @@ export interface ChaosVerdict {
 }
 
 const keyOf = (table: string, row: Record<string, unknown>) =>
-  table === 'kv' ? String(row.k) : `${String(row.a)}/${String(row.b)}`;
+  table === 'kv' ? String(row.k) : table === 'users' ? String(row.id) : `${String(row.a)}/${String(row.b)}`;
+
+/**
+ * The UNIQUE rule over folded rows: newest first, a row whose email a newer
+ * kept row holds is displaced. Order-free, as the appliers must be.
+ */
+function withoutDisplaced(
+  rows: Map<string, string | undefined>,
+  emails: ReadonlyMap<string, string>,
+  versions: ReadonlyMap<string, [number, number]>,
+): Map<string, string | undefined> {
+  const version = (k: string) => versions.get(`users\u0000${k}`)!;
+  const live = [...rows].filter(([, v]) => v !== undefined);
+  live.sort(([a], [b]) => version(b)[0] - version(a)[0] || version(b)[1] - version(a)[1]);
+  const taken = new Set<string>();
+  const kept = new Map<string, string | undefined>();
+  for (const [k, v] of live) {
+    const email = emails.get(k)!;
+    if (taken.has(email)) continue;
+    taken.add(email);
+    kept.set(k, v);
+  }
+  return kept;
+}
 
 /** Waits up to `timeoutMs` for identical tables; returns the first difference of each table that stays different. */
 export async function waitForIdenticalTables(
@@ -65,6 +90,8 @@ export function checkAgainstHistory(
   const hostileSet = new Set(hostile);
   const model = new Map<string, Map<string, string | undefined>>(CHAOS_TABLES.map((t) => [t, new Map()]));
   const seenTokens = new Set<string>();
+  /** The email of each folded users row. */
+  const emails = new Map<string, string>();
   /** Per table and key, the version (and origin) of the change the model holds. */
   const versions = new Map<string, [number, number]>();
   let streamChanges = 0;
@@ -85,7 +112,7 @@ export function checkAgainstHistory(
         const token =
           p.Type === 'delete'
             ? undefined
-            : p.TableName === 'kv'
+            : p.TableName !== 'pairs'
               ? String(row.v)
               : Buffer.from(row.v as Uint8Array).toString();
         if (token !== undefined) seenTokens.add(token);
@@ -95,9 +122,11 @@ export function checkAgainstHistory(
           continue; // an older version: every node skips it
         versions.set(`${p.TableName}\u0000${key}`, [version, rec.FromNodeId]);
         model.get(p.TableName)!.set(key, token);
+        if (p.TableName === 'users' && token !== undefined) emails.set(key, String(row.email));
       }
     }
   }
+  model.set('users', withoutDisplaced(model.get('users')!, emails, versions));
   const lost = writes.filter((w) => w.op === 'upsert' && !seenTokens.has(w.token!));
   const lostWrites = lost.map(
     (w) => `${w.table} ${w.key} ${w.token}${w.label === undefined ? '' : ` (${w.label})`}`,
@@ -122,6 +151,15 @@ export function checkAgainstHistory(
           new Map(
             (db.prepare('SELECT k, v FROM kv').all() as { k: number; v: string }[]).map((r) => [
               String(r.k),
+              r.v,
+            ]),
+          ),
+        ],
+        [
+          'users',
+          new Map(
+            (db.prepare('SELECT id, v FROM users').all() as { id: number; v: string }[]).map((r) => [
+              String(r.id),
               r.v,
             ]),
           ),

@@ -26,8 +26,9 @@ import { TcpProxy } from './tcp-proxy.ts';
 export const CHAOS_SCHEMA = `
 CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT NOT NULL, writer INTEGER NOT NULL);
 CREATE TABLE pairs (a TEXT NOT NULL, b INTEGER NOT NULL, v BLOB, writer INTEGER NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID;
+CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, v TEXT NOT NULL, writer INTEGER NOT NULL);
 `;
-export const CHAOS_TABLES = ['kv', 'pairs'] as const;
+export const CHAOS_TABLES = ['kv', 'pairs', 'users'] as const;
 export const STREAM_PREFIX = 'harmonylite-changes';
 
 export interface ChaosNode {

@@ -1,7 +1,8 @@
 /**
  * The applications of a chaos run: one random writer per node database, on
  * whether its node runs or not (inserts, updates, deletes, key changes,
- * composite keys, BLOBs; every 10th write of node 3 through the sqlite3 shell).
+ * composite keys, BLOBs, a UNIQUE column that writers on different nodes
+ * collide on; every 10th write of node 3 through the sqlite3 shell).
  * Every committed write is recorded; each upsert carries a unique token, by
  * which the checker finds it in the streams.
  */
@@ -147,6 +148,27 @@ export class ChaosWriters {
           }
           // A key change that did not happen (source missing or target taken) is not a write.
           if (changes > 0 || !keyChange) record(write);
+        } else if (table === 'users') {
+          const id = 1 + Math.floor(rand() * 12);
+          if (r < 0.15) {
+            await withLock(() => db.prepare('DELETE FROM users WHERE id = ?').run(id));
+            record({ node: n.id, table, key: String(id), op: 'delete' });
+          } else {
+            // Few emails for many ids: concurrent writers on different nodes take the same
+            // email for different ids, which replication must settle the same way everywhere.
+            // Locally the application keeps the constraint: it writes only a free email.
+            const email = `e${Math.floor(rand() * 8)}@x`;
+            const { changes } = await withLock(() =>
+              db
+                .prepare(
+                  'INSERT INTO users (id, email, v, writer) SELECT ?, ?, ?, ? ' +
+                    'WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = ? AND id <> ?) ' +
+                    'ON CONFLICT (id) DO UPDATE SET email = excluded.email, v = excluded.v, writer = excluded.writer',
+                )
+                .run(id, email, token, n.id, email, id),
+            );
+            if (changes > 0) record({ node: n.id, table, key: String(id), op: 'upsert', token });
+          }
         } else {
           const a = pick(['x', 'y', 'z']);
           const b = Math.floor(rand() * 10);

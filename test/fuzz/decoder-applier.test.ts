@@ -47,7 +47,7 @@ import {
   type ChangeType,
 } from '../../src/codec/change-record.ts';
 import { SqlReal, toWire, type SqlValue, type WireValue } from '../../src/codec/sql-value.ts';
-import { openDatabase } from '../../src/node/open-database.ts';
+import { openDatabase } from '../../src/sqlite/open-database.ts';
 import { BatchApplier, type ApplyResult, type InboundMessage } from '../../src/replication/batch-applier.ts';
 import { formatMsgId } from '../../src/replication/msg-id.ts';
 import { applierOptions, declaredZstdFrame, undeclaredZstdFrame } from '../replication/apply-messages.ts';

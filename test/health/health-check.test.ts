@@ -15,7 +15,7 @@ import { HealthCheck, type HealthReport } from '../../src/health/health-check.ts
 import { HealthServer } from '../../src/health/health-server.ts';
 import { silentLogger } from '../../src/logger.ts';
 import type { ShardLag } from '../../src/metrics/lag-collector.ts';
-import type { NodeStatus } from '../../src/node/harmonylite-node.ts';
+import type { NodeStatus } from '../../src/health/node-status.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
 import { httpGet } from '../metrics/prometheus-text.ts';

@@ -13,7 +13,7 @@ import { changeLogTable, GLOBAL_LOG, quoteIdent as q } from '../../src/cdc/names
 import { TableFilter } from '../../src/cdc/table-filter.ts';
 import { ChangelogScanner } from '../../src/changelog/changelog-scanner.ts';
 import { OutboxStore } from '../../src/replication/outbox-store.ts';
-import { WriterQueue } from '../../src/replication/writer-queue.ts';
+import { WriterQueue } from '../../src/sqlite/writer-queue.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 
 const dir = tempDir('hl-outbox-');

@@ -25,7 +25,7 @@ import {
   SIGNATURE_HEADER,
 } from '../../src/replication/batch-signature.ts';
 import { NodeKey } from '../../src/replication/node-key.ts';
-import { trustedKeyEntry } from '../../src/replication/trusted-keys.ts';
+import { formatTrustedKeyEntry } from '../../src/config/trusted-key-entry.ts';
 import { appConnection, nodeConfig, startNode, type TestNode } from '../helpers/node-harness.ts';
 import { startNatsServer, type TestNatsServer } from '../helpers/nats-server.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
@@ -44,7 +44,7 @@ function entryOf(id: number): string {
   const key = NodeKey.loadOrCreate(
     NodeKey.pathFor(nodeConfig({ dir: dir.path, nodeId: id, urls: [] }).db_path),
   );
-  return trustedKeyEntry(id, key.publicKey);
+  return formatTrustedKeyEntry(id, key.publicKey);
 }
 
 function start(id: number, trusted: string[]): Promise<TestNode> {

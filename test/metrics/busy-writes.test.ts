@@ -1,15 +1,16 @@
 /**
  * sqlite_busy_total counts write jobs that fail with "database is locked",
  * on a real SQLite file locked by another connection; other failures are not
- * counted, results and the lane argument pass through, and it can be undone.
+ * counted, results and the lane argument pass through, and the hook can be removed.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { countBusyWrites, isSqliteBusy } from '../../src/metrics/busy-write-counter.ts';
+import { countBusyWrites } from '../../src/metrics/busy-writes.ts';
+import { isSqliteBusy } from '../../src/sqlite/sqlite-busy.ts';
 import { Metrics } from '../../src/metrics/metrics.ts';
-import { WriterQueue } from '../../src/replication/writer-queue.ts';
+import { WriterQueue } from '../../src/sqlite/writer-queue.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 
 async function busyCount(metrics: Metrics): Promise<number> {
@@ -26,7 +27,7 @@ test('counts write jobs that fail with SQLITE_BUSY, and only those', async () =>
     holder.exec('CREATE TABLE t (x)');
     const metrics = new Metrics({ namespace: 'harmonylite', subsystem: '', processMetrics: false });
     const writer = new WriterQueue();
-    const undo = countBusyWrites(writer, metrics);
+    writer.onError = countBusyWrites(metrics);
 
     assert.equal(await writer.run(() => 42), 42);
     holder.exec('BEGIN IMMEDIATE');
@@ -51,11 +52,11 @@ test('counts write jobs that fail with SQLITE_BUSY, and only those', async () =>
     await Promise.all(jobs);
     assert.deepEqual(order, ['running', 'urgent', 'normal']);
 
-    undo();
+    writer.onError = undefined;
     holder.exec('BEGIN IMMEDIATE');
     await assert.rejects(writer.run(() => writerDb.exec('INSERT INTO t VALUES (1)')));
     holder.exec('ROLLBACK');
-    assert.equal(await busyCount(metrics), 1, 'not counted once undone');
+    assert.equal(await busyCount(metrics), 1, 'not counted once the hook is removed');
   } finally {
     writerDb.close();
     holder.close();

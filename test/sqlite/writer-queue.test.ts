@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { WriterQueue } from '../../src/replication/writer-queue.ts';
+import { WriterQueue } from '../../src/sqlite/writer-queue.ts';
 
 test('runs one job at a time, urgent lane first; a failed job does not stop the queue', async () => {
   const q = new WriterQueue();

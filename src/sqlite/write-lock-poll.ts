@@ -1,5 +1,5 @@
 import type { Database } from 'better-sqlite3';
-import { isSqliteBusy } from '../metrics/busy-write-counter.ts';
+import { isSqliteBusy } from './sqlite-busy.ts';
 import { busyTimeout, setBusyTimeout } from './busy-timeout.ts';
 
 /** Polling every turn of the event loop catches the short gaps between an application's transactions. */

@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { whenWriteLockFree } from '../../src/replication/write-lock-poll.ts';
+import { whenWriteLockFree } from '../../src/sqlite/write-lock-poll.ts';
 import { tempDir } from '../helpers/temp-dir.ts';
 
 const dir = tempDir('hl-write-lock-');

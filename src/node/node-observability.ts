@@ -4,13 +4,13 @@ import { HealthCheck } from '../health/health-check.ts';
 import { HealthServer } from '../health/health-server.ts';
 import { packageVersion } from '../health/package-version.ts';
 import type { Logger } from '../logger.ts';
-import type { NodeStatus } from '../node/harmonylite-node.ts';
-import { NodeStatusReporter } from '../node/node-status-reporter.ts';
-import type { WriterQueue } from '../replication/writer-queue.ts';
-import { countBusyWrites } from './busy-write-counter.ts';
-import { LagCollector, type AppliedShard } from './lag-collector.ts';
-import { MetricsServer } from './metrics-server.ts';
-import type { Metrics } from './metrics.ts';
+import type { NodeStatus } from '../health/node-status.ts';
+import { NodeStatusReporter } from './node-status-reporter.ts';
+import type { WriterQueue } from '../sqlite/writer-queue.ts';
+import { countBusyWrites } from '../metrics/busy-writes.ts';
+import { LagCollector, type AppliedShard } from '../metrics/lag-collector.ts';
+import { MetricsServer } from '../metrics/metrics-server.ts';
+import type { Metrics } from '../metrics/metrics.ts';
 
 export interface NodeObservabilityDeps {
   readonly config: Config;
@@ -60,7 +60,6 @@ export class NodeObservability {
   readonly health: HealthCheck;
   readonly metricsServer: MetricsServer | undefined;
   readonly healthServer: HealthServer | undefined;
-  #uncountBusy: (() => void) | undefined;
   #status: { at: number; value: NodeStatus } | undefined;
 
   constructor(deps: NodeObservabilityDeps, options: Partial<NodeObservabilityOptions> = {}) {
@@ -127,7 +126,7 @@ export class NodeObservability {
 
   /** Starts everything; a port already taken rejects (after closing what was started). */
   async open(): Promise<void> {
-    this.#uncountBusy = countBusyWrites(this.#deps.writer, this.#deps.metrics);
+    this.#deps.writer.onError = countBusyWrites(this.#deps.metrics);
     if (this.metricsServer !== undefined) this.#deps.metrics.enableProcessMetrics();
     this.lag.open();
     this.reporter.open();
@@ -146,8 +145,7 @@ export class NodeObservability {
     await Promise.all([this.metricsServer?.close(), this.healthServer?.close()]);
     this.health.close();
     await Promise.all([this.lag.close(), this.reporter.close()]);
-    this.#uncountBusy?.();
-    this.#uncountBusy = undefined;
+    this.#deps.writer.onError = undefined;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

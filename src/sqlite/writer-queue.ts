@@ -22,6 +22,8 @@ export class WriterQueue {
   #idle: (() => void)[] = [];
   /** Called with the time a job waited for its turn, ms. */
   onWait: ((ms: number) => void) | undefined;
+  /** Called with what a job threw, before its caller sees it (metrics count busy writes this way). */
+  onError: ((err: unknown) => void) | undefined;
 
   /** Jobs queued or running. */
   get depth(): number {
@@ -36,6 +38,7 @@ export class WriterQueue {
           try {
             resolve(await job());
           } catch (err) {
+            this.onError?.(err);
             reject(err);
           }
         },
