@@ -42,6 +42,11 @@ export interface ReplicationLogConfig {
    */
   verify_origins: boolean;
   /**
+   * (ours) `"<node id>:<base64 Ed25519 public key>"` entries: when not empty, batches
+   * verify only against these keys (no trust on first use through the key bucket).
+   */
+  trusted_keys: string[];
+  /**
    * (ours) Longest time a message may hold its shard waiting for this node's schema
    * before it is dead-lettered by itself, ms; 0 = hold until the schema catches up.
    */
@@ -64,6 +69,12 @@ export interface NatsConfig {
   cert_file: string;
   key_file: string;
   bind_address: string;
+  /** (ours) TLS certificate of the embedded server's routes (-cluster-addr); "" = no route TLS. */
+  route_cert_file: string;
+  /** (ours) Its private key (set together with route_cert_file). */
+  route_key_file: string;
+  /** (ours) CA that every route's certificate must be signed by (mutual TLS); "" = system CAs, no client certificate required. */
+  route_ca_file: string;
   connect_retries: number;
   reconnect_wait_seconds: number;
   /** (ours) Where the embedded server keeps its JetStream store; "" = next to the database. */
@@ -220,6 +231,7 @@ export function defaultConfig(): Config {
       shard_by_table: [],
       worker_heap_mb: 0,
       verify_origins: true,
+      trusted_keys: [],
       max_hold: 0,
     },
     nats: {
@@ -236,6 +248,9 @@ export function defaultConfig(): Config {
       cert_file: '',
       key_file: '',
       bind_address: '',
+      route_cert_file: '',
+      route_key_file: '',
+      route_ca_file: '',
       connect_retries: 5,
       reconnect_wait_seconds: 2,
       store_dir: '',

@@ -4,6 +4,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import { applyConfigAliases } from './config-aliases.ts';
 import { ConfigError } from './config-error.ts';
 import { readKeyFile, SNAPSHOT_KEY_CONFIG } from './key-file.ts';
+import { parseTrustedKeyEntry } from './trusted-key-entry.ts';
 import { checkSecretFiles } from './secret-files.ts';
 import { defaultConfig, LOG_FORMATS, SNAPSHOT_STORES, type Config } from './config.ts';
 
@@ -59,6 +60,14 @@ const RULES: Record<string, Rule> = {
   'replication_log.duplicate_window': integer(positive),
   'replication_log.worker_heap_mb': integer(nonNegative),
   'replication_log.max_hold': integer(nonNegative),
+  'replication_log.trusted_keys': (v) => {
+    const entries = v as string[];
+    for (const [i, e] of entries.entries()) {
+      const k = parseTrustedKeyEntry(e);
+      if (typeof k === 'string') return `a list of trusted keys; entry ${i} (${showPath(e)}) is not ${k}`;
+    }
+    return undefined;
+  },
   'nats.subject_prefix': prefix,
   'nats.stream_prefix': prefix,
   'nats.connect_retries': integer(nonNegative),
@@ -165,6 +174,9 @@ const PATH_KEYS: readonly { readonly key: string; readonly reads: boolean }[] = 
   { key: 'nats.ca_file', reads: true },
   { key: 'nats.cert_file', reads: true },
   { key: 'nats.key_file', reads: true },
+  { key: 'nats.route_cert_file', reads: true },
+  { key: 'nats.route_key_file', reads: true },
+  { key: 'nats.route_ca_file', reads: true },
   { key: 'nats.store_dir', reads: false },
   { key: 'nats.server_binary', reads: true },
   { key: 'snapshot.temp_dir', reads: false },
@@ -226,6 +238,16 @@ export function parseConfig(text: string, baseDir: string, source = 'config', co
   const n = config.nats;
   if ((n.cert_file === '') !== (n.key_file === '')) {
     throw new ConfigError('config keys "nats.cert_file" and "nats.key_file" must be given together');
+  }
+  if ((n.route_cert_file === '') !== (n.route_key_file === '')) {
+    throw new ConfigError(
+      'config keys "nats.route_cert_file" and "nats.route_key_file" must be given together',
+    );
+  }
+  if (n.route_ca_file !== '' && n.route_cert_file === '') {
+    throw new ConfigError(
+      'config key "nats.route_ca_file" needs "nats.route_cert_file" and "nats.route_key_file"',
+    );
   }
   // Half a user/password pair protects nothing, and was accepted silently.
   if ((n.user_name === '') !== (n.user_password === '')) {

@@ -23,6 +23,7 @@ export function checkSecretFiles(config: Config): void {
     ['nats.creds_file', n.creds_file],
     ['nats.seed_file', n.seed_file],
     ['nats.key_file', n.key_file],
+    ['nats.route_key_file', n.route_key_file],
     ['snapshot.sftp.private_key', s.sftp.private_key],
   ];
   for (const [key, path] of files) if (path !== '') checkPrivateFile(path, `config key "${key}"`);

@@ -66,6 +66,7 @@ export class Metrics {
   readonly versionsAheadOfClock: Counter<'shard'>;
   readonly deadLetters: Counter<'shard'>;
   readonly originRefused: Counter<'shard'>;
+  readonly originSeqRefused: Counter<'shard'>;
   readonly holdsExpired: Counter<'shard'>;
   readonly uniqueDisplaced: Counter<'shard'>;
   readonly changesRefused: Counter<'shard'>;
@@ -226,6 +227,12 @@ export class Metrics {
     this.originRefused = new Counter({
       name: name('origin_refused_total'),
       help: 'Messages dead-lettered because their origin node could not be verified (signature)',
+      labelNames: shard,
+      registers,
+    });
+    this.originSeqRefused = new Counter({
+      name: name('origin_seq_refused_total'),
+      help: 'Messages dead-lettered because their batch seq is beyond what their origin node reserved',
       labelNames: shard,
       registers,
     });

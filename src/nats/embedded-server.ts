@@ -10,10 +10,12 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createConnection } from 'node:net';
-import { delimiter, isAbsolute, join, relative, resolve } from 'node:path';
+import { delimiter, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { AuthorizationError, connect } from '@nats-io/transport-node';
 import type { NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import type { Logger } from '../logger.ts';
+import { isLoopbackAddress } from './route-credentials.ts';
+import { configStatements, topLevelBlock } from './server-config-block.ts';
 import { recordOwner, takeOverStore, tiedToParent } from './server-lifetime.ts';
 import { errorMessage } from '../error-message.ts';
 
@@ -74,11 +76,19 @@ export interface EmbeddedNatsServerOptions {
    * own routes to `clusterPeers` carry them. Kept in a 0600 include, never in the generated config.
    */
   clusterAuthorization?: { readonly user: string; readonly password: string };
+  /**
+   * TLS of the routes: this server's certificate and key (used both ways: it must allow
+   * server and client authentication) and the CA that peers' certificates must be signed
+   * by (then every route must present one: mutual TLS authenticates routes).
+   */
+  routeTls?: { readonly certFile: string; readonly keyFile: string; readonly caFile?: string };
   /** Leafnode remote URLs. */
   leafServers?: readonly string[];
   /**
    * The user's nats-server config file. It is included after the generated defaults, so its
    * settings win over them; explicit options above (bindAddress, cluster, leafnodes) win over it.
+   * Its top-level `cluster {}` block is merged with the cluster options, never replaced: its
+   * keys are kept (route authorization, TLS...) unless an option sets the same key.
    */
   configFile?: string;
   /** Raw nats-server config text appended after everything else except pid and ports files. */
@@ -250,8 +260,16 @@ export class EmbeddedNatsServer {
         throw new NatsServerError('ERR_NATS_SERVER_STORE_IN_USE', inUse.message, { hint: inUse.hint });
       }
       removeStaleFiles(storeDir);
-      if (opts.clusterAuthorization !== undefined) writeRouteAuth(storeDir, opts);
-      writeFileSync(configPath, renderConfig(opts, storeDir, pinPorts ? this.#ports : undefined));
+      const cluster = planCluster(opts, storeDir, pinPorts ? this.#ports : undefined);
+      if (opts.clusterAuthorization !== undefined)
+        writeRouteAuth(storeDir, opts, cluster?.userAuthorization ?? false);
+      writeFileSync(configPath, renderConfig(opts, storeDir, pinPorts ? this.#ports : undefined, cluster));
+      if (cluster !== undefined && !cluster.authenticated && !isLoopbackAddress(cluster.listen)) {
+        this.#log.warn(
+          { cluster_addr: cluster.listen },
+          'cluster routes listen beyond loopback WITHOUT route authentication: any server that reaches this port joins the cluster and reads and writes every change; give every -cluster-peers URL credentials (nats://user:password@host:port), set [nats] route_ca_file (mutual TLS), or an authorization in the cluster {} block of server_config',
+        );
+      }
 
       this.#tail.length = 0;
       this.#pid = undefined;
@@ -432,17 +450,102 @@ function clientHost(host: string): string {
 const str = (s: string): string => JSON.stringify(s);
 const listen = (a: Address): string => str(`${a.host === '' ? '0.0.0.0' : a.host}:${a.port}`);
 
+/** The generated `cluster {}` block, merged with the user's, and what it leaves open. */
+interface ClusterPlan {
+  readonly lines: readonly string[];
+  /** Route listen address as configured ('host:port'). */
+  readonly listen: string;
+  /** Routes must authenticate: credentials, mutual TLS, or the user's own authorization. */
+  readonly authenticated: boolean;
+  /** The user's cluster block has its own authorization (kept). */
+  readonly userAuthorization: boolean;
+}
+
+/** The body of the user's top-level `cluster {}` block, its relative includes made relative to `storeDir`. */
+function userClusterBlock(configFile: string, storeDir: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(configFile, 'utf8');
+  } catch {
+    return undefined; // nats-server reports an unreadable include itself
+  }
+  const body = topLevelBlock(text, 'cluster');
+  if (body === undefined) return undefined;
+  let out = body;
+  for (const st of configStatements(body).reverse()) {
+    if (st.key !== 'include') continue;
+    const path = st.value.replace(/^["']|["']$/g, '');
+    const abs = resolve(dirname(resolve(configFile)), path);
+    const rel = relative(storeDir, abs);
+    out = `${out.slice(0, st.valueStart)}${str(isAbsolute(rel) ? abs : rel)}${out.slice(st.valueEnd)}`;
+  }
+  return out;
+}
+
+function planCluster(
+  opts: EmbeddedNatsServerOptions,
+  storeDir: string,
+  pinned: Ports | undefined,
+): ClusterPlan | undefined {
+  const peers = opts.clusterPeers ?? [];
+  if ((opts.clusterAddress ?? '') === '' && peers.length === 0) return undefined;
+  const route = parseAddress(opts.clusterAddress ?? '', 'clusterAddress');
+  const user =
+    opts.configFile !== undefined && opts.configFile !== ''
+      ? userClusterBlock(opts.configFile, storeDir)
+      : undefined;
+  const userKeys = new Map(configStatements(user ?? '').map((st) => [st.key, st.value]));
+  const userAuthorization = userKeys.has('authorization');
+  if (userAuthorization && peers.length > 0 && opts.clusterAuthorization === undefined) {
+    throw new NatsServerError(
+      'ERR_NATS_SERVER_CONFIG',
+      "the cluster {} block of server_config requires route authorization, but the -cluster-peers URLs carry no credentials: this server's routes would be refused",
+      { hint: 'nats://USER:PASSWORD@host:port in every -cluster-peers URL (the route user of that block)' },
+    );
+  }
+  const lines = ['cluster {'];
+  if (user !== undefined)
+    lines.push(`  # merged from ${opts.configFile}`, user.trim(), '  # set by HarmonyLite');
+  if (!userKeys.has('name')) lines.push(`  name: ${str(opts.clusterName ?? 'harmonylite')}`);
+  // The user's listen address stands unless -cluster-addr is given.
+  const ownListen = (opts.clusterAddress ?? '') !== '' || !userKeys.has('listen');
+  const listenAt = { host: route.host, port: pinned?.cluster ?? route.port };
+  if (ownListen) lines.push(`  listen: ${listen(listenAt)}`);
+  if (peers.length > 0) lines.push(`  routes: [${peers.map(str).join(', ')}]`);
+  if (opts.clusterAuthorization !== undefined) lines.push(`  include ${str(ROUTE_AUTH_FILE)}`);
+  const tls = opts.routeTls;
+  if (tls !== undefined) {
+    const ca = tls.caFile === undefined ? '' : `, ca_file: ${str(resolve(tls.caFile))}, verify: true`;
+    lines.push(
+      `  tls { cert_file: ${str(resolve(tls.certFile))}, key_file: ${str(resolve(tls.keyFile))}${ca}, timeout: 5 }`,
+    );
+  }
+  lines.push('}');
+  return {
+    lines,
+    listen: ownListen
+      ? `${listenAt.host}:${listenAt.port}`
+      : (userKeys.get('listen') ?? '').replace(/^["']|["']$/g, ''),
+    authenticated: opts.clusterAuthorization !== undefined || userAuthorization || tls?.caFile !== undefined,
+    userAuthorization,
+  };
+}
+
 /**
  * The generated config, in precedence order (later keys win in nats-server's config parser):
  * defaults, the user's file, explicit options, extraConfig, then pid and ports files, which
  * open() depends on. A whole block (e.g. `jetstream {}`) replaces an earlier one.
  */
-function renderConfig(opts: EmbeddedNatsServerOptions, storeDir: string, pinned: Ports | undefined): string {
+function renderConfig(
+  opts: EmbeddedNatsServerOptions,
+  storeDir: string,
+  pinned: Ports | undefined,
+  cluster: ClusterPlan | undefined,
+): string {
   const out: string[] = ['# Generated by HarmonyLite on every start; edits are lost.'];
   const client = parseAddress(opts.bindAddress ?? '', 'bindAddress');
   const peers = opts.clusterPeers ?? [];
   const clustered = (opts.clusterAddress ?? '') !== '' || peers.length > 0;
-  const route = parseAddress(opts.clusterAddress ?? '', 'clusterAddress');
   const leafs = opts.leafServers ?? [];
   if (clustered && (opts.jetstream ?? true) && peers.length === 0 && leafs.length === 0) {
     throw new NatsServerError(
@@ -468,15 +571,7 @@ function renderConfig(opts: EmbeddedNatsServerOptions, storeDir: string, pinned:
     out.push(`listen: ${listen({ host: client.host, port: pinned?.client ?? client.port })}`);
   }
   if (opts.maxPayload !== undefined) out.push(`max_payload: ${opts.maxPayload}`);
-  if (clustered) {
-    const port = pinned?.cluster ?? route.port;
-    out.push('cluster {');
-    out.push(`  name: ${str(opts.clusterName ?? 'harmonylite')}`);
-    out.push(`  listen: ${listen({ host: route.host, port })}`);
-    if (peers.length > 0) out.push(`  routes: [${peers.map(str).join(', ')}]`);
-    if (opts.clusterAuthorization !== undefined) out.push(`  include ${str(ROUTE_AUTH_FILE)}`);
-    out.push('}');
-  }
+  if (cluster !== undefined) out.push(...cluster.lines);
   if (leafs.length > 0) {
     out.push(`leafnodes { remotes: [${leafs.map((url) => `{ url: ${str(url)} }`).join(', ')}] }`);
   }
@@ -487,7 +582,7 @@ function renderConfig(opts: EmbeddedNatsServerOptions, storeDir: string, pinned:
 }
 
 /** The cluster's route credentials and the routes that carry them (they override the generated ones). */
-function writeRouteAuth(storeDir: string, opts: EmbeddedNatsServerOptions): void {
+function writeRouteAuth(storeDir: string, opts: EmbeddedNatsServerOptions, userAuthorization: boolean): void {
   const { user, password } = opts.clusterAuthorization!;
   const routes = (opts.clusterPeers ?? []).map((peer) => {
     const url = new URL(peer);
@@ -498,7 +593,8 @@ function writeRouteAuth(storeDir: string, opts: EmbeddedNatsServerOptions): void
   const path = join(storeDir, ROUTE_AUTH_FILE);
   writeFileSync(
     path,
-    `authorization { user: ${str(user)}, password: ${str(password)} }\nroutes: [${routes.join(', ')}]\n`,
+    // The user's own route authorization is kept; the credentials then only go into the routes.
+    `${userAuthorization ? '' : `authorization { user: ${str(user)}, password: ${str(password)} }\n`}routes: [${routes.join(', ')}]\n`,
     {
       mode: 0o600,
     },

@@ -18,13 +18,15 @@ import { Metrics } from '../metrics/metrics.ts';
 import { NodeObservability } from './node-observability.ts';
 import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embedded-server.ts';
-import { isLoopbackAddress, splitRouteCredentials } from '../nats/route-credentials.ts';
-import { streamName, shardNumbers } from '../nats/naming.ts';
+import { splitRouteCredentials } from '../nats/route-credentials.ts';
+import { clusterBucket, streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams, listShardStreams } from '../nats/stream-manager.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
 import { RowDigest } from '../codec/row-digest.ts';
 import { maxIndexedVersion, pruneConflicts } from '../replication/row-version-store.ts';
+import { reservedSeqReader } from '../replication/batch-seq-reservation.ts';
+import { OriginSeqCeiling } from '../replication/origin-seq-ceiling.ts';
 import { openOriginSigning } from '../replication/origin-signing.ts';
 import { whenWriteLockFree } from '../sqlite/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
@@ -216,6 +218,15 @@ export class HarmonyLiteNode {
           ? { clusterAddress: this.#options.clusterAddress }
           : {}),
         ...this.#clusterRoutes(),
+        ...(config.nats.route_cert_file !== ''
+          ? {
+              routeTls: {
+                certFile: config.nats.route_cert_file,
+                keyFile: config.nats.route_key_file,
+                ...(config.nats.route_ca_file !== '' ? { caFile: config.nats.route_ca_file } : {}),
+              },
+            }
+          : {}),
         ...(this.#options.leafServers !== undefined ? { leafServers: this.#options.leafServers } : {}),
         ...(config.nats.server_config !== '' ? { configFile: config.nats.server_config } : {}),
         ...(config.nats.max_payload > 0 ? { maxPayload: config.nats.max_payload } : {}),
@@ -307,7 +318,18 @@ export class HarmonyLiteNode {
         streamPrefix: config.nats.stream_prefix,
         replicas: rl.replicas,
         verify: rl.verify_origins,
+        trustedKeys: rl.trusted_keys,
       }),
+    );
+    logger.info(
+      {
+        trusted_key_entry: origins.entry,
+        verify_origins: rl.verify_origins,
+        trusted_only: origins.trustedOnly,
+      },
+      origins.trustedOnly
+        ? 'node key loaded; batches verify only against [replication_log] trusted_keys'
+        : 'node key loaded; batches verify against the keys registered in the cluster (trust on first use)',
     );
     this.#pool = new ShardPool(
       [...this.#consumed],
@@ -414,6 +436,10 @@ export class HarmonyLiteNode {
     this.#checkOpen();
     if (config.replicate) {
       const [js, pool] = [this.#js, this.#pool];
+      // One for all shards: an origin's reservation covers all of its shards.
+      const seqCeiling = new OriginSeqCeiling(
+        reservedSeqReader(this.#jsm!, clusterBucket(config.nats.stream_prefix)),
+      );
       this.#newConsumer = (shard) =>
         new ShardConsumer(
           {
@@ -423,6 +449,7 @@ export class HarmonyLiteNode {
             logger: logger.child({ component: 'consumer' }),
             metrics: this.metrics,
             ...(origins.verifier === undefined ? {} : { verifier: origins.verifier }),
+            seqCeiling,
           },
           {
             shard,
@@ -472,21 +499,15 @@ export class HarmonyLiteNode {
    */
   /**
    * Routes of the embedded cluster: credentials in the `-cluster-peers` URLs authenticate
-   * every route; without them, a route port beyond loopback is announced loudly.
+   * every route (the embedded server warns about a route port beyond loopback left open).
    */
   #clusterRoutes(): Pick<EmbeddedNatsServerOptions, 'clusterPeers' | 'clusterAuthorization'> {
     const given = this.#options.clusterPeers;
     if (given === undefined) return {};
     const { peers, authorization } = splitRouteCredentials(given);
-    const address = this.#options.clusterAddress ?? '';
-    if (authorization !== undefined) return { clusterPeers: peers, clusterAuthorization: authorization };
-    if (address !== '' && !isLoopbackAddress(address)) {
-      this.logger.warn(
-        { cluster_addr: address },
-        'cluster routes listen beyond loopback WITHOUT route authentication: any server that reaches this port joins the cluster and reads and writes every change; give every -cluster-peers URL credentials (nats://user:password@host:port)',
-      );
-    }
-    return { clusterPeers: peers };
+    return authorization !== undefined
+      ? { clusterPeers: peers, clusterAuthorization: authorization }
+      : { clusterPeers: peers };
   }
 
   async #withJetStream<T>(what: string, fn: () => Promise<T>): Promise<T> {

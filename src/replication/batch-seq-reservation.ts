@@ -1,3 +1,4 @@
+import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 
 export interface BatchSeqReservationOptions {
@@ -22,6 +23,36 @@ export class BatchSeqRecordError extends Error {
 
 const DEFAULT_AHEAD = 60_000_000;
 
+const recordKey = (nodeId: number): string => `seq.${nodeId}`;
+
+/**
+ * Reads any node's record in the cluster bucket `bucket` (for receivers, see
+ * origin-seq-ceiling.ts): undefined when it has none or it holds no sequence.
+ * No bucket counts as no record. Read from the bucket's stream leader, not a possibly lagging replica: the
+ * publisher's write was acknowledged before the batch it covers was published.
+ */
+export function reservedSeqReader(
+  jsm: JetStreamManager,
+  bucket: string,
+): (nodeId: number) => Promise<number | undefined> {
+  return async (nodeId) => {
+    let m;
+    try {
+      m = await jsm.streams.getMessage(`KV_${bucket}`, {
+        last_by_subj: `$KV.${bucket}.${recordKey(nodeId)}`,
+      });
+    } catch (err) {
+      // A wiped store: the bucket comes back with the next reservation.
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
+      throw err;
+    }
+    const op = m?.header?.get('KV-Operation');
+    if (m === null || (op !== undefined && op !== '' && op !== 'PUT')) return undefined;
+    const v = Number(m.string());
+    return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+  };
+}
+
 /**
  * The highest batch sequence this node may have used, kept in the cluster KV
  * bucket under `seq.<node id>` and raised before any seq above it is used.
@@ -43,7 +74,7 @@ export class BatchSeqReservation {
 
   constructor(options: BatchSeqReservationOptions) {
     this.#o = options;
-    this.#key = `seq.${options.nodeId}`;
+    this.#key = recordKey(options.nodeId);
   }
 
   /** Reads the record: the seq above which this node starts (0 when none was ever reserved). */

@@ -10,6 +10,8 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { ApplyResult, InboundMessage } from './batch-applier.ts';
 import { SIGNATURE_HEADER } from './batch-signature.ts';
+import { parseMsgId } from './msg-id.ts';
+import type { OriginSeqCeiling } from './origin-seq-ceiling.ts';
 import type { OriginVerifier } from './origin-verifier.ts';
 import type { ShardPool } from './shard-pool.ts';
 import { WorkerDiedError } from './worker-died-error.ts';
@@ -37,6 +39,8 @@ export interface ShardConsumerDeps {
   readonly metrics: Metrics;
   /** Checks each batch's origin signature before anything applies it; none: every batch is trusted. */
   readonly verifier?: OriginVerifier;
+  /** Refuses batch seqs beyond what their origin reserved; none: any seq is taken. */
+  readonly seqCeiling?: OriginSeqCeiling;
 }
 
 export type ShardConsumerState =
@@ -112,8 +116,11 @@ export class ShardConsumer {
   deadLetters = 0;
   /** Sequence of the first message of a batch whose worker died: applied alone next, dead-lettered if it kills again. */
   #suspect: number | undefined;
-  /** Buffered messages whose origin was not verified, by sequence: dead-lettered when they reach the head. */
-  readonly #refused = new Map<number, string>();
+  /**
+   * Buffered messages refused before apply (origin not verified, seq beyond its reservation), by
+   * sequence: dead-lettered when they reach the head, never moving the origin's stored sequence.
+   */
+  readonly #refused = new Map<number, { readonly reason: string; readonly seqCeiling: boolean }>();
 
   constructor(deps: ShardConsumerDeps, options: ShardConsumerOptions) {
     this.#deps = deps;
@@ -237,14 +244,8 @@ export class ShardConsumer {
             msgId: m.headers?.get('Nats-Msg-Id') || undefined,
             data: m.data,
           };
-          if (this.#deps.verifier !== undefined) {
-            const refusal = await this.#deps.verifier.refusal(
-              inbound,
-              m.headers?.get(SIGNATURE_HEADER) || undefined,
-              shard,
-            );
-            if (refusal !== undefined) this.#refused.set(m.seq, refusal);
-          }
+          const refusal = await this.#refusal(inbound, m.headers?.get(SIGNATURE_HEADER) || undefined);
+          if (refusal !== undefined) this.#refused.set(m.seq, refusal);
           // After the check: a check that failed (registry unreachable) reads this message again.
           this.#lastRead = m.seq;
           this.#buffer.push(inbound);
@@ -277,6 +278,19 @@ export class ShardConsumer {
       }
       await sleep(Math.min(100 * 2 ** failures, 2000), undefined, { signal }).catch(() => undefined);
     }
+  }
+
+  /** Why a received batch must not be applied, checked before it is buffered; undefined: it may be. */
+  async #refusal(
+    m: InboundMessage,
+    signature: string | undefined,
+  ): Promise<{ reason: string; seqCeiling: boolean } | undefined> {
+    const { verifier, seqCeiling } = this.#deps;
+    const unverified = await verifier?.refusal(m, signature, this.options.shard);
+    if (unverified !== undefined) return { reason: unverified, seqCeiling: false };
+    const id = seqCeiling === undefined ? undefined : parseMsgId(m.msgId);
+    const beyond = id === undefined ? undefined : await seqCeiling!.refusal(id);
+    return beyond === undefined ? undefined : { reason: beyond, seqCeiling: true };
   }
 
   /** The buffered messages of the next apply transaction: at most `max`, and a bounded copy to the worker. */
@@ -341,7 +355,8 @@ export class ShardConsumer {
       }
       const refusal = this.#refused.get(this.#buffer[0]!.seq);
       if (refusal !== undefined) {
-        if (await this.#tryDeadLetter(this.#buffer[0]!, refusal, signal)) metrics.originRefused.inc(label);
+        if (await this.#tryDeadLetter(this.#buffer[0]!, refusal.reason, signal))
+          (refusal.seqCeiling ? metrics.originSeqRefused : metrics.originRefused).inc(label);
         continue;
       }
       const batch = this.#nextBatch(maxBatchMessages);

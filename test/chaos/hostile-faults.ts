@@ -2,14 +2,16 @@
  * A hostile publisher on the change subjects, with a plain client: a forged
  * batch of a real node under the highest batch sequence (unsigned: no node
  * applies it, and the node's later batches still apply), and a zstd bomb of
- * empty CBOR maps signed with that node's own key (refused by the bounded
- * decoding). Each must be dead-lettered on every node and nothing else.
+ * empty CBOR maps signed with that node's own key under a batch seq within its
+ * reservation (refused by the bounded decoding, not by its seq). Each must be dead-lettered on every node and nothing else.
  */
 import { headers } from '@nats-io/transport-node';
 import { compressBody, encodeRecords } from '../../src/codec/change-batch-codec.ts';
-import { subjectName } from '../../src/nats/naming.ts';
+import { clusterBucket, subjectName } from '../../src/nats/naming.ts';
+import { reservedSeqReader } from '../../src/replication/batch-seq-reservation.ts';
 import { signBatch, SIGNATURE_HEADER } from '../../src/replication/batch-signature.ts';
 import { NodeKey } from '../../src/replication/node-key.ts';
+import { STREAM_PREFIX } from './chaos-cluster.ts';
 import type { FaultContext } from './fault-context.ts';
 
 const SUBJECT_PREFIX = 'harmonylite-change-log';
@@ -38,7 +40,8 @@ export async function hostilePublisher(ctx: FaultContext): Promise<void> {
   bombCbor[0] = 0x9a;
   bombCbor.writeUInt32BE(BOMB_BYTES - 5, 1);
   const bomb = compressBody(bombCbor);
-  const bombId = `${node.id}-${shard}-${Number.MAX_SAFE_INTEGER - 2 * n - 1}`;
+  const reserved = await reservedSeqReader(ctx.jsm, clusterBucket(STREAM_PREFIX))(node.id);
+  const bombId = `${node.id}-${shard}-${(reserved ?? Number.MAX_SAFE_INTEGER) - 2 * n - 1}`;
   const signed = headers();
   signed.set(SIGNATURE_HEADER, signBatch(NodeKey.loadOrCreate(NodeKey.pathFor(node.dbPath)), bombId, bomb));
   const sent = [
@@ -47,6 +50,6 @@ export async function hostilePublisher(ctx: FaultContext): Promise<void> {
   ];
   for (const ack of sent) ctx.stats.hostileMessages.push(`${shard}:${ack.seq}`);
   ctx.note(
-    `hostile publisher on shard ${shard}: an unsigned batch of node ${node.id} claiming the highest sequence, and a ${bomb.length}-byte zstd bomb signed with its key (stream seqs ${sent.map((a) => a.seq).join(', ')})`,
+    `hostile publisher on shard ${shard}: an unsigned batch of node ${node.id} claiming the highest sequence, and a ${bomb.length}-byte zstd bomb signed with its key within its reserved seqs (stream seqs ${sent.map((a) => a.seq).join(', ')})`,
   );
 }

@@ -6,11 +6,12 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { compressBody } from '../../src/codec/change-batch-codec.ts';
 import { DEAD_LETTERS } from '../../src/cdc/names.ts';
-import { subjectName } from '../../src/nats/naming.ts';
+import { clusterBucket, subjectName } from '../../src/nats/naming.ts';
+import { reservedSeqReader } from '../../src/replication/batch-seq-reservation.ts';
 import { signBatch, SIGNATURE_HEADER } from '../../src/replication/batch-signature.ts';
 import { NodeKey } from '../../src/replication/node-key.ts';
 import { appConnection, startNode, type TestNode } from '../helpers/node-harness.ts';
@@ -80,9 +81,14 @@ test('a message that kills its worker twice is dead-lettered, not retried foreve
   const cbor = Buffer.alloc(5 + items, 0x40);
   cbor[0] = 0x9a;
   cbor.writeUInt32BE(items, 1);
-  // Signed by node 1's key, so that the worker decodes it (a batch id above node 1's sequences).
+  // Signed by node 1's key, so that the worker decodes it (a batch id above node 1's sequences,
+  // within its reservation).
   const body = compressBody(cbor);
-  const msgID = '1-1-9007199254740000';
+  const reserved = await reservedSeqReader(
+    await jetstreamManager(nc!),
+    clusterBucket(sender!.config.nats.stream_prefix),
+  )(1);
+  const msgID = `1-1-${reserved}`;
   const h = headers();
   h.set(SIGNATURE_HEADER, signBatch(NodeKey.loadOrCreate(NodeKey.pathFor(sender!.dbPath)), msgID, body));
   await jetstream(nc!).publish(subjectName(sender!.config.nats.subject_prefix, 1), body, {

@@ -8,7 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nkeys } from '@nats-io/transport-node';
 
@@ -119,6 +119,26 @@ export function generateTls(dir: string): TlsFiles {
     rogueCaFile: f('rogue-ca.pem'),
     rogueClientCert: f('rogue-client.pem'),
     rogueClientKey: f('rogue-client.key'),
+  };
+}
+
+/**
+ * A CA and one certificate for every member of a route cluster (127.0.0.1, usable as
+ * server and client: a route is solicited by either side).
+ */
+export function generateRouteTls(dir: string): { caFile: string; certFile: string; keyFile: string } {
+  makeCa(dir, 'route-ca');
+  makeLeaf(
+    dir,
+    'route-ca',
+    'route',
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n',
+  );
+  chmodSync(join(dir, 'route.key'), 0o600);
+  return {
+    caFile: join(dir, 'route-ca.pem'),
+    certFile: join(dir, 'route.pem'),
+    keyFile: join(dir, 'route.key'),
   };
 }
 

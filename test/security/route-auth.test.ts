@@ -4,15 +4,19 @@
  * rogue nats-server that routes to them without credentials is refused and
  * cannot carry a change into their streams. The credentials stay out of the
  * generated nats-server.conf. A route port beyond loopback without
- * credentials is announced loudly.
+ * credentials is announced loudly. A `server_config` with its own `cluster {}`
+ * block (mutual TLS) is merged with the cluster flags, not replaced; route TLS
+ * from config keys does the same; a rogue server without a certificate is
+ * refused by both.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import type { Config } from '../../src/config/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { EmbeddedNatsServer } from '../../src/nats/embedded-server.ts';
 import { subjectName } from '../../src/nats/naming.ts';
@@ -21,6 +25,7 @@ import { appConnection, createDatabase, LogCapture, nodeConfig } from '../helper
 import { tempDir } from '../helpers/temp-dir.ts';
 import { waitFor } from '../helpers/wait-for.ts';
 import { query } from '../replication/converge-helpers.ts';
+import { generateRouteTls } from './nats-credentials.ts';
 
 const SCHEMA = 'CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT);';
 const SECRET = 'route-secret-4e1f';
@@ -48,8 +53,8 @@ async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-function startClusterNode(id: number, address: string, peers: string[]) {
-  const config = nodeConfig({ dir: dir.path, nodeId: id, urls: [] });
+function startClusterNode(id: number, address: string, peers: string[], configure?: (c: Config) => void) {
+  const config = nodeConfig({ dir: dir.path, nodeId: id, urls: [], ...(configure ? { configure } : {}) });
   config.snapshot.enabled = false;
   createDatabase(config.db_path, SCHEMA);
   const logs = new LogCapture();
@@ -125,4 +130,90 @@ test('a route port beyond loopback without route credentials is announced loudly
     seen: () => n.logs.messages().slice(-5),
   });
   await n.node.close();
+});
+
+/** Starts a rogue nats-server routing to `port` without credentials or TLS; resolves once its routes fail. */
+async function rogueRoutesTo(port: number, listenPort: number, refused: RegExp): Promise<EmbeddedNatsServer> {
+  const rogueLogs = new LogCapture();
+  const rogueDir = tempDir('hl-rogue-');
+  const rogue = new EmbeddedNatsServer({
+    storeDir: rogueDir.path,
+    serverName: `rogue-${listenPort}`,
+    clusterName: 'harmonylite',
+    clusterAddress: `127.0.0.1:${listenPort}`,
+    clusterPeers: [`nats://127.0.0.1:${port}`],
+    jetstream: false,
+    waitForJetStream: false,
+    logger: createLogger({ verbose: true, format: 'json', nodeId: 99, destination: rogueLogs }),
+  });
+  stops.push(async () => {
+    await rogue.close();
+    rogueDir.remove();
+  });
+  await rogue.open();
+  await waitFor('the rogue route to be refused', () => rogueLogs.has(refused), {
+    timeoutMs: 20_000,
+    seen: () => rogueLogs.messages().slice(-5),
+  });
+  return rogue;
+}
+
+test('server_config cluster {} (mutual TLS) is merged with -cluster-peers; route TLS keys too; a rogue without a certificate cannot join', async () => {
+  const [pa, pb, pr] = await freePorts(3);
+  const tlsDir = tempDir('hl-route-tls-');
+  stops.push(async () => tlsDir.remove());
+  const tls = generateRouteTls(tlsDir.path);
+  // Node 1: route TLS in its own server_config; node 2: the same through [nats] route_* keys.
+  const serverConfig = join(tlsDir.path, 'server.conf');
+  writeFileSync(
+    serverConfig,
+    `# the operator's own cluster settings\ncluster {\n  # mutual TLS authenticates routes\n  tls {\n    cert_file: ${JSON.stringify(tls.certFile)}\n    key_file: ${JSON.stringify(tls.keyFile)}\n    ca_file: ${JSON.stringify(tls.caFile)}\n    verify: true\n  }\n  no_advertise: true\n}\n`,
+  );
+  const peers = [pa, pb].map((p) => `nats://127.0.0.1:${p}`);
+  const a = startClusterNode(4, `127.0.0.1:${pa}`, peers, (c) => {
+    c.nats.server_config = serverConfig;
+  });
+  const b = startClusterNode(5, `127.0.0.1:${pb}`, peers, (c) => {
+    c.nats.route_cert_file = tls.certFile;
+    c.nats.route_key_file = tls.keyFile;
+    c.nats.route_ca_file = tls.caFile;
+  });
+  await Promise.all([a.opened, b.opened]);
+  const generated = readFileSync(join(`${a.config.db_path}-nats`, 'nats-server.conf'), 'utf8');
+  assert.match(generated, /verify: true/, 'the user cluster block is kept');
+  assert.match(generated, /no_advertise: true/);
+
+  const db = appConnection(a.config.db_path);
+  db.prepare("INSERT INTO items VALUES (1, 'through TLS routes')").run();
+  db.close();
+  await waitFor(
+    'the row on node 5',
+    () => query(b.config.db_path, 'SELECT 1 FROM items WHERE id = 1').length === 1,
+    { timeoutMs: 30_000 },
+  );
+
+  const rogue = await rogueRoutesTo(pa!, pr!, /Router connection closed/);
+  const nc = await connect({ servers: rogue.clientUrl });
+  try {
+    await assert.rejects(
+      jetstream(nc).publish(subjectName(a.config.nats.subject_prefix, 1), new Uint8Array([0xa0]), {
+        timeout: 2000,
+      }),
+    );
+  } finally {
+    await nc.close();
+  }
+});
+
+test('server_config route authorization with -cluster-peers URLs lacking credentials is refused at start', async () => {
+  const [p] = await freePorts(1);
+  const serverConfig = join(dir.path, 'route-authz.conf');
+  writeFileSync(serverConfig, 'cluster {\n  authorization { user: route, password: "s3cr3t-value" }\n}\n');
+  const n = startClusterNode(6, `127.0.0.1:${p}`, [`nats://127.0.0.1:${p}`], (c) => {
+    c.nats.server_config = serverConfig;
+  });
+  await assert.rejects(
+    n.opened,
+    /requires route authorization, but the -cluster-peers URLs carry no credentials/,
+  );
 });
