@@ -17,6 +17,7 @@ import { runSaveSnapshot } from './run-save-snapshot.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { runStatus } from './run-status.ts';
 import { runSchemaStatus, runSchemaStatusCluster } from './run-schema-status.ts';
+import { runVerify } from './run-verify.ts';
 
 /** The package version: package.json is two levels up from src/cli, three from dist/src/cli. */
 function version(): string {
@@ -68,7 +69,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       try {
         nodeId = resolveNodeId(config.node_id, config.db_path, {
           busyTimeoutMs: config.busy_timeout,
-          create: !args.cleanup && !args.status && args.deadLetterStuck === undefined,
+          create: !args.cleanup && !args.status && !args.verify && args.deadLetterStuck === undefined,
         });
       } catch {
         nodeId = undefined; // no database yet: the command itself reports it
@@ -92,6 +93,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (args.saveSnapshot) return await runSaveSnapshot(config, logger, cluster);
     if (args.schemaStatus) return runSchemaStatus(config);
     if (args.schemaStatusCluster) return await runSchemaStatusCluster(config, logger, cluster);
+    if (args.verify)
+      return await runVerify(config, logger, {
+        ...(args.tables === undefined ? {} : { tables: args.tables }),
+        repair: args.repair,
+        cluster,
+      });
     return await runNode(config, args, logger);
   } catch (err) {
     return report(err);

@@ -33,6 +33,12 @@ export interface CliArgs {
   readonly schemaStatusCluster: boolean;
   /** Serve CPU profiles and heap snapshots over HTTP on this address "host:port" while the node runs. */
   readonly pprof?: string;
+  /** Compare every running node's replicated state, print what differs, then exit. */
+  readonly verify: boolean;
+  /** With -verify: comma-separated globs of the tables to compare. */
+  readonly tables?: string;
+  /** With -verify: make diverged keys converge. */
+  readonly repair: boolean;
 }
 
 type FlagKind = 'boolean' | 'string' | 'unsigned' | 'host-port' | 'route-urls' | 'leaf-urls';
@@ -87,6 +93,22 @@ const FLAGS = [
     value: 'HOST:PORT',
     help: 'serve CPU profiles and heap snapshots on http://HOST:PORT/debug/pprof/',
   },
+  {
+    name: 'verify',
+    kind: 'boolean',
+    help: "compare every running node's replicated state, print what differs, then exit (1 when it does)",
+  },
+  {
+    name: 'tables',
+    kind: 'string',
+    value: 'GLOBS',
+    help: 'with -verify: only these tables (comma-separated globs)',
+  },
+  {
+    name: 'repair',
+    kind: 'boolean',
+    help: 'with -verify: make the keys that differ converge, print what changed',
+  },
   { name: 'version', kind: 'boolean', help: 'print the version, then exit' },
   { name: 'help', kind: 'boolean', help: 'print this help, then exit (also -h)' },
 ] as const satisfies readonly FlagSpec[];
@@ -103,6 +125,7 @@ const COMMANDS = [
   'dead-letter-stuck',
   'schema-status',
   'schema-status-cluster',
+  'verify',
 ] as const satisfies readonly FlagName[];
 
 const HELP_HINT = 'run harmonylite -help';
@@ -248,6 +271,10 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   const leafServers = str('leaf-servers');
   const deadLetterStuck = str('dead-letter-stuck');
   const pprof = str('pprof');
+  const tables = str('tables');
+  for (const only of ['tables', 'repair'] as const)
+    if (given.has(only) && !bool('verify') && !help && !version)
+      throw usageError(`flag "${flagOf(only)}" needs -verify`);
   return {
     config: str('config') ?? 'config.toml',
     ...(nodeId === undefined ? {} : { nodeId: parseUnsigned(flagOf('node-id'), nodeId) }),
@@ -277,5 +304,8 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     schemaStatus: bool('schema-status'),
     schemaStatusCluster: bool('schema-status-cluster'),
     ...(pprof === undefined ? {} : { pprof: parseHostPort(flagOf('pprof'), pprof) }),
+    verify: bool('verify'),
+    ...(tables === undefined ? {} : { tables }),
+    repair: bool('repair'),
   };
 }

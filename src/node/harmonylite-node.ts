@@ -41,6 +41,9 @@ import { openDatabase } from './open-database.ts';
 import { NodeIdentity } from './node-identity.ts';
 import { keepNodeId, resolveNodeId } from './node-id.ts';
 import { SHARD_HASHING } from '../replication/shard-hasher.ts';
+import { reconcileIndex } from '../cdc/index-reconciler.ts';
+import { DigestHasher } from '../verify/digest-tree.ts';
+import { VerifyResponder } from '../verify/verify-responder.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -132,6 +135,8 @@ export class HarmonyLiteNode {
   /** Versions local changes; shared with the shard workers, which move it past every remote version. */
   readonly clock = new HybridClock();
   #digest: RowDigest | undefined;
+  // Answers -verify and -repair (src/verify/), on its own read-only connection.
+  #verify: { responder: VerifyResponder; db: Database.Database } | undefined;
 
   constructor(options: NodeOptions) {
     this.#options = options;
@@ -436,6 +441,8 @@ export class HarmonyLiteNode {
       }
     }
 
+    await this.#openVerify();
+
     this.#detector.onChange(() => {
       this.#publisher?.wake();
       this.#checkSchema();
@@ -455,6 +462,52 @@ export class HarmonyLiteNode {
       },
       'HarmonyLite node started',
     );
+  }
+
+  async #openVerify(): Promise<void> {
+    const db = openDatabase(this.config.db_path, { busyTimeoutMs: this.config.busy_timeout, readonly: true });
+    const responder = new VerifyResponder({
+      nc: this.#nc!,
+      db,
+      digest: this.#digest!,
+      hasher: await DigestHasher.create(),
+      logger: this.logger.child({ component: 'verify' }),
+      host: {
+        nodeId: this.nodeId,
+        streamPrefix: this.config.nats.stream_prefix,
+        schemas: () => this.#capture?.tables ?? [],
+        positions: () =>
+          Object.fromEntries(this.#consumers.map((c) => [String(c.options.shard), c.position])),
+        pending: () => this.#scanner?.countPending() ?? 0,
+        enqueueRecords:
+          this.#publisher === undefined
+            ? undefined
+            : (table, items) => this.#publisher!.enqueueRecords(table, items),
+        reconcile: async (table) => {
+          const schema = this.#capture?.tables.find((t) => t.name === table);
+          if (schema === undefined) return 0;
+          const w = this.#writeDb!;
+          const r = await this.writer.run(() =>
+            whenWriteLockFree(w, this.config.busy_timeout, () =>
+              w
+                .transaction(() =>
+                  reconcileIndex(w, schema, {
+                    digest: this.#digest!,
+                    nodeId: this.nodeId,
+                    log: this.config.publish,
+                    backfill: false,
+                  }),
+                )
+                .immediate(),
+            ),
+          );
+          this.#publisher?.wake();
+          return r.escaped;
+        },
+      },
+    });
+    responder.open();
+    this.#verify = { responder, db };
   }
 
   /**
@@ -734,6 +787,7 @@ export class HarmonyLiteNode {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     await this.#observability?.close();
+    this.#verify?.responder.close();
     await this.#snapshots?.close();
     await this.#streamRecovery;
     this.#detector?.close();
@@ -760,6 +814,7 @@ export class HarmonyLiteNode {
     }
     this.#setNatsUp(false);
     await this.#server?.close();
+    this.#verify?.db.close();
     this.#readDb?.close();
     this.#writeDb?.close();
     this.logger.info('HarmonyLite node stopped');

@@ -12,6 +12,8 @@ const DEFAULTS: CliArgs = {
   status: false,
   schemaStatus: false,
   schemaStatusCluster: false,
+  verify: false,
+  repair: false,
 };
 
 /** Asserts that parsing `argv` fails with a usage error matching `message`, and returns it. */
