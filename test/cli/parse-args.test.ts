@@ -280,3 +280,19 @@ describe('USAGE', () => {
     assert.match(USAGE, /--flag value/);
   });
 });
+
+describe('-verify', () => {
+  it('takes -tables and -repair', () => {
+    assert.deepEqual(parseArgs(['-verify', '-tables', 'a*,b', '-repair']), {
+      ...DEFAULTS,
+      verify: true,
+      tables: 'a*,b',
+      repair: true,
+    });
+  });
+
+  it('refuses -tables and -repair without -verify', () => {
+    usageError(['-repair'], /flag "-repair" needs -verify/);
+    usageError(['-tables', 'x'], /flag "-tables" needs -verify/);
+  });
+});

@@ -106,9 +106,11 @@ test('verify finds exactly the broken keys, repair makes them converge, with wri
   await nodes[0]!.close();
   apps[0]!.close();
   apps[1]!.prepare("UPDATE items SET v = 'changed on 2' WHERE id = 7").run();
+  apps[1]!.prepare('DELETE FROM items WHERE id = 9').run();
   await waitFor(
-    'the update on node 3',
-    () => query(nodes[2]!.dbPath, 'SELECT v FROM items WHERE id = 7')[0]?.[0] === 'changed on 2',
+    'the update and the delete on node 3',
+    () =>
+      query(nodes[2]!.dbPath, 'SELECT v FROM items WHERE id IN (7, 9)').map(String).join() === 'changed on 2',
   );
   const nc = await connect({ servers: nats.url });
   const jsm = await jetstreamManager(nc);
@@ -139,7 +141,11 @@ test('verify finds exactly the broken keys, repair makes them converge, with wri
     const differing = [...before.text.matchAll(/^ {2}DIFFERS \((\d+)\)$/gm)]
       .map((m) => Number(m[1]))
       .sort((a, b) => a - b);
-    assert.deepEqual(differing, [3, 5, 7], before.text);
+    assert.deepEqual(differing, [3, 5, 7, 9], before.text);
+    assert.match(
+      before.text,
+      /DIFFERS \(9\)\n {4}node 1: version \d+ \(origin 1[^\n]*, row\n {4}node 2: version \d+ \(origin 2[^\n]*, no row\n/,
+    );
     assert.match(
       before.text,
       /DIFFERS \(7\)\n {4}node 1: version \d+ \(origin 1[^\n]*\n {4}node 2: version \d+ \(origin 2/,
@@ -152,6 +158,10 @@ test('verify finds exactly the broken keys, repair makes them converge, with wri
     assert.match(repaired.text, /node 2: items: logged 1 row\(s\) that escaped capture/);
     assert.match(repaired.text, /node 3: items: logged 1 row\(s\) that escaped capture/);
     assert.match(repaired.text, /node [23]: items \(7\): re-published the row at version \d+ \(origin 2\)/);
+    assert.match(
+      repaired.text,
+      /node [23]: items \(9\): re-published its delete at version \d+ \(origin 2\)/,
+    );
   } finally {
     clearInterval(writer);
   }
@@ -160,7 +170,7 @@ test('verify finds exactly the broken keys, repair makes them converge, with wri
     ['items', 'other'],
   );
   for (const node of nodes) {
-    assert.deepEqual(query(node!.dbPath, 'SELECT v FROM items WHERE id IN (3, 5, 7) ORDER BY id'), [
+    assert.deepEqual(query(node!.dbPath, 'SELECT v FROM items WHERE id IN (3, 5, 7, 9) ORDER BY id'), [
       ['escaped on 2'],
       ['changed on 2'],
     ]);
