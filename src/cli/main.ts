@@ -18,6 +18,7 @@ import { resolveNodeId } from '../node/node-id.ts';
 import { runStatus } from './run-status.ts';
 import { runSchemaStatus, runSchemaStatusCluster } from './run-schema-status.ts';
 import { runVerify } from './run-verify.ts';
+import { runWaitReplicated } from './run-wait-replicated.ts';
 
 /** The package version: package.json is two levels up from src/cli, three from dist/src/cli. */
 function version(): string {
@@ -69,7 +70,12 @@ export async function main(argv: readonly string[]): Promise<number> {
       try {
         nodeId = resolveNodeId(config.node_id, config.db_path, {
           busyTimeoutMs: config.busy_timeout,
-          create: !args.cleanup && !args.status && !args.verify && args.deadLetterStuck === undefined,
+          create:
+            !args.cleanup &&
+            !args.status &&
+            !args.verify &&
+            args.waitReplicated === undefined &&
+            args.deadLetterStuck === undefined,
         });
       } catch {
         nodeId = undefined; // no database yet: the command itself reports it
@@ -97,6 +103,13 @@ export async function main(argv: readonly string[]): Promise<number> {
       return await runVerify(config, logger, {
         ...(args.tables === undefined ? {} : { tables: args.tables }),
         repair: args.repair,
+        cluster,
+      });
+    if (args.waitReplicated !== undefined)
+      return await runWaitReplicated(config, logger, {
+        after: args.waitReplicated,
+        ...(args.nodes === undefined ? {} : { nodes: args.nodes }),
+        ...(args.timeout === undefined ? {} : { timeout: args.timeout }),
         cluster,
       });
     return await runNode(config, args, logger);

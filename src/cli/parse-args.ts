@@ -39,6 +39,12 @@ export interface CliArgs {
   readonly tables?: string;
   /** With -verify: make diverged keys converge. */
   readonly repair: boolean;
+  /** Wait until this node's changes up to this global change id (or "last") are on other nodes, then exit. */
+  readonly waitReplicated?: string;
+  /** With -wait-replicated: all, quorum or a number of nodes. */
+  readonly nodes?: string;
+  /** With -wait-replicated: how long to wait, e.g. 5s. */
+  readonly timeout?: string;
 }
 
 type FlagKind = 'boolean' | 'string' | 'unsigned' | 'host-port' | 'route-urls' | 'leaf-urls';
@@ -109,6 +115,24 @@ const FLAGS = [
     kind: 'boolean',
     help: 'with -verify: make the keys that differ converge, print what changed',
   },
+  {
+    name: 'wait-replicated',
+    kind: 'string',
+    value: 'ID',
+    help: 'wait until changes up to this global change id (or "last") are on the other nodes, then exit (1 on timeout)',
+  },
+  {
+    name: 'nodes',
+    kind: 'string',
+    value: 'N',
+    help: 'with -wait-replicated: all (default), quorum or a number of nodes',
+  },
+  {
+    name: 'timeout',
+    kind: 'string',
+    value: 'DURATION',
+    help: 'with -wait-replicated: how long to wait (default 5s)',
+  },
   { name: 'version', kind: 'boolean', help: 'print the version, then exit' },
   { name: 'help', kind: 'boolean', help: 'print this help, then exit (also -h)' },
 ] as const satisfies readonly FlagSpec[];
@@ -126,6 +150,7 @@ const COMMANDS = [
   'schema-status',
   'schema-status-cluster',
   'verify',
+  'wait-replicated',
 ] as const satisfies readonly FlagName[];
 
 const HELP_HINT = 'run harmonylite -help';
@@ -275,6 +300,12 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   for (const only of ['tables', 'repair'] as const)
     if (given.has(only) && !bool('verify') && !help && !version)
       throw usageError(`flag "${flagOf(only)}" needs -verify`);
+  for (const only of ['nodes', 'timeout'] as const)
+    if (given.has(only) && !given.has('wait-replicated') && !help && !version)
+      throw usageError(`flag "${flagOf(only)}" needs -wait-replicated`);
+  const waitReplicated = str('wait-replicated');
+  const nodes = str('nodes');
+  const timeout = str('timeout');
   return {
     config: str('config') ?? 'config.toml',
     ...(nodeId === undefined ? {} : { nodeId: parseUnsigned(flagOf('node-id'), nodeId) }),
@@ -307,5 +338,8 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     verify: bool('verify'),
     ...(tables === undefined ? {} : { tables }),
     repair: bool('repair'),
+    ...(waitReplicated === undefined ? {} : { waitReplicated }),
+    ...(nodes === undefined ? {} : { nodes }),
+    ...(timeout === undefined ? {} : { timeout }),
   };
 }

@@ -18,7 +18,7 @@ import { NodeObservability } from '../metrics/node-observability.ts';
 import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embedded-server.ts';
 import { isLoopbackAddress, splitRouteCredentials } from '../nats/route-credentials.ts';
-import { streamName, shardNumbers } from '../nats/naming.ts';
+import { statusBucket, streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams } from '../nats/stream-manager.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
@@ -44,6 +44,9 @@ import { SHARD_HASHING } from '../replication/shard-hasher.ts';
 import { reconcileIndex } from '../cdc/index-reconciler.ts';
 import { DigestHasher } from '../verify/digest-tree.ts';
 import { VerifyResponder } from '../verify/verify-responder.ts';
+import { replicatedHandler } from '../verify/replicated-endpoint.ts';
+import { WriteWaiter } from '../verify/write-waiter.ts';
+import { readNodeStatuses } from '../cli/run-status.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -136,7 +139,7 @@ export class HarmonyLiteNode {
   readonly clock = new HybridClock();
   #digest: RowDigest | undefined;
   // Answers -verify and -repair (src/verify/), on its own read-only connection.
-  #verify: { responder: VerifyResponder; db: Database.Database } | undefined;
+  #verify: { responder: VerifyResponder; waiter: WriteWaiter; db: Database.Database } | undefined;
 
   constructor(options: NodeOptions) {
     this.#options = options;
@@ -351,6 +354,7 @@ export class HarmonyLiteNode {
       writer: this.writer,
       status: () => this.status(),
       shards: () => this.#consumers,
+      routes: new Map([['/replicated', replicatedHandler(() => this.#verify?.waiter)]]),
     });
     await this.#observability.open();
     // Decide on a restore (invariant 8) before anything publishes or applies.
@@ -466,6 +470,17 @@ export class HarmonyLiteNode {
 
   async #openVerify(): Promise<void> {
     const db = openDatabase(this.config.db_path, { busyTimeoutMs: this.config.busy_timeout, readonly: true });
+    const waiter = new WriteWaiter({
+      nodeId: this.nodeId,
+      db,
+      nc: this.#nc!,
+      streamPrefix: this.config.nats.stream_prefix,
+      acked: () => this.#publisher?.ackedSeq ?? new Map<number, number>(),
+      otherNodes: async () =>
+        ((await readNodeStatuses(this.#nc!, statusBucket(this.config.nats.stream_prefix))) ?? [])
+          .filter((r) => r.node_id !== this.nodeId && r.replicate)
+          .map((r) => r.node_id),
+    });
     const responder = new VerifyResponder({
       nc: this.#nc!,
       db,
@@ -483,6 +498,7 @@ export class HarmonyLiteNode {
           this.#publisher === undefined
             ? undefined
             : (table, items) => this.#publisher!.enqueueRecords(table, items),
+        waiter,
         reconcile: async (table) => {
           const schema = this.#capture?.tables.find((t) => t.name === table);
           if (schema === undefined) return 0;
@@ -507,7 +523,7 @@ export class HarmonyLiteNode {
       },
     });
     responder.open();
-    this.#verify = { responder, db };
+    this.#verify = { responder, waiter, db };
   }
 
   /**

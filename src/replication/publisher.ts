@@ -131,6 +131,8 @@ export class Publisher {
   #loops: Promise<void>[] = [];
   /** Time of the last PubAck, ms since the epoch (0 = none yet). */
   lastPublishAt = 0;
+  /** Stream sequence of the last acknowledged batch, per shard: how far the others must apply to hold it. */
+  readonly ackedSeq = new Map<number, number>();
 
   constructor(deps: PublisherDeps, options: PublisherOptions) {
     this.#deps = deps;
@@ -424,7 +426,7 @@ export class Publisher {
           (err: unknown) => ({ err }),
         );
         try {
-          await publishing;
+          this.ackedSeq.set(s.shard, (await publishing).seq);
         } catch (err) {
           if (signal.aborted) return;
           metrics.publishFailures.inc({ shard: s.shard });

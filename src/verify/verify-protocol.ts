@@ -21,7 +21,9 @@ export type VerifyRequest =
   /** Re-publish these keys as this node's index holds them (original version and origin). */
   | { op: 'republish'; table: string; keys: string[]; expect: WireEntry[] }
   /** Log the rows that differ from the index as changes (writes that escaped capture). */
-  | { op: 'reconcile'; table: string };
+  | { op: 'reconcile'; table: string }
+  /** Wait until this node's changes up to global change id `after` are on `nodes` nodes. */
+  | { op: 'wait'; after: number | 'last'; nodes: 'all' | 'quorum' | number; timeoutMs: number };
 
 export interface HelloAnswer {
   nodeId: number;

@@ -23,6 +23,7 @@ import {
   type DigestHasher,
 } from './digest-tree.ts';
 import { scanReplicatedState } from './replicated-state-scan.ts';
+import type { WriteWaiter } from './write-waiter.ts';
 import {
   nodeVerifySubject,
   verifySubject,
@@ -49,6 +50,8 @@ export interface VerifyHost {
     ((table: string, items: readonly { key: readonly SqlValue[]; record: Uint8Array }[]) => void) | undefined;
   /** Logs a table's rows that differ from the index as changes; resolves with how many. */
   reconcile(table: string): Promise<number>;
+  /** Waits for this node's changes up to `after` on other nodes (write-waiter.ts). */
+  readonly waiter: WriteWaiter;
 }
 
 const SESSION_MS = 60_000;
@@ -142,6 +145,10 @@ export class VerifyResponder {
         const escaped = await this.#host.reconcile(r.table);
         this.#logger.info({ table: r.table, escaped }, 'verify repair: logged rows that escaped capture');
         return { escaped } satisfies ReconcileAnswer;
+      }
+      case 'wait': {
+        const w = this.#host.waiter;
+        return w.wait(r.after === 'last' ? w.lastChangeId() : r.after, r.nodes, r.timeoutMs);
       }
       default:
         throw new Error(`unknown verify request ${JSON.stringify((r as { op?: unknown }).op)}`);

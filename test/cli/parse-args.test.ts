@@ -296,3 +296,19 @@ describe('-verify', () => {
     usageError(['-tables', 'x'], /flag "-tables" needs -verify/);
   });
 });
+
+describe('-wait-replicated', () => {
+  it('takes -nodes and -timeout', () => {
+    assert.deepEqual(parseArgs(['-wait-replicated', 'last', '-nodes', 'quorum', '-timeout', '2s']), {
+      ...DEFAULTS,
+      waitReplicated: 'last',
+      nodes: 'quorum',
+      timeout: '2s',
+    });
+  });
+
+  it('refuses -nodes and -timeout without -wait-replicated', () => {
+    usageError(['-nodes', 'all'], /flag "-nodes" needs -wait-replicated/);
+    usageError(['-timeout', '1s'], /flag "-timeout" needs -wait-replicated/);
+  });
+});
