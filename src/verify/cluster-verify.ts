@@ -81,8 +81,8 @@ interface Round {
   tables: Map<string, { rows: number; keys: Map<string, Map<number, WireEntry | undefined>> }>;
 }
 
-/** Buckets asked for per entries request: ~250 keys each at 1M rows keeps answers under NATS's 1 MB. */
-const BUCKETS_PER_REQUEST = 16;
+/** Keys per entries answer: ~100 bytes each keeps answers well under NATS's 1 MB. */
+const ENTRIES_PER_PAGE = 4000;
 
 export class ClusterVerify {
   readonly #nc: NatsConnection;
@@ -216,20 +216,32 @@ export class ClusterVerify {
           next.push(frontier[Math.floor(i / FANOUT)]! * FANOUT + (i % FANOUT));
       frontier = next;
     }
-    for (let i = 0; i < frontier.length; i += BUCKETS_PER_REQUEST) {
-      const buckets = frontier.slice(i, i + BUCKETS_PER_REQUEST);
-      const answers = await Promise.all(
-        nodes.map((n) => this.#ask<EntriesAnswer>(n, { op: 'entries', session, table, buckets })),
-      );
-      const byNode = answers.map((a) => new Map(a.entries.map((e) => [e.pk, e])));
-      const pks = new Set(byNode.flatMap((m) => [...m.keys()]));
-      for (const pk of pks) {
-        const entries = new Map(nodes.map((n, j) => [n, byNode[j]!.get(pk)]));
-        const seen = [...entries.values()].map((e) => (e === undefined ? '' : `${e.v}/${e.o}/${e.h}/${e.u}`));
-        if (seen.some((s) => s !== seen[0])) keys.set(pk, entries);
-      }
+    if (frontier.length === 0) return { rows, keys };
+    const byNode = await Promise.all(nodes.map((n) => this.#entries(n, session, table, frontier)));
+    const pks = new Set(byNode.flatMap((m) => [...m.keys()]));
+    for (const pk of pks) {
+      const entries = new Map(nodes.map((n, j) => [n, byNode[j]!.get(pk)]));
+      const seen = [...entries.values()].map((e) => (e === undefined ? '' : `${e.v}/${e.o}/${e.h}/${e.u}`));
+      if (seen.some((x) => x !== seen[0])) keys.set(pk, entries);
     }
     return { rows, keys };
+  }
+
+  /** A node's keys in the given leaf buckets, fetched in pages that fit a NATS message. */
+  async #entries(node: number, session: string, table: string, buckets: number[]) {
+    const out = new Map<string, WireEntry>();
+    for (let offset = 0; ; offset += ENTRIES_PER_PAGE) {
+      const a = await this.#ask<EntriesAnswer>(node, {
+        op: 'entries',
+        session,
+        table,
+        buckets,
+        offset,
+        limit: ENTRIES_PER_PAGE,
+      });
+      for (const e of a.entries) out.set(e.pk, e);
+      if (offset + ENTRIES_PER_PAGE >= a.total) return out;
+    }
   }
 
   /** The last sequence of every shard stream now. */

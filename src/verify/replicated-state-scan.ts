@@ -19,6 +19,15 @@ import type { KeyEntry } from './digest-tree.ts';
 const PAGE_ROWS = 5000;
 const LIVE = 0;
 
+/**
+ * Rows at version 0 (indexed at a node's first start, or backfilled) carry the
+ * indexing node's id as origin: nodes started from copies of one database
+ * differ only there, so at version 0 the origin is left out of the comparison.
+ */
+function comparedOrigin(version: number, origin: number): number {
+  return version === 0 ? 0 : origin;
+}
+
 /** Every key of `schema`'s table and of the index, page by page. */
 export async function* scanReplicatedState(
   db: Database,
@@ -49,7 +58,7 @@ export async function* scanReplicatedState(
       yield {
         pk,
         version: idx === undefined ? -1 : Number(idx[0]),
-        origin: idx === undefined ? -1 : Number(idx[1]),
+        origin: idx === undefined ? -1 : comparedOrigin(Number(idx[0]), Number(idx[1])),
         value,
         unversioned: !live || idx[2] !== value,
       };
@@ -59,7 +68,13 @@ export async function* scanReplicatedState(
   for await (const page of indexPages(db, schema.name, `state != ${LIVE}`)) {
     for (const [pk, version, origin] of page) {
       if (rowsOverNonLive.has(pk.toString('latin1'))) continue;
-      yield { pk, version: Number(version), origin: Number(origin), value: null, unversioned: false };
+      yield {
+        pk,
+        version: Number(version),
+        origin: comparedOrigin(Number(version), Number(origin)),
+        value: null,
+        unversioned: false,
+      };
     }
   }
   // Live entries whose row is gone (deleted behind capture): looked up only when the count says so.
@@ -75,7 +90,13 @@ export async function* scanReplicatedState(
   for await (const page of indexPages(db, schema.name, `state = ${LIVE}`)) {
     for (const [pk, version, origin] of page) {
       if (exists.get(digest.decodeKey(pk)) !== undefined) continue;
-      yield { pk, version: Number(version), origin: Number(origin), value: null, unversioned: true };
+      yield {
+        pk,
+        version: Number(version),
+        origin: comparedOrigin(Number(version), Number(origin)),
+        value: null,
+        unversioned: true,
+      };
     }
   }
 }

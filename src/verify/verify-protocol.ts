@@ -15,9 +15,12 @@ export function nodeVerifySubject(streamPrefix: string, nodeId: number): string 
 
 export type VerifyRequest =
   | { op: 'hello' }
+  /** The applied stream positions alone (polled while waiting for a write: cheaper than hello). */
+  | { op: 'positions' }
   /** Children digests of tree nodes at `level` (`prefixes` null: the root alone). */
   | { op: 'tree'; session: string; table: string; level: number; prefixes: number[] | null }
-  | { op: 'entries'; session: string; table: string; buckets: number[] }
+  /** The keys of leaf buckets, one scan per session and bucket set, answered in pages. */
+  | { op: 'entries'; session: string; table: string; buckets: number[]; offset: number; limit: number }
   /** Re-publish these keys as this node's index holds them (original version and origin). */
   | { op: 'republish'; table: string; keys: string[]; expect: WireEntry[] }
   /** Log the rows that differ from the index as changes (writes that escaped capture). */
@@ -55,6 +58,8 @@ export interface WireEntry {
 
 export interface EntriesAnswer {
   entries: WireEntry[];
+  /** Keys in the requested buckets in all. */
+  total: number;
 }
 
 export interface RepublishAnswer {

@@ -127,10 +127,10 @@ export class WriteWaiter {
     try {
       const m = await this.#d.nc.request(
         nodeVerifySubject(this.#d.streamPrefix, node),
-        JSON.stringify({ op: 'hello' } satisfies VerifyRequest),
+        JSON.stringify({ op: 'positions' } satisfies VerifyRequest),
         { timeout: Math.max(1, timeoutMs) },
       );
-      return (JSON.parse(m.string()) as HelloAnswer).positions;
+      return (JSON.parse(m.string()) as Pick<HelloAnswer, 'positions'>).positions;
     } catch {
       return undefined; // not answering (stopped, unreachable): it does not hold the write as far as we know
     }
