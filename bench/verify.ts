@@ -113,6 +113,7 @@ async function verifyPart(): Promise<void> {
       streamPrefix: 'harmonylite-changes',
       shards: 2,
       settleMs: 1000,
+      requestTimeoutMs: 900_000,
     });
     const nodes = (await verify.discover()).map((h) => h.nodeId);
     const agree = await verify.verify(nodes);

@@ -476,10 +476,14 @@ export class HarmonyLiteNode {
       nc: this.#nc!,
       streamPrefix: this.config.nats.stream_prefix,
       acked: () => this.#publisher?.ackedSeq ?? new Map<number, number>(),
-      otherNodes: async () =>
-        ((await readNodeStatuses(this.#nc!, statusBucket(this.config.nats.stream_prefix))) ?? [])
-          .filter((r) => r.node_id !== this.nodeId && r.replicate)
-          .map((r) => r.node_id),
+      // A key listing may repeat a key being updated meanwhile: each node once.
+      otherNodes: async () => [
+        ...new Set(
+          ((await readNodeStatuses(this.#nc!, statusBucket(this.config.nats.stream_prefix))) ?? [])
+            .filter((r) => r.node_id !== this.nodeId && r.replicate)
+            .map((r) => r.node_id),
+        ),
+      ],
     });
     const responder = new VerifyResponder({
       nc: this.#nc!,

@@ -40,7 +40,7 @@ export interface ClusterVerifyOptions {
   readonly settleMs?: number;
   /** How long discovery waits for nodes to answer, ms (default 1500). */
   readonly discoverMs?: number;
-  /** Per request, ms (default 30 s: a node scans a large table before it answers). */
+  /** Per request, ms (default 120 s: a node reads and hashes a whole table before its first answer). */
   readonly requestTimeoutMs?: number;
 }
 
@@ -122,7 +122,7 @@ export class ClusterVerify {
     const data = JSON.stringify(request);
     this.#bytes += data.length;
     const m = await this.#nc.request(nodeVerifySubject(this.#o.streamPrefix, node), data, {
-      timeout: this.#o.requestTimeoutMs ?? 30_000,
+      timeout: this.#o.requestTimeoutMs ?? 120_000,
     });
     this.#bytes += m.data.length;
     const a = JSON.parse(m.string()) as T | { error: string };
