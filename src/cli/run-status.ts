@@ -262,6 +262,17 @@ export async function runStatus(
       rows,
     );
     text += '  (* this node; LAG = stream last sequence - position)\n';
+    for (const n of nodes) {
+      const v = n.last_verify;
+      if (v === undefined) continue;
+      const result =
+        v.error !== undefined
+          ? `failed: ${v.error}`
+          : v.diverged > 0
+            ? `${v.diverged} key(s) differ, ${v.in_flight} in flight`
+            : `all ${v.nodes} nodes agree on ${v.rows} rows`;
+      text += `\nLast verify (by node ${n.node_id}, ${ago(v.at, now)}): ${result}\n`;
+    }
   }
   out.write(text);
   return natsError === undefined ? 0 : 1;

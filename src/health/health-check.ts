@@ -187,6 +187,7 @@ export class HealthCheck {
       if (status.waitingForSnapshot !== undefined) fail('replication', status.waitingForSnapshot, 'degraded');
       for (const reason of this.#checkShards(status, now)) fail('replication', reason.text, reason.severity);
       for (const problem of status.streamProblems ?? []) fail('replication', problem, 'degraded');
+      if (status.verifyProblem !== undefined) fail('replication', status.verifyProblem, 'degraded');
       const { stallAfterMs } = this.#options;
       const quietSince = Math.max(status.lastPublishAt, this.#pendingSince);
       if (status.natsConnected && this.#pendingSince !== 0 && now - quietSince >= stallAfterMs) {

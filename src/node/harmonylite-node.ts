@@ -46,6 +46,7 @@ import { DigestHasher } from '../verify/digest-tree.ts';
 import { VerifyResponder } from '../verify/verify-responder.ts';
 import { replicatedHandler } from '../verify/replicated-endpoint.ts';
 import { WriteWaiter } from '../verify/write-waiter.ts';
+import { PeriodicVerify, type LastVerify } from '../verify/periodic-verify.ts';
 import { readNodeStatuses } from '../cli/run-status.ts';
 
 export interface NodeOptions {
@@ -82,6 +83,10 @@ export interface NodeStatus {
   }[];
   /** Set while the start waits for the cluster to store a snapshot this node can restore: what it waits for. */
   readonly waitingForSnapshot?: string;
+  /** Set while the last periodic verify found keys differing between nodes (health is degraded). */
+  readonly verifyProblem?: string;
+  /** The last periodic verify run by this node. */
+  readonly lastVerify?: LastVerify;
 }
 
 /** Change ids looked at per cleanup step (one short transaction, ~1 ms for 100-byte rows here). */
@@ -139,7 +144,9 @@ export class HarmonyLiteNode {
   readonly clock = new HybridClock();
   #digest: RowDigest | undefined;
   // Answers -verify and -repair (src/verify/), on its own read-only connection.
-  #verify: { responder: VerifyResponder; waiter: WriteWaiter; db: Database.Database } | undefined;
+  #verify:
+    | { responder: VerifyResponder; waiter: WriteWaiter; periodic?: PeriodicVerify; db: Database.Database }
+    | undefined;
 
   constructor(options: NodeOptions) {
     this.#options = options;
@@ -528,6 +535,21 @@ export class HarmonyLiteNode {
     });
     responder.open();
     this.#verify = { responder, waiter, db };
+    if (this.config.verify.interval > 0) {
+      this.#verify.periodic = new PeriodicVerify(
+        {
+          nc: this.#nc!,
+          jsm: this.#jsm!,
+          nodeId: this.nodeId,
+          streamPrefix: this.config.nats.stream_prefix,
+          shards: this.config.replication_log.shards,
+          logger: this.logger.child({ component: 'verify' }),
+          setDiffering: (n) => this.metrics.verifyDifferingKeys.set(n),
+        },
+        this.config.verify.interval,
+      );
+      this.#verify.periodic.open();
+    }
   }
 
   /**
@@ -792,6 +814,10 @@ export class HarmonyLiteNode {
         deadLetters: c.deadLetters,
       })),
       ...(this.#snapshots?.waiting === undefined ? {} : { waitingForSnapshot: this.#snapshots.waiting }),
+      ...(this.#verify?.periodic?.problem === undefined
+        ? {}
+        : { verifyProblem: this.#verify.periodic.problem }),
+      ...(this.#verify?.periodic?.last === undefined ? {} : { lastVerify: this.#verify.periodic.last }),
     };
   }
 
@@ -807,6 +833,7 @@ export class HarmonyLiteNode {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     await this.#observability?.close();
+    await this.#verify?.periodic?.close();
     this.#verify?.responder.close();
     await this.#snapshots?.close();
     await this.#streamRecovery;

@@ -22,6 +22,15 @@ export interface NodeStatusRecord {
   readonly last_publish_at: number;
   /** SHA-256 of the replicated tables' shape; absent in entries of older versions. */
   readonly schema_hash?: string;
+  /** The last periodic verify this node ran (`[verify] interval`, the lowest node id runs it). */
+  readonly last_verify?: {
+    readonly at: number;
+    readonly nodes: number;
+    readonly rows: number;
+    readonly diverged: number;
+    readonly in_flight: number;
+    readonly error?: string;
+  };
   readonly shards: readonly {
     readonly shard: number;
     /** Stream sequence applied. */
@@ -115,6 +124,18 @@ export class NodeStatusReporter {
         pending: s.pending,
         last_publish_at: s.lastPublishAt,
         schema_hash: s.schemaHash,
+        ...(s.lastVerify === undefined
+          ? {}
+          : {
+              last_verify: {
+                at: s.lastVerify.at,
+                nodes: s.lastVerify.nodes,
+                rows: s.lastVerify.rows,
+                diverged: s.lastVerify.diverged,
+                in_flight: s.lastVerify.inFlight,
+                ...(s.lastVerify.error === undefined ? {} : { error: s.lastVerify.error }),
+              },
+            }),
         shards: s.shards.map((x) => ({
           shard: x.shard,
           position: x.position,
