@@ -56,7 +56,6 @@ async function verify(repair = false): Promise<{ code: number; text: string }> {
   });
   const logger = createLogger({ verbose: false, format: 'json', destination: new LogCapture() });
   const code = await runVerify(nodes[0]!.config, logger, { repair, settleMs: 300 }, out);
-  if (process.env.VERIFY_DEBUG) console.log(text);
   return { code, text };
 }
 
