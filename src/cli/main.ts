@@ -18,6 +18,8 @@ import { resolveNodeId } from '../node/node-id.ts';
 import { runStatus } from './run-status.ts';
 import { runSchemaStatus, runSchemaStatusCluster } from './run-schema-status.ts';
 import { runMigrate, runMigrateResolved } from './run-migrate.ts';
+import { runVerify } from './run-verify.ts';
+import { runWaitReplicated } from './run-wait-replicated.ts';
 
 /** The package version: package.json is two levels up from src/cli, three from dist/src/cli. */
 function version(): string {
@@ -63,7 +65,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (args.nodeId !== undefined) config.node_id = args.nodeId;
     // Every line carries the node id, also when it is derived (as the node derives it).
     // Generated here when a node or a snapshot will run (they would store it anyway); only read for
-    // -cleanup, -status, -dead-letter-stuck and the migration commands, which must not add a table.
+    // -cleanup, -status, -dead-letter-stuck, the migration commands, -verify and -wait-replicated,
+    // which must not add a table.
     let nodeId: number | undefined;
     if (config.db_path !== '')
       try {
@@ -74,7 +77,9 @@ export async function main(argv: readonly string[]): Promise<number> {
             !args.status &&
             args.deadLetterStuck === undefined &&
             args.migrate === undefined &&
-            args.migrateResolved === undefined,
+            args.migrateResolved === undefined &&
+            !args.verify &&
+            args.waitReplicated === undefined,
         });
       } catch {
         nodeId = undefined; // no database yet: the command itself reports it
@@ -100,6 +105,19 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (args.schemaStatusCluster) return await runSchemaStatusCluster(config, logger, cluster);
     if (args.migrate !== undefined) return await runMigrate(config, args.migrate, logger, cluster);
     if (args.migrateResolved !== undefined) return runMigrateResolved(config, args.migrateResolved);
+    if (args.verify)
+      return await runVerify(config, logger, {
+        ...(args.tables === undefined ? {} : { tables: args.tables }),
+        repair: args.repair,
+        cluster,
+      });
+    if (args.waitReplicated !== undefined)
+      return await runWaitReplicated(config, logger, {
+        after: args.waitReplicated,
+        ...(args.nodes === undefined ? {} : { nodes: args.nodes }),
+        ...(args.timeout === undefined ? {} : { timeout: args.timeout }),
+        cluster,
+      });
     return await runNode(config, args, logger);
   } catch (err) {
     return report(err);

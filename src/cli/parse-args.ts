@@ -39,6 +39,18 @@ export interface CliArgs {
   readonly migrateResolved?: number;
   /** Serve CPU profiles and heap snapshots over HTTP on this address "host:port" while the node runs. */
   readonly pprof?: string;
+  /** Compare every running node's replicated state, print what differs, then exit. */
+  readonly verify: boolean;
+  /** With -verify: comma-separated globs of the tables to compare. */
+  readonly tables?: string;
+  /** With -verify: make diverged keys converge. */
+  readonly repair: boolean;
+  /** Wait until this node's changes up to this global change id (or "last") are on other nodes, then exit. */
+  readonly waitReplicated?: string;
+  /** With -wait-replicated: all, quorum or a number of nodes. */
+  readonly nodes?: string;
+  /** With -wait-replicated: how long to wait, e.g. 5s. */
+  readonly timeout?: string;
 }
 
 type FlagKind = 'boolean' | 'string' | 'unsigned' | 'host-port' | 'route-urls' | 'leaf-urls';
@@ -110,6 +122,40 @@ const FLAGS = [
     value: 'HOST:PORT',
     help: 'serve CPU profiles and heap snapshots on http://HOST:PORT/debug/pprof/',
   },
+  {
+    name: 'verify',
+    kind: 'boolean',
+    help: "compare every running node's replicated state, print what differs, then exit (1 when it does)",
+  },
+  {
+    name: 'tables',
+    kind: 'string',
+    value: 'GLOBS',
+    help: 'with -verify: only these tables (comma-separated globs)',
+  },
+  {
+    name: 'repair',
+    kind: 'boolean',
+    help: 'with -verify: make the keys that differ converge, print what changed',
+  },
+  {
+    name: 'wait-replicated',
+    kind: 'string',
+    value: 'ID',
+    help: 'wait until changes up to this global change id (or "last") are on the other nodes, then exit (1 on timeout)',
+  },
+  {
+    name: 'nodes',
+    kind: 'string',
+    value: 'N',
+    help: 'with -wait-replicated: all (default), quorum or a number of nodes',
+  },
+  {
+    name: 'timeout',
+    kind: 'string',
+    value: 'DURATION',
+    help: 'with -wait-replicated: how long to wait (default 5s)',
+  },
   { name: 'version', kind: 'boolean', help: 'print the version, then exit' },
   { name: 'help', kind: 'boolean', help: 'print this help, then exit (also -h)' },
 ] as const satisfies readonly FlagSpec[];
@@ -128,6 +174,8 @@ const COMMANDS = [
   'schema-status-cluster',
   'migrate',
   'migrate-resolved',
+  'verify',
+  'wait-replicated',
 ] as const satisfies readonly FlagName[];
 
 const HELP_HINT = 'run harmonylite -help';
@@ -277,6 +325,16 @@ export function parseArgs(argv: readonly string[]): CliArgs {
   const pprof = str('pprof');
   const migrate = str('migrate');
   const migrateResolved = str('migrate-resolved');
+  const tables = str('tables');
+  for (const only of ['tables', 'repair'] as const)
+    if (given.has(only) && !bool('verify') && !help && !version)
+      throw usageError(`flag "${flagOf(only)}" needs -verify`);
+  for (const only of ['nodes', 'timeout'] as const)
+    if (given.has(only) && !given.has('wait-replicated') && !help && !version)
+      throw usageError(`flag "${flagOf(only)}" needs -wait-replicated`);
+  const waitReplicated = str('wait-replicated');
+  const nodes = str('nodes');
+  const timeout = str('timeout');
   return {
     config: str('config') ?? 'config.toml',
     ...(nodeId === undefined ? {} : { nodeId: parseUnsigned(flagOf('node-id'), nodeId) }),
@@ -311,5 +369,11 @@ export function parseArgs(argv: readonly string[]): CliArgs {
     ...(migrateResolved === undefined
       ? {}
       : { migrateResolved: parseUnsigned(flagOf('migrate-resolved'), migrateResolved) }),
+    verify: bool('verify'),
+    ...(tables === undefined ? {} : { tables }),
+    repair: bool('repair'),
+    ...(waitReplicated === undefined ? {} : { waitReplicated }),
+    ...(nodes === undefined ? {} : { nodes }),
+    ...(timeout === undefined ? {} : { timeout }),
   };
 }

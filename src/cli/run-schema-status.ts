@@ -10,7 +10,7 @@ import { statusBucket } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
 import { openDatabase } from '../sqlite/open-database.ts';
 import { connectForCommand, type CommandClusterOptions } from './command-nats.ts';
-import { readNodeStatuses } from './run-status.ts';
+import { readNodeStatuses } from '../node/node-status-reporter.ts';
 
 function nodeIdOf(config: Config): number {
   return (

@@ -1,6 +1,4 @@
-import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type Database from 'better-sqlite3';
 import {
   CAPTURED_TABLES,
@@ -18,7 +16,7 @@ import { connectNats } from '../nats/nats-connection.ts';
 import { embeddedAuth, embeddedStoreDir, runningServerUrl } from './command-nats.ts';
 import { shardNumbers, statusBucket, streamName } from '../nats/naming.ts';
 import { resolveNodeId } from '../node/node-id.ts';
-import { parseNodeStatusRecord, type NodeStatusRecord } from '../node/node-status-reporter.ts';
+import { readNodeStatuses, type NodeStatusRecord } from '../node/node-status-reporter.ts';
 import { openDatabase } from '../sqlite/open-database.ts';
 import { listMigrations, type MigrationRecord } from '../migration/migration-store.ts';
 import { errorMessage } from '../error-message.ts';
@@ -110,28 +108,6 @@ async function readStreams(jsm: JetStreamManager, config: Config): Promise<Map<n
     }),
   );
   return out;
-}
-
-/** Every node's entry in the status bucket; undefined when the bucket does not exist (no node reported). */
-export async function readNodeStatuses(
-  nc: NatsConnection,
-  bucket: string,
-): Promise<NodeStatusRecord[] | undefined> {
-  let kv;
-  try {
-    kv = await new Kvm(jetstream(nc)).open(bucket);
-  } catch {
-    return undefined;
-  }
-  const keys: string[] = [];
-  for await (const k of await kv.keys()) keys.push(k);
-  const records: NodeStatusRecord[] = [];
-  for (const k of keys) {
-    const e = await kv.get(k);
-    const r = e?.operation === 'PUT' ? parseNodeStatusRecord(e.value) : undefined;
-    if (r !== undefined) records.push(r);
-  }
-  return records.sort((a, b) => a.node_id - b.node_id);
 }
 
 /** Columns padded to their widest cell, two spaces apart, indented. */
@@ -311,6 +287,17 @@ export async function runStatus(
         ]),
       );
       text += '  (MIGRATION = last replicated migration applied, in stream order)\n';
+    }
+    for (const n of nodes) {
+      const v = n.last_verify;
+      if (v === undefined) continue;
+      const result =
+        v.error !== undefined
+          ? `failed: ${v.error}`
+          : v.diverged > 0
+            ? `${v.diverged} key(s) differ, ${v.in_flight} in flight`
+            : `all ${v.nodes} nodes agree on ${v.rows} rows`;
+      text += `\nLast verify (by node ${n.node_id}, ${ago(v.at, now)}): ${result}\n`;
     }
   }
   out.write(text);

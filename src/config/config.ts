@@ -197,6 +197,8 @@ export interface Config {
   logging: LoggingConfig;
   prometheus: PrometheusConfig;
   health_check: HealthCheckConfig;
+  /** (ours) Periodic verify in the daemon; interval in ms, 0 = off. */
+  verify: { interval: number };
 }
 
 export function defaultConfig(): Config {
@@ -292,5 +294,6 @@ export function defaultConfig(): Config {
     logging: { verbose: false, format: 'console' },
     prometheus: { enable: false, bind: '127.0.0.1:3010', namespace: 'harmonylite', subsystem: '' },
     health_check: { enable: false, bind: '127.0.0.1:8090', path: '/health', detailed: true },
+    verify: { interval: 0 },
   };
 }

@@ -78,6 +78,7 @@ const RULES: Record<string, Rule> = {
     typeof v === 'number' && v >= 0 && v <= 64 * 1024 * 1024 ? undefined : '0 to 64 MiB (67108864)',
   ),
   'snapshot.interval': integer(nonNegative),
+  'verify.interval': integer(nonNegative),
   'snapshot.leader_ttl': integer(positive),
   'snapshot.store': oneOf(SNAPSHOT_STORES),
   'snapshot.keep': integer(positive),

@@ -194,6 +194,7 @@ export class HealthCheck {
           `migration ${held.seq}${held.name === '' ? '' : ` (${held.name})`} failed on this node and holds the migration stream: ${held.error}${held.statement === undefined ? '' : ` in ${held.statement}`}`,
           'degraded',
         );
+      if (status.verifyProblem !== undefined) fail('replication', status.verifyProblem, 'degraded');
       const { stallAfterMs } = this.#options;
       const quietSince = Math.max(status.lastPublishAt, this.#pendingSince);
       if (status.natsConnected && this.#pendingSince !== 0 && now - quietSince >= stallAfterMs) {

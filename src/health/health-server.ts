@@ -1,5 +1,5 @@
 import type { Logger } from '../logger.ts';
-import { HttpEndpoint, requestPath } from '../metrics/http-endpoint.ts';
+import { HttpEndpoint, requestPath, type RequestHandler } from '../metrics/http-endpoint.ts';
 import type { HealthReport } from './health-check.ts';
 
 export interface HealthServerOptions {
@@ -12,6 +12,8 @@ export interface HealthServerOptions {
   /** Runs the checks; called once per request. */
   readonly evaluate: () => HealthReport;
   readonly logger: Logger;
+  /** More GET endpoints on the same listener, by path (e.g. `/replicated`). */
+  readonly routes?: ReadonlyMap<string, RequestHandler>;
 }
 
 /**
@@ -28,6 +30,8 @@ export class HealthServer {
     this.#endpoint = new HttpEndpoint(
       options.bind,
       (req, res) => {
+        const route = options.routes?.get(requestPath(req));
+        if (route !== undefined && requestPath(req) !== options.path) return route(req, res);
         if (requestPath(req) !== options.path || (req.method !== 'GET' && req.method !== 'HEAD')) {
           res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
           return;

@@ -1,3 +1,4 @@
+import type { LastVerify } from '../verify/periodic-verify.ts';
 import type { HeldMigration } from '../migration/migration-follower.ts';
 import type { ShardConsumer } from '../replication/shard-consumer.ts';
 
@@ -24,4 +25,8 @@ export interface NodeStatus {
   readonly waitingForSnapshot?: string;
   /** Replicated migrations: the last one applied (or passed over) in stream order, and the one holding, if any. */
   readonly migrations?: { readonly position: number; readonly held?: HeldMigration };
+  /** Set while the last periodic verify found keys differing between nodes (health is degraded). */
+  readonly verifyProblem?: string;
+  /** The last periodic verify run by this node. */
+  readonly lastVerify?: LastVerify;
 }

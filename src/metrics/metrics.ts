@@ -102,6 +102,7 @@ export class Metrics {
   readonly snapshotSize: Gauge;
   readonly snapshotFailures: Counter<'operation'>;
   readonly snapshotRestoreWaiting: Gauge;
+  readonly verifyDifferingKeys: Gauge;
   readonly #processPrefix: string;
   #processMetrics = false;
 
@@ -293,6 +294,11 @@ export class Metrics {
       name: name('stream_replaced_total'),
       help: 'Shard streams found recreated (another creation time: a wiped JetStream store) or missing',
       labelNames: shard,
+      registers,
+    });
+    this.verifyDifferingKeys = new Gauge({
+      name: name('verify_differing_keys'),
+      help: 'Keys that differ between nodes (not in flight) at the last periodic verify run by this node',
       registers,
     });
     this.streamRecovering = new Gauge({

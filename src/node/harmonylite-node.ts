@@ -19,7 +19,7 @@ import { NodeObservability } from './node-observability.ts';
 import { embeddedClientAuth } from '../nats/embedded-client-auth.ts';
 import { EmbeddedNatsServer, type EmbeddedNatsServerOptions } from '../nats/embedded-server.ts';
 import { splitRouteCredentials } from '../nats/route-credentials.ts';
-import { clusterBucket, streamName, shardNumbers } from '../nats/naming.ts';
+import { clusterBucket, statusBucket, streamName, shardNumbers } from '../nats/naming.ts';
 import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams, listShardStreams } from '../nats/stream-manager.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
@@ -49,6 +49,13 @@ import type { ProgressDisplay } from '../snapshot/transfer-progress.ts';
 import { checkpointInWorker } from '../sqlite/wal-checkpoint.ts';
 import { errorMessage } from '../error-message.ts';
 import { isJetStreamUnavailable } from '../nats/nats-errors.ts';
+import { reconcileIndex } from '../cdc/index-reconciler.ts';
+import { DigestHasher } from '../verify/digest-tree.ts';
+import { VerifyResponder } from '../verify/verify-responder.ts';
+import { replicatedHandler } from '../verify/replicated-endpoint.ts';
+import { WriteWaiter } from '../verify/write-waiter.ts';
+import { PeriodicVerify } from '../verify/periodic-verify.ts';
+import { readNodeStatuses } from './node-status-reporter.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -126,6 +133,10 @@ export class HarmonyLiteNode {
   /** Versions local changes; shared with the shard workers, which move it past every remote version. */
   readonly clock = new HybridClock();
   #digest: RowDigest | undefined;
+  // Answers -verify and -repair (src/verify/), on its own read-only connection.
+  #verify:
+    | { responder: VerifyResponder; waiter: WriteWaiter; periodic?: PeriodicVerify; db: Database.Database }
+    | undefined;
 
   constructor(options: NodeOptions) {
     this.#options = options;
@@ -367,6 +378,7 @@ export class HarmonyLiteNode {
       writer: this.writer,
       status: () => this.status(),
       shards: () => this.#consumers,
+      routes: new Map([['/replicated', replicatedHandler(() => this.#verify?.waiter)]]),
     });
     await this.#observability.open();
     // Decide on a restore (invariant 8) before anything publishes or applies.
@@ -469,6 +481,8 @@ export class HarmonyLiteNode {
       this.#timers.push(setInterval(() => this.#discoverStreams(), STREAM_DISCOVERY_MS).unref());
     }
 
+    await this.#openVerify();
+
     this.#detector.onChange(() => {
       this.#publisher?.wake();
       this.#checkSchema();
@@ -488,6 +502,83 @@ export class HarmonyLiteNode {
       },
       'HarmonyLite node started',
     );
+  }
+
+  async #openVerify(): Promise<void> {
+    const db = openDatabase(this.config.db_path, { busyTimeoutMs: this.config.busy_timeout, readonly: true });
+    const waiter = new WriteWaiter({
+      nodeId: this.nodeId,
+      db,
+      nc: this.#nc!,
+      streamPrefix: this.config.nats.stream_prefix,
+      acked: () => this.#publisher?.ackedSeq ?? new Map<number, number>(),
+      // A key listing may repeat a key being updated meanwhile: each node once.
+      otherNodes: async () => [
+        ...new Set(
+          ((await readNodeStatuses(this.#nc!, statusBucket(this.config.nats.stream_prefix))) ?? [])
+            .filter((r) => r.node_id !== this.nodeId && r.replicate)
+            .map((r) => r.node_id),
+        ),
+      ],
+    });
+    const responder = new VerifyResponder({
+      nc: this.#nc!,
+      db,
+      digest: this.#digest!,
+      hasher: await DigestHasher.create(),
+      logger: this.logger.child({ component: 'verify' }),
+      host: {
+        nodeId: this.nodeId,
+        streamPrefix: this.config.nats.stream_prefix,
+        schemas: () => this.#capture?.tables ?? [],
+        positions: () =>
+          Object.fromEntries(this.#consumers.map((c) => [String(c.options.shard), c.position])),
+        pending: () => this.#scanner?.countPending() ?? 0,
+        enqueueRecords:
+          this.#publisher === undefined
+            ? undefined
+            : (table, items) => this.#publisher!.enqueueRecords(table, items),
+        waiter,
+        reconcile: async (table) => {
+          const schema = this.#capture?.tables.find((t) => t.name === table);
+          if (schema === undefined) return 0;
+          const w = this.#writeDb!;
+          const r = await this.writer.run(() =>
+            whenWriteLockFree(w, this.config.busy_timeout, () =>
+              w
+                .transaction(() =>
+                  reconcileIndex(w, schema, {
+                    digest: this.#digest!,
+                    nodeId: this.nodeId,
+                    log: this.config.publish,
+                    backfill: false,
+                  }),
+                )
+                .immediate(),
+            ),
+          );
+          this.#publisher?.wake();
+          return r.escaped;
+        },
+      },
+    });
+    responder.open();
+    this.#verify = { responder, waiter, db };
+    if (this.config.verify.interval > 0) {
+      this.#verify.periodic = new PeriodicVerify(
+        {
+          nc: this.#nc!,
+          jsm: this.#jsm!,
+          nodeId: this.nodeId,
+          streamPrefix: this.config.nats.stream_prefix,
+          shards: this.config.replication_log.shards,
+          logger: this.logger.child({ component: 'verify' }),
+          setDiffering: (n) => this.metrics.verifyDifferingKeys.set(n),
+        },
+        this.config.verify.interval,
+      );
+      this.#verify.periodic.open();
+    }
   }
 
   /**
@@ -866,6 +957,10 @@ export class HarmonyLiteNode {
               ...(this.#migrations.held === undefined ? {} : { held: this.#migrations.held }),
             },
           }),
+      ...(this.#verify?.periodic?.problem === undefined
+        ? {}
+        : { verifyProblem: this.#verify.periodic.problem }),
+      ...(this.#verify?.periodic?.last === undefined ? {} : { lastVerify: this.#verify.periodic.last }),
     };
   }
 
@@ -881,6 +976,8 @@ export class HarmonyLiteNode {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     await this.#observability?.close();
+    await this.#verify?.periodic?.close();
+    this.#verify?.responder.close();
     await this.#snapshots?.close();
     await this.#streamRecovery;
     await this.#discovery;
@@ -909,6 +1006,7 @@ export class HarmonyLiteNode {
     }
     this.#setNatsUp(false);
     await this.#server?.close();
+    this.#verify?.db.close();
     this.#readDb?.close();
     this.#writeDb?.close();
     this.logger.info('HarmonyLite node stopped');

@@ -2,6 +2,7 @@ import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { Config } from '../config/config.ts';
 import { HealthCheck } from '../health/health-check.ts';
 import { HealthServer } from '../health/health-server.ts';
+import type { RequestHandler } from '../metrics/http-endpoint.ts';
 import { packageVersion } from '../health/package-version.ts';
 import type { Logger } from '../logger.ts';
 import type { NodeStatus } from '../health/node-status.ts';
@@ -24,6 +25,8 @@ export interface NodeObservabilityDeps {
   readonly status: () => NodeStatus;
   /** The node's shard consumers. */
   readonly shards: () => readonly AppliedShard[];
+  /** More endpoints on the health listener, by path. */
+  readonly routes?: ReadonlyMap<string, RequestHandler>;
 }
 
 /** Intervals and thresholds; the defaults suit production, tests may shorten them. */
@@ -113,6 +116,7 @@ export class NodeObservability {
             return this.health.evaluate();
           },
           logger,
+          ...(deps.routes === undefined ? {} : { routes: deps.routes }),
         })
       : undefined;
   }

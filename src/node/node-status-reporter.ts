@@ -1,4 +1,5 @@
-import type { JetStreamClient } from '@nats-io/jetstream';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { Logger } from '../logger.ts';
 import { statusBucket } from '../nats/naming.ts';
@@ -26,6 +27,15 @@ export interface NodeStatusRecord {
   readonly migration_position?: number;
   /** The migration that failed here and holds the migration stream. */
   readonly migration_held?: { readonly seq: number; readonly name: string; readonly error: string };
+  /** The last periodic verify this node ran (`[verify] interval`, the lowest node id runs it). */
+  readonly last_verify?: {
+    readonly at: number;
+    readonly nodes: number;
+    readonly rows: number;
+    readonly diverged: number;
+    readonly in_flight: number;
+    readonly error?: string;
+  };
   readonly shards: readonly {
     readonly shard: number;
     /** Stream sequence applied. */
@@ -129,6 +139,18 @@ export class NodeStatusReporter {
                 error: s.migrations.held.error,
               },
             }),
+        ...(s.lastVerify === undefined
+          ? {}
+          : {
+              last_verify: {
+                at: s.lastVerify.at,
+                nodes: s.lastVerify.nodes,
+                rows: s.lastVerify.rows,
+                diverged: s.lastVerify.diverged,
+                in_flight: s.lastVerify.inFlight,
+                ...(s.lastVerify.error === undefined ? {} : { error: s.lastVerify.error }),
+              },
+            }),
         shards: s.shards.map((x) => ({
           shard: x.shard,
           position: x.position,
@@ -160,4 +182,26 @@ export class NodeStatusReporter {
       this.#failing = true;
     }
   }
+}
+
+/** Every node's entry in the status bucket; undefined when the bucket does not exist (no node reported). */
+export async function readNodeStatuses(
+  nc: NatsConnection,
+  bucket: string,
+): Promise<NodeStatusRecord[] | undefined> {
+  let kv;
+  try {
+    kv = await new Kvm(jetstream(nc)).open(bucket);
+  } catch {
+    return undefined;
+  }
+  const keys: string[] = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  const records: NodeStatusRecord[] = [];
+  for (const k of keys) {
+    const e = await kv.get(k);
+    const r = e?.operation === 'PUT' ? parseNodeStatusRecord(e.value) : undefined;
+    if (r !== undefined) records.push(r);
+  }
+  return records.sort((a, b) => a.node_id - b.node_id);
 }

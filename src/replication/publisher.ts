@@ -133,6 +133,8 @@ export class Publisher {
   #loops: Promise<void>[] = [];
   /** Time of the last PubAck, ms since the epoch (0 = none yet). */
   lastPublishAt = 0;
+  /** Stream sequence of the last acknowledged batch, per shard: how far the others must apply to hold it. */
+  readonly ackedSeq = new Map<number, number>();
 
   constructor(deps: PublisherDeps, options: PublisherOptions) {
     this.#deps = deps;
@@ -156,6 +158,24 @@ export class Publisher {
   /** NATS is back: retry failed publishes now instead of at the end of their backoff. */
   retryNow(): void {
     for (const s of this.#shards.values()) s.retry.notify();
+  }
+
+  /**
+   * Publishes records encoded elsewhere in the shard's next batch, under this
+   * node's batch seqs and signature: verify's repair re-publishes a change with
+   * its original version and origin, so last writer wins settles it everywhere
+   * as it did where it applied. Change id 0 marks no change-log row.
+   */
+  enqueueRecords(table: string, items: readonly { key: readonly SqlValue[]; record: Uint8Array }[]): void {
+    for (const { key, record } of items) {
+      const k = this.#options.shardByTable?.accepts(table) ? NO_KEY : key;
+      const s = this.#shards.get(this.#deps.hasher(table, k) + 1)!;
+      // The last global id already queued: a recovery after a crash scans as far as it did without these.
+      const globalId = s.queue.at(-1)?.globalId ?? s.inFlight?.entry.lastGlobalId ?? 0;
+      s.queue.push({ globalId, table, changeId: 0, key, record });
+      this.#queued++;
+      s.wakeup.notify();
+    }
   }
 
   /** Changes scanned and not yet acknowledged. */
@@ -408,7 +428,7 @@ export class Publisher {
           (err: unknown) => ({ err }),
         );
         try {
-          await publishing;
+          this.ackedSeq.set(s.shard, (await publishing).seq);
         } catch (err) {
           if (signal.aborted) return;
           metrics.publishFailures.inc({ shard: s.shard });

@@ -13,6 +13,8 @@ const DEFAULTS: CliArgs = {
   status: false,
   schemaStatus: false,
   schemaStatusCluster: false,
+  verify: false,
+  repair: false,
 };
 
 /** Asserts that parsing `argv` fails with a usage error matching `message`, and returns it. */
@@ -284,5 +286,37 @@ describe('USAGE', () => {
   it('shows both flag styles', () => {
     assert.match(USAGE, /-flag=value/);
     assert.match(USAGE, /--flag value/);
+  });
+});
+
+describe('-verify', () => {
+  it('takes -tables and -repair', () => {
+    assert.deepEqual(parseArgs(['-verify', '-tables', 'a*,b', '-repair']), {
+      ...DEFAULTS,
+      verify: true,
+      tables: 'a*,b',
+      repair: true,
+    });
+  });
+
+  it('refuses -tables and -repair without -verify', () => {
+    usageError(['-repair'], /flag "-repair" needs -verify/);
+    usageError(['-tables', 'x'], /flag "-tables" needs -verify/);
+  });
+});
+
+describe('-wait-replicated', () => {
+  it('takes -nodes and -timeout', () => {
+    assert.deepEqual(parseArgs(['-wait-replicated', 'last', '-nodes', 'quorum', '-timeout', '2s']), {
+      ...DEFAULTS,
+      waitReplicated: 'last',
+      nodes: 'quorum',
+      timeout: '2s',
+    });
+  });
+
+  it('refuses -nodes and -timeout without -wait-replicated', () => {
+    usageError(['-nodes', 'all'], /flag "-nodes" needs -wait-replicated/);
+    usageError(['-timeout', '1s'], /flag "-timeout" needs -wait-replicated/);
   });
 });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect } from '@nats-io/transport-node';
 import Database from 'better-sqlite3';
-import { readNodeStatuses } from '../../src/cli/run-status.ts';
+import { readNodeStatuses } from '../../src/node/node-status-reporter.ts';
 import { statusBucket } from '../../src/nats/naming.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import { spawnCli, startNode, writeConfigFile, type TestNode } from '../helpers/node-harness.ts';
