@@ -9,6 +9,7 @@ import {
   ROW_VERSIONS,
   valueColumn,
 } from './names.ts';
+import { tableRows } from './table-pages.ts';
 import type { TableSchema } from './table-schema.ts';
 import { capturedColumns } from './trigger-sql.ts';
 
@@ -169,37 +170,6 @@ export function syncedKeys(db: Database, schema: TableSchema, digest: RowDigest)
       out.add(pk.toString('latin1'));
   }
   return out;
-}
-
-/** Rows read per query: the caller writes between pages (a connection cannot write while it iterates). */
-const PAGE_ROWS = 5000;
-
-/** Every row of a table, `columns` first, in pages ordered by rowid, or by key for a WITHOUT ROWID table. */
-function* tableRows(db: Database, schema: TableSchema, columns: readonly string[]): Generator<SqlValue[]> {
-  const t = q(schema.name);
-  const withoutRowid =
-    (db
-      .prepare('SELECT wr FROM pragma_table_list WHERE schema = ? AND name = ?')
-      .pluck()
-      .get('main', schema.name) as number | undefined) === 1;
-  const order = withoutRowid ? schema.keyColumns.map(q) : ['rowid'];
-  const select = `SELECT ${columns.map(q).join(', ')}, ${order.join(', ')} FROM ${t}`;
-  const first = db
-    .prepare(`${select} ORDER BY ${order.join(', ')} LIMIT ${PAGE_ROWS}`)
-    .raw(true)
-    .safeIntegers(true);
-  const next = db
-    .prepare(
-      `${select} WHERE (${order.join(', ')}) > (${order.map(() => '?').join(', ')}) ORDER BY ${order.join(', ')} LIMIT ${PAGE_ROWS}`,
-    )
-    .raw(true)
-    .safeIntegers(true);
-  let page = first.all() as SqlValue[][];
-  while (page.length > 0) {
-    for (const row of page) yield row.slice(0, columns.length);
-    if (page.length < PAGE_ROWS) return;
-    page = next.all(page[page.length - 1]!.slice(columns.length)) as SqlValue[][];
-  }
 }
 
 /**

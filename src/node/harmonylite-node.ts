@@ -4,7 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { installCapture, type CaptureState } from '../cdc/capture-installer.ts';
+import { installCapture, type CaptureState, type InstallOptions } from '../cdc/capture-installer.ts';
 import { TableFilter } from '../cdc/table-filter.ts';
 import { ChangeDetector } from '../changelog/change-detector.ts';
 import { cleanupStep, cleanupTables, type CleanupPosition } from '../changelog/changelog-cleaner.ts';
@@ -759,18 +759,8 @@ export class HarmonyLiteNode {
         logger: this.logger.child({ component: 'migrations' }),
         metrics: this.metrics,
         filter: this.#filter,
-        install: () => ({
-          captureWrites: config.publish,
-          index: { digest: this.#digest!, nodeId: this.nodeId },
-        }),
-        onApplied: (state) => {
-          this.#capture = state;
-          this.#logCapture(state, false);
-          this.#scanner?.invalidate();
-          this.#pool?.schemaChanged();
-          for (const c of this.#consumers) c.schemaChanged();
-          this.#publisher?.wake();
-        },
+        install: () => this.#installOptions(),
+        onApplied: (state) => this.#captureChanged(state),
       },
       {
         nodeId: this.nodeId,
@@ -787,8 +777,8 @@ export class HarmonyLiteNode {
     this.metrics.natsConnected.set(up ? 1 : 0);
   }
 
-  #installCapture(): CaptureState {
-    return installCapture(this.#writeDb!, this.#filter, {
+  #installOptions(): InstallOptions {
+    return {
       captureWrites: this.config.publish,
       index: {
         digest: this.#digest!,
@@ -796,7 +786,21 @@ export class HarmonyLiteNode {
         progress: (table, rows) =>
           this.logger.info({ table, rows }, 'checking rows against the replicated-state index'),
       },
-    });
+    };
+  }
+
+  #installCapture(): CaptureState {
+    return installCapture(this.#writeDb!, this.#filter, this.#installOptions());
+  }
+
+  /** Capture was reinstalled for a new schema: everything that caches the schema reads it again. */
+  #captureChanged(state: CaptureState): void {
+    this.#capture = state;
+    this.#logCapture(state, false);
+    this.#scanner?.invalidate();
+    this.#pool?.schemaChanged();
+    for (const c of this.#consumers) c.schemaChanged();
+    this.#publisher?.wake();
   }
 
   #logCapture(state: CaptureState, initial: boolean): void {
@@ -816,13 +820,7 @@ export class HarmonyLiteNode {
         this.#schemaCheckAgain = false;
         try {
           if (!this.#detector?.schemaChanged()) continue;
-          const state = await this.writer.run(() => this.#installCapture());
-          this.#capture = state;
-          this.#logCapture(state, false);
-          this.#scanner?.invalidate();
-          this.#pool?.schemaChanged();
-          for (const c of this.#consumers) c.schemaChanged();
-          this.#publisher?.wake();
+          this.#captureChanged(await this.writer.run(() => this.#installCapture()));
         } catch (err) {
           this.logger.error({ err }, 'updating capture after a schema change failed; will retry');
         }

@@ -8,12 +8,12 @@
  * replicating while it answers.
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { tablePages } from '../cdc/table-pages.ts';
 import type { Database, Statement } from 'better-sqlite3';
 import { quoteIdent as q, ROW_VERSIONS } from '../cdc/names.ts';
 import type { TableSchema } from '../cdc/table-schema.ts';
 import { capturedColumns } from '../cdc/trigger-sql.ts';
 import { hashLayout, type RowDigest } from '../codec/row-digest.ts';
-import type { SqlValue } from '../codec/sql-value.ts';
 import type { KeyEntry } from './digest-tree.ts';
 
 const PAGE_ROWS = 5000;
@@ -44,7 +44,8 @@ export async function* scanReplicatedState(
   // Keys whose row is present while the index holds no live entry: already reported with their row.
   const rowsOverNonLive = new Set<string>();
   let liveSeen = 0;
-  for await (const page of tablePages(db, schema, columns)) {
+  for (const page of tablePages(db, schema, columns)) {
+    await yieldToLoop();
     for (const values of page) {
       const pk = digest.key(
         keyIndexes.map((i) => values[i]!),
@@ -98,38 +99,6 @@ export async function* scanReplicatedState(
         unversioned: true,
       };
     }
-  }
-}
-
-/** The table's rows (`columns` first), in pages ordered by rowid, or by key for a WITHOUT ROWID table. */
-async function* tablePages(
-  db: Database,
-  schema: TableSchema,
-  columns: readonly string[],
-): AsyncGenerator<SqlValue[][]> {
-  const withoutRowid =
-    (db
-      .prepare('SELECT wr FROM pragma_table_list WHERE schema = ? AND name = ?')
-      .pluck()
-      .get('main', schema.name) as number | undefined) === 1;
-  const order = withoutRowid ? schema.keyColumns.map(q) : ['rowid'];
-  const select = `SELECT ${columns.map(q).join(', ')}, ${order.join(', ')} FROM ${q(schema.name)}`;
-  const first = db
-    .prepare(`${select} ORDER BY ${order.join(', ')} LIMIT ${PAGE_ROWS}`)
-    .raw(true)
-    .safeIntegers(true);
-  const next = db
-    .prepare(
-      `${select} WHERE (${order.join(', ')}) > (${order.map(() => '?').join(', ')}) ORDER BY ${order.join(', ')} LIMIT ${PAGE_ROWS}`,
-    )
-    .raw(true)
-    .safeIntegers(true);
-  let page = first.all() as SqlValue[][];
-  while (page.length > 0) {
-    yield page.map((row) => row.slice(0, columns.length));
-    if (page.length < PAGE_ROWS) return;
-    await yieldToLoop();
-    page = next.all(page[page.length - 1]!.slice(columns.length)) as SqlValue[][];
   }
 }
 
