@@ -96,7 +96,13 @@ export async function startNode(options: TestNodeOptions): Promise<TestNode> {
     logger,
     ...(options.clock !== undefined ? { clock: options.clock } : {}),
   });
-  await node.open();
+  try {
+    await node.open();
+  } catch (err) {
+    // As the CLI does: what the failed start opened (database, NATS, timers) must not keep the test alive.
+    await node.close().catch(() => undefined);
+    throw err;
+  }
   let closed = false;
   return {
     node,
