@@ -20,6 +20,7 @@ import { readNodeStatuses, type NodeStatusRecord } from '../node/node-status-rep
 import { openDatabase } from '../sqlite/open-database.ts';
 import { listMigrations, type MigrationRecord } from '../migration/migration-store.ts';
 import { errorMessage } from '../error-message.ts';
+import { recentConflicts } from '../replication/row-version-store.ts';
 
 /** This node's state as its database holds it (no daemon needed). */
 interface LocalState {
@@ -82,19 +83,13 @@ function readLocalState(db: Database.Database): LocalState {
       }[]
     ).map((r) => [num(r.shard), num(r.n)]),
   );
-  const recentConflicts = num(
-    db
-      .prepare(`SELECT count(*) FROM ${q(CONFLICTS)} WHERE at >= ?`)
-      .pluck()
-      .get(Date.now() - 3_600_000),
-  );
   return {
     installed: true,
     tables,
     pending,
     shards,
     deadLetters,
-    recentConflicts,
+    recentConflicts: recentConflicts(db),
     migrations: listMigrations(db),
   };
 }
@@ -288,6 +283,9 @@ export async function runStatus(
       );
       text += '  (MIGRATION = last replicated migration applied, in stream order)\n';
     }
+    const reporting = nodes.filter((n) => n.conflicts_last_hour !== undefined);
+    if (reporting.length > 0)
+      text += `\n  conflicts in the last hour: ${reporting.map((n) => `node ${n.node_id}: ${n.conflicts_last_hour}`).join(', ')}\n`;
     for (const n of nodes) {
       const v = n.last_verify;
       if (v === undefined) continue;

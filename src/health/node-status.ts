@@ -27,6 +27,8 @@ export interface NodeStatus {
   readonly migrations?: { readonly position: number; readonly held?: HeldMigration };
   /** Set while the last periodic verify found keys differing between nodes (health is degraded). */
   readonly verifyProblem?: string;
+  /** Losing versions written to this node's conflict log in the last hour. */
+  readonly recentConflicts?: number;
   /** The last periodic verify run by this node. */
   readonly lastVerify?: LastVerify;
 }

@@ -24,7 +24,7 @@ import { connectNats, probeOptions } from '../nats/nats-connection.ts';
 import { ensureStreams, listShardStreams } from '../nats/stream-manager.ts';
 import { HybridClock } from '../replication/hybrid-clock.ts';
 import { RowDigest } from '../codec/row-digest.ts';
-import { maxIndexedVersion, pruneConflicts } from '../replication/row-version-store.ts';
+import { maxIndexedVersion, pruneConflicts, recentConflicts } from '../replication/row-version-store.ts';
 import { reservedSeqReader } from '../replication/batch-seq-reservation.ts';
 import { OriginSeqCeiling } from '../replication/origin-seq-ceiling.ts';
 import { openOriginSigning } from '../replication/origin-signing.ts';
@@ -931,6 +931,7 @@ export class HarmonyLiteNode {
       nodeId: this.nodeId,
       tables: this.tables,
       pending: this.#scanner?.countPending() ?? 0,
+      ...(this.#readDb === undefined ? {} : { recentConflicts: recentConflicts(this.#readDb) }),
       natsConnected: this.#natsUp,
       streamProblems:
         this.#streamIds?.problems(

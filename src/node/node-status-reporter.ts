@@ -27,6 +27,8 @@ export interface NodeStatusRecord {
   readonly migration_position?: number;
   /** The migration that failed here and holds the migration stream. */
   readonly migration_held?: { readonly seq: number; readonly name: string; readonly error: string };
+  /** Losing versions written to this node's conflict log in the last hour. */
+  readonly conflicts_last_hour?: number;
   /** The last periodic verify this node ran (`[verify] interval`, the lowest node id runs it). */
   readonly last_verify?: {
     readonly at: number;
@@ -139,6 +141,7 @@ export class NodeStatusReporter {
                 error: s.migrations.held.error,
               },
             }),
+        ...(s.recentConflicts === undefined ? {} : { conflicts_last_hour: s.recentConflicts }),
         ...(s.lastVerify === undefined
           ? {}
           : {

@@ -169,6 +169,16 @@ export function pruneConflicts(db: Database, limits: { olderThan: number; maxRow
   return n;
 }
 
+/** Losing versions written to the conflict log in the last hour (a read: no lock). */
+export function recentConflicts(db: Database, now = Date.now()): number {
+  return Number(
+    db
+      .prepare(`SELECT count(*) FROM ${q(CONFLICTS)} WHERE at >= ?`)
+      .pluck()
+      .get(now - 3_600_000) ?? 0,
+  );
+}
+
 /** The newest version in the index (0 if none): the clock starts past it. */
 export function maxIndexedVersion(db: Database): number {
   return Number(

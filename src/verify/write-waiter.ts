@@ -54,11 +54,19 @@ export interface WriteWaiterDeps {
 }
 
 const POLL_MS = 5;
+/** How long the list of other nodes (read from the status bucket) is reused. */
+const NODES_TTL_MS = 1000;
 
 export class WriteWaiter {
   readonly #d: WriteWaiterDeps;
   readonly #lastId: Database.Statement;
   readonly #unpublished: Database.Statement;
+  /**
+   * One positions request in flight per node, shared by every wait: at 1k writes/s with a
+   * wait per write, each wait polling on its own flooded the nodes with requests.
+   */
+  readonly #polls = new Map<number, Promise<Record<string, number> | undefined>>();
+  #others: { readonly at: number; readonly nodes: Promise<readonly number[]> } | undefined;
 
   constructor(deps: WriteWaiterDeps) {
     this.#d = deps;
@@ -94,7 +102,7 @@ export class WriteWaiter {
       await sleep(POLL_MS);
     }
     const target = new Map(this.#d.acked());
-    const others = await this.#d.otherNodes();
+    const others = await this.#otherNodes();
     const total = others.length + 1;
     const needed = wanted === 'all' ? total : wanted === 'quorum' ? Math.floor(total / 2) + 1 : wanted;
     const seen = new Map<number, { holds: boolean; positions?: Record<string, number> }>(
@@ -113,7 +121,7 @@ export class WriteWaiter {
       await Promise.all(
         [...seen].map(async ([node, s]) => {
           if (s.holds) return;
-          const positions = await this.#positions(node, Math.min(left, 1000));
+          const positions = await this.#sharedPositions(node, Math.min(left, 1000));
           if (positions === undefined) return;
           s.positions = positions;
           s.holds = [...target].every(([shard, seq]) => (positions[String(shard)] ?? 0) >= seq);
@@ -121,6 +129,28 @@ export class WriteWaiter {
       );
       if (holders() < needed) await sleep(POLL_MS);
     }
+  }
+
+  #otherNodes(): Promise<readonly number[]> {
+    const now = performance.now();
+    if (this.#others === undefined || now - this.#others.at > NODES_TTL_MS) {
+      const nodes = this.#d.otherNodes();
+      this.#others = { at: now, nodes };
+      // A failed read is not reused.
+      nodes.catch(() => {
+        if (this.#others?.nodes === nodes) this.#others = undefined;
+      });
+    }
+    return this.#others.nodes;
+  }
+
+  #sharedPositions(node: number, timeoutMs: number): Promise<Record<string, number> | undefined> {
+    let poll = this.#polls.get(node);
+    if (poll === undefined) {
+      poll = this.#positions(node, timeoutMs).finally(() => this.#polls.delete(node));
+      this.#polls.set(node, poll);
+    }
+    return poll;
   }
 
   async #positions(node: number, timeoutMs: number): Promise<Record<string, number> | undefined> {

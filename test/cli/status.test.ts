@@ -135,6 +135,8 @@ test('lists every node of a three-node cluster with its position and lag per sha
       new RegExp(`^ {2}${shard} +harmonylite-changes-${shard} +(\\d+) +\\1 +0 +0 +\\S+ ago$`, 'm'),
     );
   assert.match(output, /^Cluster: 3 nodes reporting \(bucket harmonylite-changes-node-status\)$/m);
+  // Each node reports its own count (node 1's report may predate the row above).
+  assert.match(output, /^ {2}conflicts in the last hour: node 1: [01], node 2: 0, node 3: 0$/m);
   assert.match(output, /^ {2}NODE +SHARD +POSITION +LAG +STATE +PENDING +LAST PUBLISH +REPORTED$/m);
   for (const node of ['1 \\*', '2', '3']) {
     for (const shard of [1, 2]) {
