@@ -5,7 +5,7 @@
  */
 import { Encoder } from 'cbor-x';
 import './change-batch-codec.ts'; // registers the REAL tag
-import { toWire, type SqlValue, type WireValue } from './sql-value.ts';
+import { toWire, type CapturedValue, type WireValue } from './sql-value.ts';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 
@@ -18,8 +18,8 @@ export function decodeRow(bytes: Uint8Array): Record<string, WireValue> {
 }
 
 /** Column values as read from a table (safe integers) to a row map. */
-export function rowOf(columns: readonly string[], values: readonly SqlValue[]): Record<string, WireValue> {
+export function rowOf(columns: readonly string[], values: readonly CapturedValue[]): Record<string, WireValue> {
   const row: Record<string, WireValue> = {};
-  for (let i = 0; i < columns.length; i++) row[columns[i]!] = toWire(values[i] as SqlValue);
+  for (let i = 0; i < columns.length; i++) row[columns[i]!] = toWire(values[i]!);
   return row;
 }

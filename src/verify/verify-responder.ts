@@ -12,7 +12,7 @@ import { capturedColumns } from '../cdc/trigger-sql.ts';
 import { encodeRecord } from '../codec/change-batch-codec.ts';
 import { rowOf } from '../codec/row-codec.ts';
 import { hashLayout, type RowDigest } from '../codec/row-digest.ts';
-import type { SqlValue } from '../codec/sql-value.ts';
+import { exactText, type CapturedValue, type SqlValue } from '../codec/sql-value.ts';
 import type { Logger } from '../logger.ts';
 import {
   addTo,
@@ -244,6 +244,8 @@ export class VerifyResponder {
       .prepare(`SELECT version, origin, hash, state FROM ${q(ROW_VERSIONS)} WHERE tbl = ? AND pk = ?`)
       .raw(true)
       .safeIntegers(true);
+    const textBytes = (column: string) =>
+      this.#db.prepare(`SELECT CAST(${q(column)} AS BLOB) FROM ${q(schema.name)} WHERE ${keyIs}`).pluck();
     const items: { key: SqlValue[]; record: Uint8Array }[] = [];
     keys.forEach((b64, i) => {
       const pk = Buffer.from(b64, 'base64');
@@ -262,7 +264,9 @@ export class VerifyResponder {
       const [version, origin, state] = [Number(idx[0]), Number(idx[1]), Number(idx[3])];
       const key = this.#digest.decodeKey(pk);
       let type: 'insert' | 'delete';
-      let values: SqlValue[];
+      let values: CapturedValue[];
+      // The routing key: as the scanner reads it (lossy TEXT); versions make the shard it lands on irrelevant.
+      let routing: SqlValue[];
       if (state === 0) {
         const row = read.get(key) as SqlValue[] | undefined;
         if (row === undefined || this.#digest.hash(layout, row) !== idx[2]) {
@@ -270,9 +274,14 @@ export class VerifyResponder {
           return;
         }
         type = 'insert';
-        values = row;
+        routing = keyIndexes.map((k) => row[k]!);
+        // better-sqlite3 reads TEXT lossily: a value that is not valid UTF-8 travels as its bytes.
+        values = row.map((v, c) =>
+          typeof v === 'string' ? exactText(v, () => textBytes(columns[c]!).get(key) as Uint8Array) : v,
+        );
       } else if (state === 1) {
         type = 'delete';
+        routing = key;
         // A delete carries the key; the other columns travel as NULL (as the reconciler logs one).
         values = columns.map((c) => {
           const k = schema.keyColumns.indexOf(c);
@@ -293,7 +302,7 @@ export class VerifyResponder {
           Version: version,
         },
       });
-      items.push({ key: keyIndexes.map((k) => values[k]!), record });
+      items.push({ key: routing, record });
       answer.published.push({ pk: b64, version, origin, type });
     });
     if (items.length > 0) {

@@ -104,12 +104,14 @@ test('verify finds exactly the broken keys, repair makes them converge, with wri
   // A change node 1 never applies: its position moves past the message, as a dead letter's does.
   await nodes[0]!.close();
   apps[0]!.close();
-  apps[1]!.prepare("UPDATE items SET v = 'changed on 2' WHERE id = 7").run();
+  // Not valid UTF-8 (a Latin-1 e-acute): repair must re-publish the exact bytes.
+  apps[1]!.prepare("UPDATE items SET v = CAST(x'6f6e2032e9' AS TEXT) WHERE id = 7").run();
   apps[1]!.prepare('DELETE FROM items WHERE id = 9').run();
   await waitFor(
     'the update and the delete on node 3',
     () =>
-      query(nodes[2]!.dbPath, 'SELECT v FROM items WHERE id IN (7, 9)').map(String).join() === 'changed on 2',
+      query(nodes[2]!.dbPath, 'SELECT hex(v) FROM items WHERE id IN (7, 9)').map(String).join() ===
+      '6F6E2032E9',
   );
   const nc = await connect({ servers: nats.url });
   const jsm = await jetstreamManager(nc);
@@ -169,9 +171,9 @@ test('verify finds exactly the broken keys, repair makes them converge, with wri
     ['items', 'other'],
   );
   for (const node of nodes) {
-    assert.deepEqual(query(node!.dbPath, 'SELECT v FROM items WHERE id IN (3, 5, 7, 9) ORDER BY id'), [
-      ['escaped on 2'],
-      ['changed on 2'],
+    assert.deepEqual(query(node!.dbPath, 'SELECT hex(v) FROM items WHERE id IN (3, 5, 7, 9) ORDER BY id'), [
+      [Buffer.from('escaped on 2').toString('hex').toUpperCase()],
+      ['6F6E2032E9'],
     ]);
   }
   const last = await verify();
