@@ -27,7 +27,7 @@ import { RowDigest } from '../codec/row-digest.ts';
 import { maxIndexedVersion, pruneConflicts, recentConflicts } from '../replication/row-version-store.ts';
 import { reservedSeqReader } from '../replication/batch-seq-reservation.ts';
 import { OriginSeqCeiling } from '../replication/origin-seq-ceiling.ts';
-import { openOriginSigning } from '../replication/origin-signing.ts';
+import { openOriginSigning, type OriginSigning } from '../replication/origin-signing.ts';
 import { whenWriteLockFree } from '../sqlite/write-lock-poll.ts';
 import { OutboxStore } from '../replication/outbox-store.ts';
 import { Publisher } from '../replication/publisher.ts';
@@ -196,9 +196,9 @@ export class HarmonyLiteNode {
     if (this.#abort.signal.aborted) throw new Error('the node was stopped while starting');
   }
 
+  /** The start, step by step; each step's comments say why it comes where it does. */
   async #open(): Promise<void> {
     const { config, logger } = this;
-    const rl = config.replication_log;
     this.#writeDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: false });
     this.#digest = await RowDigest.create();
     this.#capture = this.#installCapture();
@@ -206,7 +206,44 @@ export class HarmonyLiteNode {
     // Versions survive restarts: never below one this node applied or took before.
     this.clock.observe(maxIndexedVersion(this.#writeDb));
     this.#readDb = openDatabase(config.db_path, { busyTimeoutMs: config.busy_timeout, readonly: true });
+    const { servers, natsConfig } = await this.#startNats();
+    await this.#connect(servers, natsConfig);
+    await this.#registerNode();
+    const replaced = await this.#openStreams();
+    const origins = await this.#openOrigins();
+    this.#openLocal();
+    await this.#openObservability();
+    // Decide on a restore (invariant 8) before anything publishes or applies.
+    this.#snapshots = new NodeSnapshots({
+      config,
+      logger,
+      metrics: this.metrics,
+      nodeId: this.nodeId,
+      nc: this.#nc!,
+      writer: this.writer,
+      display: this.#options.progressDisplay,
+    });
+    await this.#snapshots.checkRestore(replaced);
+    await this.#openPublisher(origins);
+    await this.#restoreIfNeeded();
+    await this.#openConsumers(origins);
+    await this.#openVerify();
+    this.#watchLocal();
+    logger.info(
+      {
+        db: config.db_path,
+        shards: config.replication_log.shards,
+        publish: config.publish,
+        replicate: config.replicate,
+        nats: servers.map(redactUrl),
+      },
+      'HarmonyLite node started',
+    );
+  }
 
+  /** The embedded nats-server when no `[nats] urls` are set: the servers to connect to and how. */
+  async #startNats(): Promise<{ servers: string[]; natsConfig: Config['nats'] }> {
+    const { config, logger } = this;
     let servers = config.nats.urls;
     let natsConfig = config.nats;
     if (servers.length === 0) {
@@ -257,6 +294,11 @@ export class HarmonyLiteNode {
         'embedded nats-server started',
       );
     }
+    return { servers, natsConfig };
+  }
+
+  async #connect(servers: string[], natsConfig: Config['nats']): Promise<void> {
+    const { logger } = this;
     this.#nc = await connectNats(
       natsConfig,
       servers,
@@ -269,9 +311,14 @@ export class HarmonyLiteNode {
     void this.#watchNats(this.#nc);
     this.#jsm = await this.#withJetStream('answer', () => jetstreamManager(this.#nc!));
     this.#js = jetstream(this.#nc);
+  }
+
+  async #registerNode(): Promise<void> {
+    const { config, logger } = this;
+    const rl = this.config.replication_log;
     // Before the streams exist or anything is published: the settings match, the node id is ours.
     this.#identity = new NodeIdentity({
-      nc: this.#nc,
+      nc: this.#nc!,
       nodeId: this.nodeId,
       dbPath: config.db_path,
       streamPrefix: config.nats.stream_prefix,
@@ -288,6 +335,11 @@ export class HarmonyLiteNode {
     });
     await this.#withJetStream('register the node', () => this.#identity!.open());
     this.#checkOpen();
+  }
+
+  async #openStreams(): Promise<ReplacedStream[]> {
+    const { config, logger } = this;
+    const rl = this.config.replication_log;
     this.#ensureStreams = () =>
       ensureStreams(
         this.#jsm!,
@@ -313,7 +365,7 @@ export class HarmonyLiteNode {
     let replaced: ReplacedStream[] = [];
     if (config.replicate) {
       this.#streamIds = new StreamIdentities(
-        { db: this.#writeDb, jsm: this.#jsm, writer: this.writer, logger, metrics: this.metrics },
+        { db: this.#writeDb!, jsm: this.#jsm!, writer: this.writer, logger, metrics: this.metrics },
         {
           streams: new Map([...this.#consumed].map((s) => [s, streamName(config.nats.stream_prefix, s)])),
         },
@@ -322,6 +374,12 @@ export class HarmonyLiteNode {
       // Found now, or by this node while it ran (no restore then): it may have been behind in the old streams.
       replaced = await this.#streamIds.restoreDue();
     }
+    return replaced;
+  }
+
+  async #openOrigins(): Promise<OriginSigning> {
+    const { config, logger } = this;
+    const rl = this.config.replication_log;
     const origins = await this.#withJetStream('register the node key', () =>
       openOriginSigning(this.#js!, {
         nodeId: this.nodeId,
@@ -342,6 +400,12 @@ export class HarmonyLiteNode {
         ? 'node key loaded; batches verify only against [replication_log] trusted_keys'
         : 'node key loaded; batches verify against the keys registered in the cluster (trust on first use)',
     );
+    return origins;
+  }
+
+  #openLocal(): void {
+    const { config } = this;
+    const rl = this.config.replication_log;
     this.#pool = new ShardPool(
       [...this.#consumed],
       {
@@ -358,14 +422,17 @@ export class HarmonyLiteNode {
     );
     this.#detector = new ChangeDetector({
       dbPath: config.db_path,
-      db: this.#readDb,
+      db: this.#readDb!,
       safetyPollMs: 100,
       pollingIntervalMs: config.polling_interval,
     });
     // No baseline here: the first schema check after the detector opens re-runs the
     // (idempotent) install, catching tables created while the node was starting.
-    this.#scanner = new ChangelogScanner(this.#readDb);
+    this.#scanner = new ChangelogScanner(this.#readDb!);
+  }
 
+  async #openObservability(): Promise<void> {
+    const { config, logger } = this;
     // Started before a restore may wait (its health and metrics show the wait), closed first;
     // see src/node/node-observability.ts.
     this.#observability = new NodeObservability({
@@ -373,7 +440,7 @@ export class HarmonyLiteNode {
       logger,
       metrics: this.metrics,
       nodeId: this.nodeId,
-      js: this.#js,
+      js: this.#js!,
       jsm: this.#jsm!,
       writer: this.writer,
       status: () => this.status(),
@@ -381,34 +448,27 @@ export class HarmonyLiteNode {
       routes: new Map([['/replicated', replicatedHandler(() => this.#verify?.waiter)]]),
     });
     await this.#observability.open();
-    // Decide on a restore (invariant 8) before anything publishes or applies.
-    this.#snapshots = new NodeSnapshots({
-      config,
-      logger,
-      metrics: this.metrics,
-      nodeId: this.nodeId,
-      nc: this.#nc,
-      writer: this.writer,
-      display: this.#options.progressDisplay,
-    });
-    await this.#snapshots.checkRestore(replaced);
+  }
 
+  async #openPublisher(origins: OriginSigning): Promise<void> {
+    const { config, logger } = this;
+    const rl = this.config.replication_log;
     if (config.publish) {
-      const maxPayload = this.#nc.info?.max_payload ?? 1024 * 1024;
+      const maxPayload = this.#nc!.info?.max_payload ?? 1024 * 1024;
       this.#publisher = new Publisher(
         {
-          scanner: this.#scanner,
-          outbox: new OutboxStore(this.#writeDb, {
+          scanner: this.#scanner!,
+          outbox: new OutboxStore(this.#writeDb!, {
             busyTimeoutMs: config.busy_timeout,
             writer: this.writer,
           }),
           writer: this.writer,
-          js: this.#js,
+          js: this.#js!,
           hasher: await createShardHasher(rl.shards),
           logger: logger.child({ component: 'publisher' }),
           metrics: this.metrics,
           clock: this.clock,
-          seqs: this.#identity.seqs,
+          seqs: this.#identity!.seqs,
           sign: origins.sign,
         },
         {
@@ -430,8 +490,12 @@ export class HarmonyLiteNode {
       );
       await this.#publisher.open();
     }
+  }
+
+  async #restoreIfNeeded(): Promise<void> {
+    const { config } = this;
     // Own pending changes are published first; consumers then start from the snapshot.
-    await this.#snapshots.restoreIfNeeded({
+    await this.#snapshots!.restoreIfNeeded({
       wakePublisher: () => this.#publisher?.wake(),
       onRestored: () => {
         this.clock.observe(maxIndexedVersion(this.#writeDb!));
@@ -442,12 +506,17 @@ export class HarmonyLiteNode {
       },
     });
     await this.#streamIds?.restoreChecked();
-    this.#snapshots.start();
+    this.#snapshots!.start();
     // Migrations this node missed apply before any shard replays (a failure holds, loudly, and the start goes on).
     await this.#openMigrations();
     this.#checkOpen();
+  }
+
+  async #openConsumers(origins: OriginSigning): Promise<void> {
+    const { config, logger } = this;
+    const rl = this.config.replication_log;
     if (config.replicate) {
-      const [js, pool] = [this.#js, this.#pool];
+      const [js, pool] = [this.#js!, this.#pool!];
       // One for all shards: an origin's reservation covers all of its shards.
       const seqCeiling = new OriginSeqCeiling(
         reservedSeqReader(this.#jsm!, clusterBucket(config.nats.stream_prefix)),
@@ -480,28 +549,19 @@ export class HarmonyLiteNode {
       // Streams another node adds later (restarted with more shards) are consumed once found.
       this.#timers.push(setInterval(() => this.#discoverStreams(), STREAM_DISCOVERY_MS).unref());
     }
+  }
 
-    await this.#openVerify();
-
-    this.#detector.onChange(() => {
+  #watchLocal(): void {
+    const { config } = this;
+    this.#detector!.onChange(() => {
       this.#publisher?.wake();
       this.#checkSchema();
     });
-    this.#detector.open();
+    this.#detector!.open();
     // A table created between the first install and now would otherwise wait for the next schema change.
     this.#checkSchema();
     this.#timers.push(setInterval(() => void this.#cleanup(), config.cleanup_interval).unref());
     this.#timers.push(setInterval(() => void this.#housekeeping(), 1000).unref());
-    logger.info(
-      {
-        db: config.db_path,
-        shards: rl.shards,
-        publish: config.publish,
-        replicate: config.replicate,
-        nats: servers.map(redactUrl),
-      },
-      'HarmonyLite node started',
-    );
   }
 
   async #openVerify(): Promise<void> {
