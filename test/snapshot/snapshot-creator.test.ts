@@ -12,6 +12,7 @@ import {
   ORIGIN_SEQS,
   PARKED,
   POSITIONS,
+  RETIRED_NAMES,
   ROW_VERSIONS,
 } from '../../src/cdc/names.ts';
 import { createSnapshotFile } from '../../src/snapshot/snapshot-creator.ts';
@@ -81,7 +82,17 @@ describe('createSnapshotFile', () => {
       assert.deepEqual(
         tables.filter((t) => !t.startsWith('sqlite_')).sort(),
         // The replicated-state index travels with the rows it describes.
-        [ORIGIN_SEQS, POSITIONS, ROW_VERSIONS, INDEXED_TABLES, PARKED, CONFLICTS, MIGRATIONS, 'items'].sort(),
+        [
+          ORIGIN_SEQS,
+          POSITIONS,
+          ROW_VERSIONS,
+          INDEXED_TABLES,
+          PARKED,
+          CONFLICTS,
+          MIGRATIONS,
+          RETIRED_NAMES,
+          'items',
+        ].sort(),
       );
       assert.equal(count(out, "SELECT count(*) FROM sqlite_sequence WHERE name GLOB '__harmonylite__*'"), 0);
       assert.equal(count(out, 'SELECT count(*) FROM items'), 500);
@@ -121,7 +132,17 @@ describe('createSnapshotFile', () => {
       const tables = schemaNames(created.uploadPath).tables.filter((t) => !t.startsWith('sqlite_'));
       assert.deepEqual(
         tables.sort(),
-        [ORIGIN_SEQS, POSITIONS, ROW_VERSIONS, INDEXED_TABLES, PARKED, CONFLICTS, MIGRATIONS, 'items'].sort(),
+        [
+          ORIGIN_SEQS,
+          POSITIONS,
+          ROW_VERSIONS,
+          INDEXED_TABLES,
+          PARKED,
+          CONFLICTS,
+          MIGRATIONS,
+          RETIRED_NAMES,
+          'items',
+        ].sort(),
       );
       assert.equal(count(created.uploadPath, `SELECT seq FROM "${MIGRATIONS}" WHERE status = 'applied'`), 1);
       assert.equal(count(created.uploadPath, 'SELECT version FROM "__harmonylite___row_versions"'), 42);
