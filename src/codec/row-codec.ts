@@ -18,7 +18,10 @@ export function decodeRow(bytes: Uint8Array): Record<string, WireValue> {
 }
 
 /** Column values as read from a table (safe integers) to a row map. */
-export function rowOf(columns: readonly string[], values: readonly CapturedValue[]): Record<string, WireValue> {
+export function rowOf(
+  columns: readonly string[],
+  values: readonly CapturedValue[],
+): Record<string, WireValue> {
   const row: Record<string, WireValue> = {};
   for (let i = 0; i < columns.length; i++) row[columns[i]!] = toWire(values[i]!);
   return row;
