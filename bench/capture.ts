@@ -1,5 +1,5 @@
 /**
- * Capture cost (issue 2): rows/s of inserts into a plain table and into the
+ * Capture cost: rows/s of inserts into a plain table and into the
  * same table with our capture installed, 1 and 100 rows per transaction, side
  * by side in one run; medians of RUNS runs. A third column shows HarmonyLite's
  * `pragma_function_list` guard on the same triggers, when a default connection

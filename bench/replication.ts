@@ -1,5 +1,5 @@
 /**
- * End-to-end replication benchmark (issue 3): one node writes N rows, 100 per
+ * End-to-end replication benchmark: one node writes N rows, 100 per
  * transaction, as fast as it can; the time until the second node holds them
  * all, for shard counts 1, 2, 4; commit-to-visible latency at a steady
  * 1,000 rows/s; and beside them, in the same run, this machine's single-node

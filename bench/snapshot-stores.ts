@@ -1,5 +1,5 @@
 /**
- * Snapshot store backends (issue 5): upload (`putFile`) and download
+ * Snapshot store backends: upload (`putFile`) and download
  * (`getFile`) MB/s of one file per backend, each against a real server of its
  * protocol on loopback (the servers started by the tests: s3rver, rclone
  * WebDAV, rclone SFTP, OpenSSH sshd), next to a plain local file copy of the

@@ -3,7 +3,7 @@ import type { LoggingConfig } from './config/config.ts';
 
 export type Logger = PinoLogger;
 
-/** Keys whose values never reach a log line (invariant of issue 6/8: secrets are never logged). */
+/** Keys whose values never reach a log line (secrets are never logged). */
 const SECRET_KEYS = [
   'password',
   'user_password',

@@ -45,7 +45,7 @@ addExtension({
 });
 
 /**
- * Tags cbor-x decodes at a cost no message may impose (issue 8 fuzzing; invariant 5: a bad
+ * Tags cbor-x decodes at a cost no message may impose (fuzzing; invariant 5: a bad
  * message never stops a node). Its bignums (tags 2, 3) decode in quadratic time: a 60 KB one
  * took 3 s, a 1 MB one would hold a shard for minutes. SQLite integers fit in 64 bits, which
  * CBOR carries untagged, so a bignum is accepted only up to 8 bytes. Its value-sharing tags

@@ -1,5 +1,5 @@
 /**
- * SQLite values on the wire, keeping their exact storage class (issue 2: values
+ * SQLite values on the wire, keeping their exact storage class (values
  * keep their type and value through capture and replay).
  *
  * better-sqlite3 binds every JS number as REAL, and CBOR collapses integral

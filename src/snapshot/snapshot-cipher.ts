@@ -1,5 +1,5 @@
 /**
- * Streaming authenticated encryption of snapshot files at rest (issue 8),
+ * Streaming authenticated encryption of snapshot files at rest,
  * with node's built-in crypto only. Pure: no I/O, no state beyond a stream.
  *
  * Layout: a 64-byte header, then chunks of `chunkBytes` plaintext bytes (the

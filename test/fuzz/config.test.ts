@@ -1,5 +1,5 @@
 /**
- * Config fuzzing (issue 8): malformed TOML (random mutations of
+ * Config fuzzing: malformed TOML (random mutations of
  * config.example.toml), values of the wrong type for every key, and hostile
  * paths. Loading either yields a well-typed Config or throws a ConfigError
  * with a one-line message (the CLI prints it and exits 2); nothing else ever

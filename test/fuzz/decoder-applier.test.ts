@@ -1,5 +1,5 @@
 /**
- * Invariant 5 under fuzzing (issue 8): 10,000+ random, mutated and hostile
+ * Invariant 5 under fuzzing: 10,000+ random, mutated and hostile
  * payloads go through decodeBody and BatchApplier.apply on a real SQLite file
  * with capture installed (triggers, replay guard, internal tables).
  *

@@ -2,7 +2,7 @@
  * The Grafana dashboard in grafana/ queries only metrics a running node
  * exposes: every PromQL expression (panel targets and template queries) is
  * taken apart into metric names, and each must exist on a node's /metrics with
- * the default namespace. It also covers what issue 6 asks a dashboard to show.
+ * the default namespace. It also covers what the dashboard must show.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -139,7 +139,7 @@ describe('grafana/harmonylite-dashboard.json', () => {
       assert.ok(metricNames(expr).length > 0, `no metric in ${where}: ${expr}`);
   });
 
-  it('shows what issue 6 asks for: throughput, lag per shard, pending, dead letters, snapshot age, latency, NATS', () => {
+  it('shows what an operator needs: throughput, lag per shard, pending, dead letters, snapshot age, latency, NATS', () => {
     const used = new Set(exprs.flatMap(({ expr }) => metricNames(expr)));
     for (const name of [
       'harmonylite_published',

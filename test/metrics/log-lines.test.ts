@@ -1,5 +1,5 @@
 /**
- * The log as issue 6 wants it: the seed's messages as written ("Unable to
+ * The log as operators read it: the seed's messages as written ("Unable to
  * publish", "Cleaned up DB change logs"); `json` is one object per line; every
  * line carries the node id, also the CLI's when the id is derived; secrets of
  * the config (NATS password and token, S3 secret and session token, a

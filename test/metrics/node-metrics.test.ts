@@ -1,6 +1,6 @@
 /**
  * Two nodes on a real nats-server, each serving /metrics on loopback: every
- * metric of issue 6 is exposed under the default namespace, and the values
+ * metric the node promises is exposed under the default namespace, and the values
  * move as they should under load: published and applied counters rise;
  * while node B's consumer is paused (its writer queue held, as a long write
  * would) its lag in messages and seconds rises with every message A
@@ -20,7 +20,7 @@ import { waitFor } from '../helpers/wait-for.ts';
 import { closeAll } from '../replication/converge-helpers.ts';
 import { httpGet, metricTypes, sampleValue } from './prometheus-text.ts';
 
-/** Every metric issue 6 asks for, with its type, as a node with the default namespace exposes it. */
+/** Every metric the node promises, with its type, as a node with the default namespace exposes it. */
 export const EXPECTED_METRICS: Readonly<Record<string, string>> = {
   // The seed's four.
   harmonylite_published: 'counter',
@@ -123,7 +123,7 @@ async function waitForMetric(
   return last!;
 }
 
-test('the endpoint binds to loopback and declares every metric of issue 6', async () => {
+test('the endpoint binds to loopback and declares every metric the node promises', async () => {
   assert.equal(a.node.observability?.metricsServer?.address?.address, '127.0.0.1');
   const text = await scrape(a);
   const types = metricTypes(text);

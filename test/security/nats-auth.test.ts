@@ -1,5 +1,5 @@
 /**
- * NATS authentication and TLS against a real nats-server (issue 8), one
+ * NATS authentication and TLS against a real nats-server, one
  * server per mode: user/password, token, NKey seed, a `.creds` file
  * (decentralized JWT auth: operator, accounts and user generated here), TLS
  * with a private CA, and mutual TLS. In each mode two nodes connect and

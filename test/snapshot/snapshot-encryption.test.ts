@@ -1,5 +1,5 @@
 /**
- * Snapshot encryption at rest (issue 8): `[snapshot] encryption_key_file`.
+ * Snapshot encryption at rest: `[snapshot] encryption_key_file`.
  * Files: a snapshot made with a key round-trips through verification, and
  * every damage or key mismatch is refused with a clear error. End to end:
  * nodes on a real nats-server whose streams roll over while the leader keeps

@@ -1,5 +1,5 @@
 /**
- * Issue 5 end to end, per backend (S3, WebDAV, SFTP), each on a real server on
+ * End to end, per backend (S3, WebDAV, SFTP), each on a real server on
  * loopback: a node whose TOML config points `[snapshot]` at the backend saves a
  * snapshot there with `-save-snapshot`; a new node with an empty database,
  * whose streams no longer hold the history, restores it, holds exactly the
