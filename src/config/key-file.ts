@@ -12,6 +12,7 @@
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { ConfigError } from './config-error.ts';
+import { shownPath } from './private-file.ts';
 
 export const SNAPSHOT_KEY_CONFIG = 'snapshot.encryption_key_file';
 const KEY_BYTES = 32;
@@ -63,12 +64,6 @@ export function readKeyFile(path: string, configKey: string): Uint8Array {
     closeSync(fd);
   }
   return parseKeyFile(content, fail);
-}
-
-/** Quoted and escaped (no control characters reach a terminal), at most 200 characters, as load-config's `showPath`. */
-function shownPath(path: string): string {
-  const shown = JSON.stringify(path);
-  return shown.length > 200 ? `${shown.slice(0, 197)}..."` : shown;
 }
 
 function parseKeyFile(content: Buffer, fail: (detail: string) => never): Uint8Array {

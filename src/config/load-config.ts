@@ -5,6 +5,7 @@ import { applyConfigAliases } from './config-aliases.ts';
 import { ConfigError } from './config-error.ts';
 import { readKeyFile, SNAPSHOT_KEY_CONFIG } from './key-file.ts';
 import { parseTrustedKeyEntry } from './trusted-key-entry.ts';
+import { shownPath } from './private-file.ts';
 import { checkSecretFiles } from './secret-files.ts';
 import { defaultConfig, LOG_FORMATS, SNAPSHOT_STORES, type Config } from './config.ts';
 
@@ -259,8 +260,7 @@ export function parseConfig(text: string, baseDir: string, source = 'config', co
 
 /** A path as it appears in messages: quoted and escaped (no raw control characters reach a terminal), at most 200 characters. */
 export function showPath(path: string): string {
-  const shown = JSON.stringify(path);
-  return shown.length > 200 ? `${shown.slice(0, 197)}..."` : shown;
+  return shownPath(path);
 }
 
 /**
